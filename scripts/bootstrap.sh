@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Create (or refresh) the project's virtual environment when it is missing or stale.
+#   scripts/bootstrap.sh [EXTRAS]      e.g. scripts/bootstrap.sh dev
+# Torch: the pinned CPU build (SPARKAE_TORCH_SPEC, default torch==2.13.0) is installed
+# first when no torch is present, so the torch>=2.2 requirement installs nothing more.
+# Set SPARKAE_TORCH_INDEX to a CPU wheel index (e.g. the PyTorch CPU index) if your pip
+# would otherwise pick a CUDA build.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+VENV="${SPARKAE_VENV:-$ROOT/.venv}"
+PY="${PYTHON:-python3}"
+EXTRAS="${1:-}"
+want="$(sha256sum "$ROOT/pyproject.toml" | cut -c1-16) extras=$EXTRAS"
+stamp="$VENV/.sparkae-stamp"
+if [ -x "$VENV/bin/python" ] && [ -f "$stamp" ] && grep -qxF "$want" "$stamp"; then
+  exit 0
+fi
+command -v java >/dev/null 2>&1 || { echo "sparkae: Java 17+ is required by Spark; install a JDK first" >&2; exit 1; }
+echo "sparkae: setting up $VENV (first run only; this takes a few minutes)" >&2
+[ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+PIP=("$VENV/bin/python" -m pip install --quiet --disable-pip-version-check)
+if ! "$VENV/bin/python" -c "import torch" >/dev/null 2>&1; then
+  if [ -n "${SPARKAE_TORCH_INDEX:-}" ]; then
+    "${PIP[@]}" --index-url "$SPARKAE_TORCH_INDEX" "${SPARKAE_TORCH_SPEC:-torch==2.13.0}"
+  else
+    "${PIP[@]}" "${SPARKAE_TORCH_SPEC:-torch==2.13.0}"
+  fi
+fi
+target="$ROOT"
+[ -n "$EXTRAS" ] && target="$ROOT[$EXTRAS]"
+"${PIP[@]}" -e "$target" 2> >(grep -v "is ignored: it is neither" >&2)
+echo "$want" >> "$stamp"
+echo "sparkae: environment ready at $VENV" >&2

@@ -1,0 +1,158 @@
+"""The work behind ``jobs/train.py``: read, train, evaluate, score, write results.
+
+Results land under ``output.dir``: ``model/`` (see :mod:`sparkae.persistence`),
+``scored/`` (Parquet: the id and label columns, ``reconstruction_mse``,
+``deep_features``) and ``summary.json``. Each is written beside its destination and
+renamed into place, so a failed run never leaves a half-written result in place of a
+previous one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+import uuid
+from typing import Any, Dict, Optional, Tuple
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from sparkae import datasets
+from sparkae.estimator import Autoencoder
+
+log = logging.getLogger("sparkae")
+
+
+def _check_file(path: str, what: str) -> str:
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{what}: '{path}' does not exist")
+    return path
+
+
+def read_source(spark: SparkSession, section: Dict[str, Any], what: str) -> DataFrame:
+    """Read the table a config section names (``source``: sample, mnist_idx, parquet, table)."""
+    src = section["source"]
+    if src == "sample":
+        return datasets.load_mnist_sample(spark)
+    if src == "mnist_idx":
+        return datasets.read_mnist_idx(spark, _check_file(section["images"], f"{what}.images"),
+                                       _check_file(section["labels"], f"{what}.labels"))
+    if src == "parquet":
+        return spark.read.parquet(_check_file(section["path"], f"{what}.path"))
+    if src == "table":
+        return spark.table(section["path"])
+    raise ValueError(f"{what}.source: got {src!r}")
+
+
+def _atomic_dir_swap(tmp: str, dest: str) -> None:
+    old = None
+    if os.path.exists(dest):
+        old = f"{dest}.old-{uuid.uuid4().hex[:8]}"
+        os.replace(dest, old)
+    os.replace(tmp, dest)
+    if old:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _write_json(obj: Dict[str, Any], path: str) -> None:
+    tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2, default=float)
+    os.replace(tmp, path)
+
+
+def split_input(df: DataFrame, settings: Dict[str, Any],
+                spark: SparkSession) -> Tuple[DataFrame, Optional[DataFrame]]:
+    """Training and evaluation DataFrames as the ``evaluation`` section says."""
+    ev = settings["evaluation"]
+    if ev["source"] == "none":
+        return df, None
+    if ev["source"] == "split":
+        seed = settings["model"].get("seed") or 0
+        train, valid = df.randomSplit([1.0 - ev["fraction"], ev["fraction"]], seed=seed)
+        return train, valid
+    return df, read_source(spark, ev, "evaluation")
+
+
+def run_train(spark: SparkSession, settings: Dict[str, Any]) -> Dict[str, Any]:
+    """Train, evaluate and score as ``settings`` (from :func:`sparkae.config.load`) say.
+
+    Returns
+    -------
+    dict
+        The run summary also written to ``summary.json``.
+
+    Raises
+    ------
+    FileExistsError
+        ``output.overwrite`` is false and the output directory already holds results.
+    """
+    t0 = time.perf_counter()
+    out = os.path.abspath(settings["output"]["dir"])
+    if not settings["output"]["overwrite"] and any(
+            os.path.exists(os.path.join(out, p)) for p in ("model", "scored", "summary.json")):
+        raise FileExistsError(f"output.dir '{out}' already holds results and "
+                              "output.overwrite is false")
+    source = read_source(spark, settings["input"], "input").cache()
+    train_df, valid_df = split_input(source, settings, spark)
+    model = Autoencoder(**settings["model"]).fit(train_df, validation_df=valid_df)
+    fit_s = model.summary.wall_time_s
+    os.makedirs(out, exist_ok=True)
+    model.write().overwrite().save(os.path.join(out, "model"))
+
+    carry = [c for c in (settings["input"]["id_col"], settings["input"]["label_col"])
+             if c and c in source.columns]
+    t1 = time.perf_counter()
+    scored = model.transform(source).select(*carry, "reconstruction_mse", "deep_features")
+    tmp = os.path.join(out, f".scored.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        scored.write.parquet(tmp)
+        _atomic_dir_swap(tmp, os.path.join(out, "scored"))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    score_s = time.perf_counter() - t1
+    written = spark.read.parquet(os.path.join(out, "scored"))
+    stats = written.agg(F.count(F.lit(1)).alias("n"),
+                        F.mean("reconstruction_mse").alias("mean_mse")).first()
+    top = [r.asDict() for r in written.select(*carry, "reconstruction_mse")
+           .orderBy(F.desc("reconstruction_mse")).limit(settings["output"]["top_n"]).collect()]
+    s = model.summary
+    summary = {
+        "rows": {"train": s.train_rows, "validation": s.validation_rows, "scored": stats["n"]},
+        "train_mse": s.train_mse, "validation_mse": s.validation_mse,
+        "scored_mean_mse": stats["mean_mse"], "epochs": s.epochs, "seed": s.seed,
+        "fit_time_s": fit_s, "train_rows_per_s": s.rows_per_s,
+        "score_time_s": score_s, "score_rows_per_s": stats["n"] / max(score_s, 1e-9),
+        "wall_time_s": time.perf_counter() - t0, "hidden": settings["model"]["hidden"],
+        "model": os.path.join(out, "model"), "scored": os.path.join(out, "scored"),
+        "top_errors": top, "history": s.history,
+    }
+    _write_json(summary, os.path.join(out, "summary.json"))
+    source.unpersist()
+    return summary
+
+
+def format_summary(summary: Dict[str, Any]) -> str:
+    """A short human summary of :func:`run_train`'s result."""
+    r = summary["rows"]
+    v = summary["validation_mse"]
+    lines = [
+        f"sparkae: trained {summary['hidden']} for {summary['epochs']} epochs on "
+        f"{r['train']} rows ({summary['train_rows_per_s']:.0f} rows/s)",
+        f"  train MSE {summary['train_mse']:.6f}" +
+        ("" if v is None else f"   validation MSE {v:.6f} ({r['validation']} rows)"),
+        f"  scored {r['scored']} rows in {summary['score_time_s']:.1f} s "
+        f"({summary['score_rows_per_s']:.0f} rows/s); wall time {summary['wall_time_s']:.1f} s",
+        f"  model:  {summary['model']}",
+        f"  scores: {summary['scored']}",
+    ]
+    if summary["top_errors"]:
+        lines.append(f"  the {len(summary['top_errors'])} rows with the largest "
+                     "reconstruction error:")
+        for row in summary["top_errors"]:
+            lines.append("    " + "  ".join(f"{k}={v:.6f}" if isinstance(v, float) else f"{k}={v}"
+                                            for k, v in row.items()))
+    return "\n".join(lines)

@@ -1,0 +1,40 @@
+"""A SparkSession for jobs: loopback-only when local, the launcher's settings otherwise."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Dict, Optional
+
+#: Settings that keep a local Spark driver on 127.0.0.1.
+LOOPBACK_CONF = {
+    "spark.driver.host": "127.0.0.1",
+    "spark.driver.bindAddress": "127.0.0.1",
+    "spark.ui.enabled": "false",
+}
+
+
+def get_session(master: str = "local[2]", app_name: str = "sparkae",
+                conf: Optional[Dict[str, Any]] = None):
+    """Return a SparkSession.
+
+    Under ``spark-submit`` the master and conf given there win; a plain ``python`` run
+    gets ``master`` and the loopback settings of :data:`LOOPBACK_CONF` (every service
+    binds 127.0.0.1). ``conf`` entries are applied in both cases.
+    """
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    os.environ.setdefault("PYARROW_IGNORE_TIMEZONE", "1")
+    from pyspark import SparkConf
+    from pyspark.sql import SparkSession
+
+    builder = SparkSession.builder.appName(app_name)
+    launched = SparkConf().contains("spark.master")
+    if not launched:
+        builder = builder.master(master)
+        for key, value in LOOPBACK_CONF.items():
+            builder = builder.config(key, value)
+    for key, value in (conf or {}).items():
+        builder = builder.config(key, str(value))
+    spark = builder.getOrCreate()
+    if not launched:
+        spark.sparkContext.setLogLevel("ERROR")
+    return spark

@@ -1,0 +1,145 @@
+"""Pure-Torch tests of the training loop on in-memory data (no Spark)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from sparkae.nn.models import AutoencoderNet
+from sparkae.nn.scaling import FeatureStats, compute_scaling
+from sparkae.train.loop import TrainConfig, evaluate, penalty, train
+
+ROWS, WIDTH, BATCH = 512, 20, 32
+
+
+def _data(seed: int = 3) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(ROWS, 3)) @ rng.normal(size=(3, WIDTH)) + 0.01 * rng.normal(
+        size=(ROWS, WIDTH))
+    return x.astype(np.float32)
+
+
+X = _data()
+XV = _data(4)
+
+
+def _batches(x: np.ndarray):
+    def by_epoch(epoch: int):
+        order = np.random.default_rng(epoch).permutation(len(x))
+        for start in range(0, len(x), BATCH):
+            yield x[order[start:start + BATCH]]
+    return by_epoch
+
+
+def _net(seed: int = 0, hidden=(10, 3, 10)) -> AutoencoderNet:
+    torch.manual_seed(seed)
+    net = AutoencoderNet(WIDTH, WIDTH, list(hidden), "tanh")
+    st = FeatureStats(len(X), X.mean(0), X.std(0), X.min(0), X.max(0))
+    s = compute_scaling(st, "zscore", ignore_const_cols=True)
+    net.scaler.set_statistics(s.keep, s.shift, s.scale, s.fill)
+    return net
+
+
+def test_history_and_falling_error():
+    net = _net()
+    seen = []
+    hist = train(net, _batches(X), TrainConfig(epochs=8, rate=0.01), on_epoch=seen.append)
+    assert len(hist) == 8 and seen == hist
+    for i, e in enumerate(hist):
+        assert set(e) == {"epoch", "train_mse", "validation_mse", "rows", "seconds",
+                          "rows_per_s"}
+        assert e["epoch"] == i + 1
+        assert e["rows"] == ROWS
+        assert e["validation_mse"] is None
+        assert e["seconds"] > 0 and e["rows_per_s"] > 0
+    assert hist[-1]["train_mse"] < hist[0]["train_mse"] / 2
+    assert not net.training
+
+
+def test_validation_mse_equals_evaluate():
+    net = _net()
+    valid = lambda: iter([XV[:100], XV[100:]])  # noqa: E731
+    hist = train(net, _batches(X), TrainConfig(epochs=3, rate=0.01), valid_batches=valid)
+    assert all(isinstance(e["validation_mse"], float) for e in hist)
+    assert hist[-1]["validation_mse"] == pytest.approx(evaluate(net, valid()), rel=1e-12)
+    # evaluate is the mean over rows of per-row MSE in the scaled space
+    with torch.no_grad():
+        z = net.scaler(torch.from_numpy(XV))
+        expected = float(((net(z) - z) ** 2).mean(dim=1).mean())
+    assert evaluate(net, [XV]) == pytest.approx(expected, rel=1e-5)
+    assert np.isnan(evaluate(net, []))
+
+
+def _state(seed: int, cfg: TrainConfig):
+    net = _net(seed)
+    train(net, _batches(X), cfg)
+    return net.state_dict()
+
+
+def test_determinism():
+    cfg = TrainConfig(epochs=2, rate=0.01)
+    a, b, c = _state(5, cfg), _state(5, cfg), _state(6, cfg)
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a if a[k].is_floating_point())
+
+
+def test_adadelta_trains():
+    net = _net()
+    hist = train(net, _batches(X), TrainConfig(epochs=6, optimizer="adadelta", rho=0.99,
+                                               epsilon=1e-8))
+    assert hist[-1]["train_mse"] < hist[0]["train_mse"]
+
+
+def test_unknown_optimizer_raises():
+    with pytest.raises(ValueError, match="sgd"):
+        train(_net(), _batches(X), TrainConfig(epochs=1, optimizer="sgd"))
+
+
+def _weights(net: AutoencoderNet) -> torch.Tensor:
+    return torch.cat([w.detach().flatten() for w in net.weight_matrices()])
+
+
+def test_l1_sparsifies_weights():
+    plain, sparse = _net(2), _net(2)
+    train(plain, _batches(X), TrainConfig(epochs=6, rate=0.01))
+    train(sparse, _batches(X), TrainConfig(epochs=6, rate=0.01, l1=1e-3))
+    small = lambda n: int((_weights(n).abs() < 1e-3).sum())  # noqa: E731
+    assert small(sparse) > small(plain)
+
+
+def test_l2_shrinks_weights():
+    plain, decayed = _net(2), _net(2)
+    train(plain, _batches(X), TrainConfig(epochs=6, rate=0.01))
+    train(decayed, _batches(X), TrainConfig(epochs=6, rate=0.01, l2=1e-2))
+    assert float((_weights(decayed) ** 2).sum()) < float((_weights(plain) ** 2).sum())
+
+
+def test_penalty_value():
+    net = _net()
+    w = [m.detach() for m in net.weight_matrices()]
+    expected = 0.1 * sum(float(m.abs().sum()) for m in w) + 0.5 * 0.2 * sum(
+        float((m * m).sum()) for m in w)
+    assert float(penalty(net, TrainConfig(l1=0.1, l2=0.2))) == pytest.approx(expected, rel=1e-5)
+    assert float(penalty(net, TrainConfig())) == 0.0
+
+
+def test_nan_input_raises():
+    bad = X.copy()
+    bad[7, 3] = np.nan
+    with pytest.raises(FloatingPointError):
+        train(_net(), _batches(bad), TrainConfig(epochs=2, rate=0.01))
+
+
+def test_empty_batches_raise():
+    with pytest.raises(ValueError, match="no rows"):
+        train(_net(), lambda epoch: iter([]), TrainConfig(epochs=1))
+
+
+def test_torch_batches_accepted():
+    net = _net()
+    t = torch.from_numpy(X)
+    hist = train(net, lambda epoch: (t[i:i + 64] for i in range(0, ROWS, 64)),
+                 TrainConfig(epochs=2, rate=0.01))
+    assert [e["rows"] for e in hist] == [ROWS, ROWS]
