@@ -13,9 +13,13 @@ import os
 import time
 import zlib
 from importlib.resources import files
-from typing import Optional, Tuple, Union
+from typing import TYPE_CHECKING, Optional, Tuple, Union
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from pyspark.sql import DataFrame, SparkSession
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +43,7 @@ def read_idx(path: PathLike) -> np.ndarray:
     Returns
     -------
     numpy.ndarray
-        A writable ``uint8`` array shaped by the dimensions in the header.
+        Writable ``uint8`` array shaped by the header's dimensions.
 
     Raises
     ------
@@ -76,27 +80,25 @@ def read_idx(path: PathLike) -> np.ndarray:
     expected, found = int(np.prod(dims, dtype=np.int64)), len(raw) - header
     if found != expected:
         raise ValueError(
-            f"{path}: data length mismatch for dims {dims}: expected {expected} bytes, found {found}"
+            f"{path}: data length mismatch for dims {dims}: "
+            f"expected {expected} bytes, found {found}"
         )
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims).copy()
 
 
-def load_mnist_arrays(images_path: PathLike, labels_path: PathLike) -> Tuple[np.ndarray, np.ndarray]:
+def load_mnist_arrays(images_path: PathLike,
+                      labels_path: PathLike) -> Tuple[np.ndarray, np.ndarray]:
     """Read a pair of MNIST-style IDX files into flat numpy arrays.
 
     Parameters
     ----------
-    images_path : str or os.PathLike
-        3-D IDX file of ``n`` images, ``rows x cols`` each.
-    labels_path : str or os.PathLike
-        1-D IDX file of ``n`` labels.
+    images_path, labels_path : str or os.PathLike
+        3-D IDX file of ``n`` images (``rows x cols``) and 1-D IDX file of ``n`` labels.
 
     Returns
     -------
-    images : numpy.ndarray
-        ``uint8``, shape ``(n, rows * cols)``.
-    labels : numpy.ndarray
-        ``int64``, shape ``(n,)``.
+    images, labels : numpy.ndarray
+        ``uint8`` of shape ``(n, rows * cols)`` and ``int64`` of shape ``(n,)``.
 
     Raises
     ------
@@ -108,7 +110,8 @@ def load_mnist_arrays(images_path: PathLike, labels_path: PathLike) -> Tuple[np.
         raise ValueError(f"{os.fspath(images_path)}: expected 3-D images (n, rows, cols), "
                          f"found shape {images.shape}")
     if labels.ndim != 1:
-        raise ValueError(f"{os.fspath(labels_path)}: expected 1-D labels, found shape {labels.shape}")
+        raise ValueError(f"{os.fspath(labels_path)}: expected 1-D labels, "
+                         f"found shape {labels.shape}")
     if images.shape[0] != labels.shape[0]:
         raise ValueError(
             f"image/label count mismatch: {os.fspath(images_path)} has {images.shape[0]} images "
@@ -117,14 +120,14 @@ def load_mnist_arrays(images_path: PathLike, labels_path: PathLike) -> Tuple[np.
     return images.reshape(images.shape[0], -1), labels.astype(np.int64)
 
 
-def _default_partitions(spark) -> int:
-    try:  # Spark Connect sessions have no SparkContext: the access itself raises
+def _default_partitions(spark: "SparkSession") -> int:
+    try:  # Spark Connect sessions have no SparkContext: the attribute access raises
         return max(1, int(spark.sparkContext.defaultParallelism))
-    except Exception:  # noqa: BLE001 - any failure means "not available"
+    except Exception:  # noqa: BLE001 - whatever the failure, there is no default to use
         return 2
 
 
-def _slice_frame(images: np.ndarray, labels: np.ndarray, start: int):
+def _slice_frame(images: np.ndarray, labels: np.ndarray, start: int) -> "pd.DataFrame":
     """pandas DataFrame (id, features, label) for one slice of rows; vectorized nonzero scan."""
     import pandas as pd
     from pyspark.ml.linalg import SparseVector
@@ -143,8 +146,8 @@ def _slice_frame(images: np.ndarray, labels: np.ndarray, start: int):
     return pd.DataFrame({"id": ids, "features": vectors, "label": labels.astype(np.int32)})
 
 
-def images_to_dataframe(spark, images: np.ndarray, labels: np.ndarray,
-                        num_partitions: Optional[int] = None):
+def images_to_dataframe(spark: "SparkSession", images: np.ndarray, labels: np.ndarray,
+                        num_partitions: Optional[int] = None) -> "DataFrame":
     """Spark DataFrame (``id``, ``features``, ``label``) from flat image and label arrays.
 
     Rows go to Spark in slices of at most 10,000 through pandas and Arrow; each of
@@ -154,10 +157,8 @@ def images_to_dataframe(spark, images: np.ndarray, labels: np.ndarray,
     ----------
     spark : pyspark.sql.SparkSession
         Classic or Spark Connect session.
-    images : numpy.ndarray
-        Shape ``(n, size)``, pixel values 0-255.
-    labels : numpy.ndarray
-        Shape ``(n,)``, integer labels.
+    images, labels : numpy.ndarray
+        Shapes ``(n, size)`` (pixel values 0-255) and ``(n,)`` (integer labels).
     num_partitions : int, optional
         Defaults to ``spark.sparkContext.defaultParallelism``, or 2 where there is none.
 
@@ -170,6 +171,7 @@ def images_to_dataframe(spark, images: np.ndarray, labels: np.ndarray,
     from pyspark.ml.linalg import VectorUDT
     from pyspark.sql.types import IntegerType, LongType, StructField, StructType
 
+    images, labels = np.asarray(images), np.asarray(labels)
     if images.ndim != 2 or labels.ndim != 1 or len(images) != len(labels):
         raise ValueError(f"expected images (n, size) and labels (n,), got {images.shape} "
                          f"and {labels.shape}")
@@ -192,8 +194,8 @@ def images_to_dataframe(spark, images: np.ndarray, labels: np.ndarray,
     return reduce(lambda a, b: a.unionAll(b), frames).coalesce(parts)
 
 
-def read_mnist_idx(spark, images_path: PathLike, labels_path: PathLike,
-                   num_partitions: Optional[int] = None):
+def read_mnist_idx(spark: "SparkSession", images_path: PathLike, labels_path: PathLike,
+                   num_partitions: Optional[int] = None) -> "DataFrame":
     """Read MNIST-style IDX image and label files into a Spark DataFrame.
 
     Parameters
@@ -201,15 +203,14 @@ def read_mnist_idx(spark, images_path: PathLike, labels_path: PathLike,
     spark : pyspark.sql.SparkSession
         Classic or Spark Connect session.
     images_path, labels_path : str or os.PathLike
-        IDX files on the driver, gzip-compressed or not.
+        IDX files on the driver, gzip-compressed or not (see :func:`load_mnist_arrays`).
     num_partitions : int, optional
         See :func:`images_to_dataframe`.
 
     Returns
     -------
     pyspark.sql.DataFrame
-        Columns ``id`` (long), ``features`` (SparseVector of ``rows * cols``
-        floats 0-255) and ``label`` (int), one row per image.
+        ``id`` (long), ``features`` (SparseVector, ``rows * cols`` floats 0-255), ``label`` (int).
     """
     t0 = time.perf_counter()
     images, labels = load_mnist_arrays(images_path, labels_path)
@@ -225,7 +226,7 @@ def mnist_sample_paths() -> Tuple[str, str]:
     return str(resources / SAMPLE_IMAGES), str(resources / SAMPLE_LABELS)
 
 
-def load_mnist_sample(spark, num_partitions: Optional[int] = None):
+def load_mnist_sample(spark: "SparkSession", num_partitions: Optional[int] = None) -> "DataFrame":
     """The bundled 5,000-image MNIST sample as a DataFrame; see :func:`read_mnist_idx`.
 
     Its rows are ordered by label (500 of each digit): shuffle before splitting
@@ -235,7 +236,7 @@ def load_mnist_sample(spark, num_partitions: Optional[int] = None):
 
 
 def shifted_digits(images: np.ndarray, n: int, max_shift: int = 2, seed: int = 0,
-                   return_index: bool = False):
+                   return_index: bool = False) -> Union[np.ndarray, Tuple[np.ndarray, np.ndarray]]:
     """Draw ``n`` images with random integer x/y shifts of up to ``max_shift`` pixels.
 
     Pixels shifted out of the frame are dropped and the gap is filled with zeros.
@@ -247,12 +248,10 @@ def shifted_digits(images: np.ndarray, n: int, max_shift: int = 2, seed: int = 0
         Source images, shape ``(m, side * side)`` or ``(m, rows, cols)``.
     n : int
         Number of images to produce.
-    max_shift : int, default 2
-        Largest shift, in pixels, along each axis.
-    seed : int, default 0
-        Seed for :func:`numpy.random.default_rng`.
+    max_shift, seed : int
+        Largest shift in pixels along each axis; seed of :func:`numpy.random.default_rng`.
     return_index : bool, default False
-        Also return the source row of each output image (to take its label).
+        Also return the source row of each output image (to look up its label).
 
     Returns
     -------
@@ -267,7 +266,8 @@ def shifted_digits(images: np.ndarray, n: int, max_shift: int = 2, seed: int = 0
             raise ValueError(f"flat images need a square pixel count, got {src.shape[1]}")
         src = src.reshape(len(src), side, side)
     if src.ndim != 3 or len(src) == 0:
-        raise ValueError(f"expected a non-empty (m, rows, cols) or (m, pixels) array, got {src.shape}")
+        raise ValueError("expected a non-empty (m, rows, cols) or (m, pixels) array, "
+                         f"got {src.shape}")
     m, h, w = src.shape
     if n < 0 or not 0 <= max_shift < min(h, w):
         raise ValueError(f"need n >= 0 and 0 <= max_shift < {min(h, w)}, got n={n}, "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any, Dict, Optional
 
 #: Settings that keep a local Spark driver on 127.0.0.1.
@@ -23,6 +24,7 @@ def get_session(master: str = "local[2]", app_name: str = "sparkae",
     """
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     os.environ.setdefault("PYARROW_IGNORE_TIMEZONE", "1")
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # workers get this interpreter
     from pyspark import SparkConf
     from pyspark.sql import SparkSession
 

@@ -95,7 +95,7 @@ def resolve_input(df: DataFrame, features_col: str,
 
 def compute_stats(vectors: DataFrame, info: InputInfo,
                   role: str = "the training DataFrame") -> FeatureStats:
-    """One aggregation over the prepared ``features`` column: count, nulls, mean, std, min, max.
+    """One aggregation over the prepared ``features`` column: count, mean, std, min, max.
 
     Raises
     ------
@@ -108,21 +108,22 @@ def compute_stats(vectors: DataFrame, info: InputInfo,
     try:
         row = vectors.select(
             F.count(F.lit(1)).alias("rows"),
-            F.sum(F.col(FEATURES).isNull().cast("long")).alias("nulls"),
             summary.summary(F.col(FEATURES)).alias("s"),
         ).first()
     except Exception as exc:  # Spark wraps the JVM error; keep the user-facing part
         text = str(exc)
+        if "MatchError: null" in text:  # the Summarizer fails on null vectors: count them
+            nulls = vectors.where(F.col(FEATURES).isNull()).count()
+            raise ValueError(f"{what} has {nulls} null rows; drop or fill them first") from None
+        if "Nothing has been added to this summarizer" in text:
+            raise ValueError(f"{role} is empty: {what} has no rows") from None
         if "Dimensions mismatch" in text or "dimension" in text.lower() and "mismatch" in text:
             detail = text.split("Dimensions mismatch", 1)[-1].split("\n", 1)[0].strip(" .:")
             raise ValueError(f"{what} holds vectors of different lengths ({detail}); every row "
                              "must have the same number of features") from None
         raise
-    rows, nulls = int(row["rows"]), int(row["nulls"] or 0)
-    if rows == 0:
+    if int(row["rows"]) == 0:
         raise ValueError(f"{role} is empty: {what} has no rows")
-    if nulls:
-        raise ValueError(f"{what} has {nulls} null rows of {rows}; drop or fill them first")
     s = row["s"]
     mean = np.asarray(s["mean"].toArray(), dtype=np.float64)
     bad = ~np.isfinite(mean)

@@ -1,0 +1,48 @@
+"""End to end: the main job under spark-submit.sh, as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from tests.conftest import ROOT
+
+
+def _run(args, tmp_path, timeout=600):
+    env = dict(os.environ, SPARKAE_VENV=os.path.dirname(os.path.dirname(sys.executable)))
+    return subprocess.run(["./spark-submit.sh", "jobs/train.py", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_train_job_end_to_end(tmp_path):
+    out = tmp_path / "out"
+    proc = _run(["--set", "model.epochs=1", "--set", f"output.dir={out}"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "sparkae: trained [100] for 1 epochs" in proc.stdout
+    assert "rows with the largest reconstruction error" in proc.stdout
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["rows"]["train"] + summary["rows"]["validation"] == 5000
+    assert summary["rows"]["scored"] == 5000 and summary["epochs"] == 1
+    assert 0 < summary["validation_mse"] < 1 and len(summary["top_errors"]) == 5
+    assert (out / "model" / "metadata.json").exists()
+    scored = pd.read_parquet(out / "scored")
+    assert list(scored.columns) == ["id", "label", "reconstruction_mse", "deep_features"]
+    assert len(scored) == 5000 and scored.id.is_unique
+    assert len(scored.deep_features.iloc[0]) == 100
+    assert not [p for p in os.listdir(out) if ".tmp-" in p or ".old-" in p]
+
+
+def test_job_help_and_bad_settings(tmp_path):
+    proc = subprocess.run([sys.executable, "jobs/train.py", "--help"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "--set SECTION.KEY=VALUE" in proc.stdout
+    assert "model.hidden = [100]" in proc.stdout
+    proc = subprocess.run([sys.executable, "jobs/train.py", "--set", "model.activation=sigmoid"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "'activation': got 'sigmoid', expected one of 'tanh', 'rectifier'" in proc.stderr
