@@ -44,11 +44,14 @@ def _net(seed: int = 0, hidden=(10, 3, 10)) -> AutoencoderNet:
 def test_history_and_falling_error():
     net = _net()
     seen = []
-    hist = train(net, _batches(X), TrainConfig(epochs=8, rate=0.01), on_epoch=seen.append)
+    hist = train(net, _batches(X), TrainConfig(epochs=8, rate=0.01, coding_layer=2),
+                 on_epoch=seen.append)
     assert len(hist) == 8 and seen == hist
     for i, e in enumerate(hist):
         assert set(e) == {"epoch", "train_mse", "validation_mse", "rows", "seconds",
-                          "rows_per_s"}
+                          "rows_per_s", "coding_activations", "best"}
+        assert len(e["coding_activations"]) == 3   # the coding layer of (10, 3, 10)
+        assert e["best"] == (i == 7)   # the last epoch has the lowest training MSE
         assert e["epoch"] == i + 1
         assert e["rows"] == ROWS
         assert e["validation_mse"] is None
@@ -62,11 +65,15 @@ def test_validation_mse_equals_evaluate():
     valid = lambda: iter([XV[:100], XV[100:]])  # noqa: E731
     hist = train(net, _batches(X), TrainConfig(epochs=3, rate=0.01), valid_batches=valid)
     assert all(isinstance(e["validation_mse"], float) for e in hist)
-    assert hist[-1]["validation_mse"] == pytest.approx(evaluate(net, valid()), rel=1e-12)
+    # overwrite_with_best_model (the default) keeps the weights of the best epoch
+    best = [e for e in hist if e["best"]]
+    assert len(best) == 1
+    assert best[0]["validation_mse"] == min(e["validation_mse"] for e in hist)
+    assert best[0]["validation_mse"] == pytest.approx(evaluate(net, valid()), rel=1e-12)
     # evaluate is the mean over rows of per-row MSE in the scaled space
     with torch.no_grad():
         z = net.scaler(torch.from_numpy(XV))
-        expected = float(((net(z) - z) ** 2).mean(dim=1).mean())
+        expected = float(((net.reconstruct(z) - z) ** 2).mean(dim=1).mean())
     assert evaluate(net, [XV]) == pytest.approx(expected, rel=1e-5)
     assert np.isnan(evaluate(net, []))
 
@@ -93,8 +100,8 @@ def test_adadelta_trains():
 
 
 def test_unknown_optimizer_raises():
-    with pytest.raises(ValueError, match="sgd"):
-        train(_net(), _batches(X), TrainConfig(epochs=1, optimizer="sgd"))
+    with pytest.raises(ValueError, match="'rmsprop', expected 'adam', 'adadelta' or 'sgd'"):
+        train(_net(), _batches(X), TrainConfig(epochs=1, optimizer="rmsprop"))
 
 
 def _weights(net: AutoencoderNet) -> torch.Tensor:
@@ -125,11 +132,17 @@ def test_penalty_value():
     assert float(penalty(net, TrainConfig())) == 0.0
 
 
-def test_nan_input_raises():
+def test_infinite_input_raises_and_nan_is_imputed():
     bad = X.copy()
-    bad[7, 3] = np.nan
-    with pytest.raises(FloatingPointError):
+    bad[7, 3] = np.inf
+    with pytest.raises(FloatingPointError, match="training diverged in epoch 1"):
         train(_net(), _batches(bad), TrainConfig(epochs=2, rate=0.01))
+    missing = X.copy()
+    missing[7, 3] = np.nan
+    hist = train(_net(), _batches(missing), TrainConfig(epochs=2, rate=0.01))
+    assert all(np.isfinite(e["train_mse"]) for e in hist)   # NaN -> the imputed value
+    skipped = train(_net(), _batches(missing), TrainConfig(epochs=1, skip_missing=True))
+    assert skipped[0]["rows"] == ROWS - 1
 
 
 def test_empty_batches_raise():

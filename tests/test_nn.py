@@ -117,7 +117,7 @@ def test_autoencoder_shapes_and_hidden_activations():
     torch.manual_seed(0)
     net = AutoencoderNet(10, 8, [6, 3, 6], "tanh")
     z = torch.randn(5, 8)
-    assert net(z).shape == (5, 8)
+    assert net.reconstruct(z).shape == (5, 8)
     assert net.scaler(torch.randn(5, 10)).shape == (5, 8)
     for k in (1, 2, 3):
         acts = net.hidden_activations(z, upto=k)
@@ -138,7 +138,7 @@ def test_build_network_from_spec():
     assert net.output.out_features == 5
     assert all(isinstance(a, torch.nn.ReLU) for a in net.acts)
     assert net.output_act is None
-    assert net(torch.randn(3, 5)).shape == (3, 5)
+    assert net.reconstruct(torch.randn(3, 5)).shape == (3, 5)
     # output_activation defaults to linear
     spec.pop("output_activation")
     assert build_network(spec).output_act is None
@@ -156,9 +156,9 @@ def test_output_activation_same_bounds_tanh():
     net = AutoencoderNet(4, 4, [3], "tanh", output_activation="same")
     with torch.no_grad():
         net.output.bias.fill_(50.0)
-        out = net(100 * torch.randn(64, 4))
+        out = net.reconstruct(100 * torch.randn(64, 4))
     assert out.min() >= -1.0 and out.max() <= 1.0
     linear = AutoencoderNet(4, 4, [3], "tanh", output_activation="linear")
     with torch.no_grad():
         linear.output.bias.fill_(50.0)
-        assert linear(torch.randn(8, 4)).min() > 1.0
+        assert linear.reconstruct(torch.randn(8, 4)).min() > 1.0

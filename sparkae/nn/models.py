@@ -8,21 +8,43 @@ All reconstruction errors are computed in the scaled space, as H2O's Reconstruct
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
 
-_ACTIVATIONS = {"tanh": nn.Tanh, "rectifier": nn.ReLU}
+class Maxout(nn.Module):
+    """H2O's maxout: the max over ``channels`` linear pieces per unit."""
+
+    def __init__(self, channels: int = 2) -> None:
+        super().__init__()
+        self.channels = channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.view(x.shape[0], -1, self.channels).amax(dim=2)
+
+
+#: H2O activation name -> (module factory, pieces per unit, output range (low, high)).
+ACTIVATIONS = {
+    "tanh": (nn.Tanh, 1, (-1.0, 1.0)),
+    "rectifier": (nn.ReLU, 1, (0.0, float("inf"))),
+    "maxout": (Maxout, 2, (float("-inf"), float("inf"))),
+    "exp_rectifier": (nn.ELU, 1, (-1.0, float("inf"))),
+}
+
+
+def base_activation(name: str) -> str:
+    """``tanh_with_dropout`` -> ``tanh``: the activation without its dropout suffix."""
+    return name[: -len("_with_dropout")] if name.endswith("_with_dropout") else name
 
 
 def make_activation(name: str) -> nn.Module:
-    """Return a fresh activation module for an H2O activation name."""
+    """Return a fresh activation module for an H2O activation name (dropout forms too)."""
     try:
-        return _ACTIVATIONS[name]()
+        return ACTIVATIONS[base_activation(name)][0]()
     except KeyError:
         raise ValueError(f"activation: got {name!r}, expected one of "
-                         f"{', '.join(sorted(_ACTIVATIONS))}") from None
+                         f"{', '.join(sorted(ACTIVATIONS))} (or a *_with_dropout form)") from None
 
 
 def coding_layer(hidden: List[int]) -> int:
@@ -47,13 +69,19 @@ class InputScaler(nn.Module):
         self.register_buffer("shift", torch.zeros(kept))
         self.register_buffer("scale", torch.ones(kept))
         self.register_buffer("fill", torch.zeros(input_size))
+        # scaled value that replaces a missing (NaN) input: the training mean
+        self.register_buffer("impute", torch.zeros(kept))
+        # scaled training minimum and maximum of each kept feature (salt-and-pepper noise)
+        self.register_buffer("lo", torch.zeros(kept))
+        self.register_buffer("hi", torch.ones(kept))
 
-    def set_statistics(self, keep, shift, scale, fill) -> None:
+    def set_statistics(self, keep, shift, scale, fill, impute=None, lo=None, hi=None) -> None:
         """Load scaling statistics (array-likes) into the buffers."""
-        self.keep.copy_(torch.as_tensor(keep, dtype=torch.long))
-        self.shift.copy_(torch.as_tensor(shift, dtype=torch.float32))
-        self.scale.copy_(torch.as_tensor(scale, dtype=torch.float32))
-        self.fill.copy_(torch.as_tensor(fill, dtype=torch.float32))
+        for name, value in (("keep", keep), ("shift", shift), ("scale", scale), ("fill", fill),
+                            ("impute", impute), ("lo", lo), ("hi", hi)):
+            if value is not None:
+                buf = getattr(self, name)
+                buf.copy_(torch.as_tensor(value, dtype=buf.dtype))
 
     @property
     def all_kept(self) -> bool:
@@ -62,7 +90,8 @@ class InputScaler(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.all_kept:
             x = x.index_select(1, self.keep)
-        return (x - self.shift) * self.scale
+        z = (x - self.shift) * self.scale
+        return torch.where(torch.isnan(z), self.impute, z)
 
     def unscale(self, y: torch.Tensor) -> torch.Tensor:
         """Map network outputs (scaled, kept features) back to the full input width and units."""
@@ -86,21 +115,32 @@ class AutoencoderNet(nn.Module):
     hidden : list of int
         Every hidden layer, encoder and decoder.
     activation : str
-        Hidden activation name.
+        Hidden activation name (H2O's, ``*_with_dropout`` forms included).
     output_activation : str
         ``"linear"`` or ``"same"`` (the hidden activation).
+    hidden_dropout_ratios : list of float, optional
+        Dropout after each hidden layer (training only); used by ``*_with_dropout``.
     """
 
     def __init__(self, input_size: int, kept: int, hidden: List[int], activation: str,
-                 output_activation: str = "linear") -> None:
+                 output_activation: str = "linear",
+                 hidden_dropout_ratios: Optional[List[float]] = None) -> None:
         super().__init__()
         self.scaler = InputScaler(input_size, kept)
+        self.hidden = list(hidden)
+        pieces = ACTIVATIONS[base_activation(activation)][1]
         sizes = [kept] + list(hidden)
-        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+        self.layers = nn.ModuleList(nn.Linear(a, b * pieces) for a, b in zip(sizes[:-1], sizes[1:]))
         self.acts = nn.ModuleList(make_activation(activation) for _ in hidden)
+        ratios = hidden_dropout_ratios or [0.0] * len(hidden)
+        self.dropouts = nn.ModuleList(nn.Dropout(r) if r > 0 else nn.Identity() for r in ratios)
         self.output = nn.Linear(sizes[-1], kept)
-        self.output_act: Optional[nn.Module] = (
-            make_activation(activation) if output_activation == "same" else None)
+        self.output_act: Optional[nn.Module] = None
+        if output_activation == "same":
+            if pieces != 1:
+                raise ValueError("output_activation: 'same' is not available for maxout; use "
+                                 "'linear'")
+            self.output_act = make_activation(activation)
         for layer in list(self.layers) + [self.output]:
             nn.init.xavier_uniform_(layer.weight)
             nn.init.zeros_(layer.bias)
@@ -108,27 +148,34 @@ class AutoencoderNet(nn.Module):
     def hidden_activations(self, z: torch.Tensor, upto: Optional[int] = None) -> List[torch.Tensor]:
         """Activations of hidden layers 1..upto (all by default) for scaled inputs ``z``."""
         outs = []
-        for i, (layer, act) in enumerate(zip(self.layers, self.acts)):
+        for i, (layer, act, drop) in enumerate(zip(self.layers, self.acts, self.dropouts)):
             if upto is not None and i >= upto:
                 break
-            z = act(layer(z))
-            outs.append(z)
+            h = act(layer(z))
+            outs.append(h)
+            z = drop(h)
         return outs
 
     def decode_from_last(self, h: torch.Tensor) -> torch.Tensor:
-        y = self.output(h)
+        y = self.output(self.dropouts[-1](h))
         return self.output_act(y) if self.output_act is not None else y
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        """Reconstruct scaled inputs ``z`` (the output of :attr:`scaler`)."""
-        return self.decode_from_last(self.hidden_activations(z)[-1])
+    def forward(self, z: torch.Tensor) -> Tuple[torch.Tensor, List[torch.Tensor]]:
+        """Reconstruct scaled inputs ``z``; return ``(reconstruction, hidden activations)``."""
+        acts = self.hidden_activations(z)
+        return self.decode_from_last(acts[-1]), acts
+
+    def reconstruct(self, z: torch.Tensor) -> torch.Tensor:
+        """The reconstruction of scaled inputs ``z``."""
+        return self.forward(z)[0]
 
     def weight_matrices(self) -> List[torch.Tensor]:
-        """The weight matrices (no biases), for L1/L2 penalties."""
+        """The weight matrices (no biases), for L1/L2 penalties and ``max_w2``."""
         return [m.weight for m in list(self.layers) + [self.output]]
 
 
 def build_network(spec: Dict[str, Any]) -> AutoencoderNet:
     """Build an untrained network from a JSON-able architecture ``spec``."""
     return AutoencoderNet(spec["input_size"], spec["kept"], spec["hidden"], spec["activation"],
-                          spec.get("output_activation", "linear"))
+                          spec.get("output_activation", "linear"),
+                          spec.get("hidden_dropout_ratios"))

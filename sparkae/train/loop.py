@@ -6,15 +6,18 @@ same on the driver, inside a TorchDistributor rank, or in a unit test on in-memo
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from dataclasses import dataclass
-from typing import Callable, Dict, Iterable, List, Optional
+from typing import Any, Callable, Dict, Iterable, List, Optional
 
 import numpy as np
 import torch
 
+from sparkae.nn.losses import kl_sparsity, reconstruction_mse, weight_penalty
 from sparkae.nn.models import AutoencoderNet
+from sparkae.nn.noise import corrupt_batch
 
 log = logging.getLogger("sparkae")
 
@@ -32,15 +35,53 @@ class TrainConfig:
     epsilon: float = 1e-8
     l1: float = 0.0
     l2: float = 0.0
+    # sgd
+    rate_annealing: float = 0.0
+    momentum_start: float = 0.0
+    momentum_ramp: float = 1e6
+    momentum_stable: float = 0.0
+    nesterov: bool = True
+    max_w2: float = float("inf")
+    # sparse autoencoder (on the coding layer, 1-based)
+    sparsity_beta: float = 0.0
+    average_activation: float = 0.0
+    sparsity_method: str = "kl"
+    activation: str = "tanh"
+    coding_layer: int = 1
+    # denoising
+    input_dropout_ratio: float = 0.0
+    noise: str = "none"
+    noise_level: float = 0.0
+    # early stopping
+    stopping_rounds: int = 0
+    stopping_tolerance: float = 0.0
+    score_interval: int = 1
+    overwrite_with_best_model: bool = True
+    skip_missing: bool = False
+    seed: int = 0
 
 
 def make_optimizer(net: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """Adam with ``rate``, or H2O's ADADELTA (``rho``, ``epsilon``, unit learning rate)."""
+    """Adam with ``rate``; H2O's ADADELTA (``rho``, ``epsilon``, unit learning rate); or SGD
+    with momentum (its rate and momentum follow :func:`sgd_schedule`)."""
     if cfg.optimizer == "adam":
         return torch.optim.Adam(net.parameters(), lr=cfg.rate)
     if cfg.optimizer == "adadelta":
         return torch.optim.Adadelta(net.parameters(), lr=1.0, rho=cfg.rho, eps=cfg.epsilon)
-    raise ValueError(f"optimizer: got {cfg.optimizer!r}, expected 'adam' or 'adadelta'")
+    if cfg.optimizer == "sgd":
+        nesterov = cfg.nesterov and max(cfg.momentum_start, cfg.momentum_stable) > 0
+        return torch.optim.SGD(net.parameters(), lr=cfg.rate, nesterov=nesterov,
+                               momentum=max(cfg.momentum_start, cfg.momentum_stable))
+    raise ValueError(f"optimizer: got {cfg.optimizer!r}, expected 'adam', 'adadelta' or 'sgd'")
+
+
+def sgd_schedule(cfg: TrainConfig, samples: int) -> tuple[float, float]:
+    """H2O's schedule after ``samples`` training rows: ``rate / (1 + rate_annealing *
+    samples)`` and a momentum ramped linearly from ``momentum_start`` to ``momentum_stable``
+    over ``momentum_ramp`` rows."""
+    lr = cfg.rate / (1.0 + cfg.rate_annealing * samples)
+    frac = min(1.0, samples / cfg.momentum_ramp) if cfg.momentum_ramp > 0 else 1.0
+    return lr, cfg.momentum_start + (cfg.momentum_stable - cfg.momentum_start) * frac
 
 
 def _tensor(batch) -> torch.Tensor:
@@ -49,30 +90,66 @@ def _tensor(batch) -> torch.Tensor:
 
 def penalty(net: AutoencoderNet, cfg: TrainConfig) -> torch.Tensor:
     """``l1 * sum|W| + l2 / 2 * sum W^2`` over weight matrices (H2O's decay, no biases)."""
-    total = torch.zeros(())
-    for w in net.weight_matrices():
-        if cfg.l1:
-            total = total + cfg.l1 * w.abs().sum()
-        if cfg.l2:
-            total = total + 0.5 * cfg.l2 * (w * w).sum()
-    return total
+    return weight_penalty(net.weight_matrices(), cfg.l1, cfg.l2)
 
 
 @torch.no_grad()
-def evaluate(net: AutoencoderNet, batches: Iterable) -> float:
+def apply_max_w2(net: AutoencoderNet, max_w2: float) -> None:
+    """Scale each unit's incoming weights so that their squared norm is at most ``max_w2``."""
+    for w in net.weight_matrices():
+        norms = (w * w).sum(dim=1, keepdim=True)
+        w.mul_(torch.where(norms > max_w2, torch.sqrt(max_w2 / norms), torch.ones_like(norms)))
+
+
+def _drop_missing(x: torch.Tensor) -> torch.Tensor:
+    return x[~torch.isnan(x).any(dim=1)] if not x.is_sparse and x.layout == torch.strided else x
+
+
+@torch.no_grad()
+def evaluate(net: AutoencoderNet, batches: Iterable, skip_missing: bool = False) -> float:
     """Mean over rows of the per-row reconstruction MSE in the scaled space."""
     net.eval()
     total, rows = 0.0, 0
     for batch in batches:
-        z = net.scaler(_tensor(batch))
-        total += float(((net(z) - z) ** 2).mean(dim=1).sum())
+        x = _tensor(batch)
+        z = net.scaler(_drop_missing(x) if skip_missing else x)
+        total += float(((net.reconstruct(z) - z) ** 2).mean(dim=1).sum())
         rows += z.shape[0]
     return total / rows if rows else float("nan")
 
 
+class _Stopper:
+    """Early stopping on the scored metric, and the best weights seen."""
+
+    def __init__(self, cfg: TrainConfig, state: Optional[Dict] = None) -> None:
+        self.cfg = cfg
+        state = state or {}
+        self.best = state.get("best_metric", float("inf"))
+        self.best_epoch = state.get("best_epoch", 0)
+        self.since = state.get("since", 0)
+        self.weights: Optional[Dict[str, torch.Tensor]] = None
+
+    def update(self, epoch: int, metric: float, net: AutoencoderNet) -> bool:
+        """Record a scoring event; return True when training should stop."""
+        if metric < self.best * (1.0 - self.cfg.stopping_tolerance) or self.best_epoch == 0:
+            self.best, self.best_epoch, self.since = metric, epoch, 0
+            if self.cfg.overwrite_with_best_model:
+                self.weights = copy.deepcopy(net.state_dict())
+        else:
+            self.since += 1
+        return self.cfg.stopping_rounds > 0 and self.since >= self.cfg.stopping_rounds
+
+    def state(self) -> Dict[str, Any]:
+        return {"best_metric": self.best, "best_epoch": self.best_epoch, "since": self.since}
+
+
 def train(net: AutoencoderNet, train_batches: Batches, cfg: TrainConfig,
           valid_batches: Optional[Callable[[], Iterable]] = None,
-          on_epoch: Optional[Callable[[Dict], None]] = None) -> List[Dict]:
+          on_epoch: Optional[Callable[[Dict], None]] = None, *,
+          model: Optional[torch.nn.Module] = None,
+          reduce: Optional[Callable[[List[float]], List[float]]] = None,
+          start_epoch: int = 0, resume_state: Optional[Dict[str, Any]] = None,
+          checkpoint: Optional[Callable[[int, Dict[str, Any]], None]] = None) -> List[Dict]:
     """Train ``net`` in place and return the per-epoch history.
 
     Parameters
@@ -82,50 +159,123 @@ def train(net: AutoencoderNet, train_batches: Batches, cfg: TrainConfig,
     train_batches : callable
         ``train_batches(epoch)`` yields the raw feature batches of that epoch.
     cfg : TrainConfig
-        Optimizer and penalty settings.
+        Optimizer, penalty, noise and early-stopping settings.
     valid_batches : callable, optional
-        ``valid_batches()`` yields validation batches; scored after every epoch.
+        ``valid_batches()`` yields validation batches, scored every ``score_interval``
+        epochs; early stopping uses the validation MSE, else the training MSE.
     on_epoch : callable, optional
         Called with each epoch's history entry (for progress reporting).
+    model : Module, optional
+        Module for the forward pass (e.g. ``net`` wrapped in DistributedDataParallel).
+    reduce : callable, optional
+        Sums a list of floats across ranks (loss sums, row counts, activation sums).
+    start_epoch, resume_state : optional
+        Continue from a checkpoint: ``resume_state`` is what ``checkpoint`` received.
+    checkpoint : callable, optional
+        ``checkpoint(epoch, state)`` after every epoch; ``state`` holds ``model``,
+        ``optimizer``, ``history``, ``stopper`` and ``best_model`` (the best weights
+        so far, or None) entries.
 
     Returns
     -------
     list of dict
-        One entry per epoch: ``epoch``, ``train_mse`` (mean of the epoch's batch losses),
-        ``validation_mse`` (or None), ``rows``, ``seconds``, ``rows_per_s``.
+        One entry per epoch: ``epoch``, ``train_mse`` (row-weighted mean of the epoch's
+        batch losses), ``validation_mse`` (None when not scored), ``rows``, ``seconds``,
+        ``rows_per_s``, ``coding_activations`` (mean activation of each coding unit),
+        ``best`` (True on the epoch whose weights the model keeps).
 
     Raises
     ------
     FloatingPointError
         When the loss becomes NaN or infinite.
     """
+    model = model if model is not None else net
+    reduce = reduce or (lambda values: values)
     opt = make_optimizer(net, cfg)
     history: List[Dict] = []
-    for epoch in range(cfg.epochs):
+    stopper = _Stopper(cfg)
+    if resume_state:
+        opt.load_state_dict(resume_state["optimizer"])
+        history = list(resume_state["history"])
+        stopper = _Stopper(cfg, resume_state.get("stopper"))
+        stopper.weights = resume_state.get("best_model")
+        start_epoch = len(history)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    noisy = cfg.noise != "none" or cfg.input_dropout_ratio > 0
+    c = cfg.coding_layer - 1
+    samples = sum(h["rows"] for h in history)
+    avg_act: Optional[torch.Tensor] = None
+    for epoch in range(start_epoch, cfg.epochs):
         net.train()
         t0 = time.perf_counter()
         loss_sum, rows = 0.0, 0
+        act_sum: Optional[torch.Tensor] = None
         for batch in train_batches(epoch):
-            z = net.scaler(_tensor(batch))
-            mse = torch.nn.functional.mse_loss(net(z), z)
-            loss = mse + penalty(net, cfg) if (cfg.l1 or cfg.l2) else mse
+            x = _tensor(batch)
+            z = net.scaler(_drop_missing(x) if cfg.skip_missing else x)
+            inp = corrupt_batch(z, cfg.noise, cfg.noise_level, cfg.input_dropout_ratio,
+                                net.scaler.lo, net.scaler.hi, gen) if noisy else z
+            y, acts = model(inp)
+            mse = reconstruction_mse(y, z)
+            loss = mse
+            if cfg.l1 or cfg.l2:
+                loss = loss + penalty(net, cfg)
+            if cfg.sparsity_beta and cfg.sparsity_method == "kl":
+                loss = loss + cfg.sparsity_beta * kl_sparsity(acts[c], cfg.average_activation,
+                                                              cfg.activation)
+            if cfg.optimizer == "sgd":
+                lr, momentum = sgd_schedule(cfg, samples)
+                for group in opt.param_groups:
+                    group["lr"], group["momentum"] = lr, momentum
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if cfg.max_w2 < float("inf"):
+                apply_max_w2(net, cfg.max_w2)
+            coding = acts[c].detach()
+            if cfg.sparsity_beta and cfg.sparsity_method == "h2o_bias":
+                mean = coding.mean(dim=0)
+                avg_act = mean if avg_act is None else 0.9 * avg_act + 0.1 * mean
+                with torch.no_grad():
+                    net.layers[c].bias -= cfg.sparsity_beta * (avg_act - cfg.average_activation)
+            batch_sum = coding.sum(dim=0)
+            act_sum = batch_sum if act_sum is None else act_sum + batch_sum
             loss_sum += float(mse.detach()) * z.shape[0]
             rows += z.shape[0]
+            samples += z.shape[0]
+        totals = reduce([loss_sum, float(rows)] + (act_sum.tolist() if act_sum is not None
+                                                   else [0.0] * net.hidden[c]))
+        loss_sum, rows = totals[0], int(totals[1])
         if rows == 0:
             raise ValueError("the training data yielded no rows")
         train_mse = loss_sum / rows
         if not np.isfinite(train_mse):
             raise FloatingPointError(f"training diverged in epoch {epoch + 1}: the loss is "
                                      f"{train_mse}; lower 'rate' or check the input scaling")
+        scored = (epoch + 1) % cfg.score_interval == 0 or epoch + 1 == cfg.epochs
+        valid = (evaluate(net, valid_batches(), cfg.skip_missing)
+                 if valid_batches and scored else None)
         seconds = time.perf_counter() - t0
-        entry = {"epoch": epoch + 1, "train_mse": train_mse,
-                 "validation_mse": evaluate(net, valid_batches()) if valid_batches else None,
-                 "rows": rows, "seconds": seconds, "rows_per_s": rows / max(seconds, 1e-9)}
+        entry = {"epoch": epoch + 1, "train_mse": train_mse, "validation_mse": valid,
+                 "rows": rows, "seconds": seconds, "rows_per_s": rows / max(seconds, 1e-9),
+                 "coding_activations": [v / rows for v in totals[2:]], "best": False}
         history.append(entry)
+        stop = scored and stopper.update(epoch + 1, valid if valid is not None else train_mse,
+                                         net)
         if on_epoch:
             on_epoch(entry)
+        if checkpoint:
+            checkpoint(epoch + 1, {"model": net.state_dict(), "optimizer": opt.state_dict(),
+                                   "history": history, "stopper": stopper.state(),
+                                   "best_model": stopper.weights})
+        if stop:
+            log.info("early stopping after epoch %d: no improvement in %d scoring rounds "
+                     "(best epoch %d)", epoch + 1, cfg.stopping_rounds, stopper.best_epoch)
+            break
+    if cfg.overwrite_with_best_model and stopper.weights is not None:
+        net.load_state_dict(stopper.weights)
+    best = stopper.best_epoch if cfg.overwrite_with_best_model else len(history)
+    for entry in history:
+        entry["best"] = entry["epoch"] == best
     net.eval()
     return history
