@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+import difflib
 import logging
 import os
 import random
-import shutil
-import tempfile
 import time
 import uuid
 from typing import Any, Dict, List, Optional
@@ -16,60 +15,58 @@ from pyspark import keyword_only
 from pyspark.ml import Estimator, Model
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable, MLReadable, MLReader, MLWritable, MLWriter
 from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
 
 from sparkae import persistence, scoring
-from sparkae.data.converter import materialize
+from sparkae.data.cache import CACHE_DIR_CONF  # noqa: F401 - re-exported
+from sparkae.data.training_data import materialize_for_training
 from sparkae.data.prepare import InputInfo, compute_stats, prepare, prepare_like
 from sparkae.nn.models import build_network, coding_layer
 from sparkae.nn.scaling import compute_scaling
 from sparkae.params import AutoencoderParams, validate
+from sparkae.train.checkpoint import resume_point
 from sparkae.train.distributed import TrainJob, launch
 from sparkae.train.loop import TrainConfig
 from sparkae.train.summary import TrainingSummary
 
 log = logging.getLogger("sparkae")
 
-#: Spark conf naming the directory for materialized training data.
-CACHE_DIR_CONF = "spark.sparkae.cacheDir"
 
 
 class Autoencoder(Estimator, AutoencoderParams, DefaultParamsReadable, DefaultParamsWritable):
     """Train an autoencoder on a Spark DataFrame.
+
+    Every Param is a keyword argument (snake_case, H2O's names where H2O has one); the
+    README's Params table maps each to its H2O argument and ``explainParams()`` lists them
+    with their defaults. The most used:
 
     Parameters
     ----------
     features_col : str, default "features"
         A vector column (dense or sparse) or an ``array<float|double>`` column.
     features_cols : list of str, optional
-        Numeric columns to use instead of ``features_col``.
+        Columns to use instead: numeric, or string (one-hot encoded, every level kept).
     hidden : list of int, default [100]
         Every hidden layer; ``[300, 100, 300]`` is a stacked autoencoder.
-    activation : {"tanh", "rectifier"}, default "tanh"
-    output_activation : {"linear", "same"}, default "linear"
-    epochs : int, default 10
-    mini_batch_size : int, default 64
-    seed : int, optional
-        Same seed and data give the same weights; None draws a seed (recorded in the summary).
-    optimizer : {"adam", "adadelta"}, default "adam"
-        ADADELTA uses H2O's ``rho`` and ``epsilon``; it converges far slower with
-        mini-batches, so Adam is the default.
-    rate : float, default 0.001
-        Adam's learning rate.
-    rho, epsilon : float, default 0.99, 1e-8
-        ADADELTA settings.
-    l1, l2 : float, default 0
-        Weight penalties.
+    activation : str, default "tanh"
+        tanh, rectifier, maxout, exp_rectifier, linear, or a ``*_with_dropout`` form.
+    epochs, mini_batch_size, seed : int
+        10, 64 and None (drawn and recorded) by default.
+    optimizer : {"adam", "adadelta", "sgd"}, default "adam"
     standardize : {"h2o", "minmax", "zscore", "none"}, default "h2o"
-        Input scaling; statistics come from one Spark aggregation and live in the model.
-    ignore_const_cols : bool, default True
-        Leave features that are constant in the training data out of the network.
-    deep_features_layer : int, optional
-        Hidden layer (1-based) for ``deep_features``; default the coding layer.
-    outputs : list of str, default ["deep_features", "reconstruction_mse"]
-        Columns that the fitted model's ``transform`` adds.
-    scoring_batch_size : int, default 1024
-    num_threads : int, optional
-        Torch threads for training; default all cores.
+    sparsity_beta, average_activation : float
+        Sparse autoencoder (KL penalty on the coding layer).
+    input_dropout_ratio, noise, noise_level
+        Denoising autoencoder (the target stays the clean input).
+    stopping_rounds, stopping_tolerance, score_interval, overwrite_with_best_model
+        Early stopping on validation MSE (training MSE without validation data).
+    anomaly_quantile, anomaly_threshold : float, optional
+        Give the model a threshold; ``transform`` then adds ``is_anomaly``.
+
+    Raises
+    ------
+    TypeError
+        An unknown Param name (with the closest known one).
 
     Examples
     --------
@@ -79,24 +76,18 @@ class Autoencoder(Estimator, AutoencoderParams, DefaultParamsReadable, DefaultPa
     """
 
     @keyword_only
-    def __init__(self, *, features_col: str = "features", features_cols: Optional[List[str]] = None,
-                 hidden: Optional[List[int]] = None, activation: str = "tanh",
-                 output_activation: str = "linear", epochs: int = 10, mini_batch_size: int = 64,
-                 seed: Optional[int] = None, optimizer: str = "adam", rate: float = 0.001,
-                 rho: float = 0.99, epsilon: float = 1e-8, l1: float = 0.0, l2: float = 0.0,
-                 standardize: str = "h2o", ignore_const_cols: bool = True,
-                 deep_features_layer: Optional[int] = None, outputs: Optional[List[str]] = None,
-                 scoring_batch_size: int = 1024, num_threads: Optional[int] = None) -> None:
+    def __init__(self, **kwargs: Any) -> None:
         super().__init__()
-        self._set(**self._input_kwargs)
+        self._set(**_checked(kwargs))
 
     @keyword_only
     def setParams(self, **kwargs: Any) -> "Autoencoder":
         """Set Params by keyword, as in ``pyspark.ml`` estimators."""
-        return self._set(**self._input_kwargs)
+        return self._set(**_checked(kwargs))
 
     def fit(self, dataset: DataFrame, params: Any = None, *,
-            validation_df: Optional[DataFrame] = None) -> "AutoencoderModel":
+            validation_df: Optional[DataFrame] = None,
+            resume: bool = False) -> "AutoencoderModel":
         """Fit a model to ``dataset``.
 
         Parameters
@@ -108,6 +99,9 @@ class Autoencoder(Estimator, AutoencoderParams, DefaultParamsReadable, DefaultPa
         validation_df : DataFrame, optional
             Rows scored after every epoch; their MSE is in ``model.summary``. For a
             denoising setup, train on the corrupted table and validate on the clean one.
+        resume : bool, default False
+            Continue from the newest complete checkpoint in ``checkpoint_dir`` (written by an
+            interrupted fit of the same network, data and seed); without one, start over.
 
         Raises
         ------
@@ -115,11 +109,11 @@ class Autoencoder(Estimator, AutoencoderParams, DefaultParamsReadable, DefaultPa
             Bad Params or input (each message names the Param or column, the value found
             and what is allowed); raised on the driver before training starts.
         """
-        self._validation_df = validation_df
+        self._validation_df, self._resume = validation_df, resume
         try:
             return super().fit(dataset, params)
         finally:
-            self._validation_df = None
+            self._validation_df, self._resume = None, False
 
     def _fit(self, dataset: DataFrame) -> "AutoencoderModel":
         t0 = time.perf_counter()
@@ -128,7 +122,7 @@ class Autoencoder(Estimator, AutoencoderParams, DefaultParamsReadable, DefaultPa
         seed = values["seed"] if values["seed"] is not None else random.randrange(2**31)
         vectors, info, stats = prepare(dataset, values["features_col"], values["features_cols"])
         scaling = compute_scaling(stats, values["standardize"], values["ignore_const_cols"])
-        valid_vectors, valid_rows = None, 0
+        valid_vectors, valid_rows, vstats = None, 0, None
         validation_df = getattr(self, "_validation_df", None)
         if validation_df is not None:
             valid_vectors = prepare_like(validation_df, info, "validation_df")
@@ -137,45 +131,91 @@ class Autoencoder(Estimator, AutoencoderParams, DefaultParamsReadable, DefaultPa
                 raise ValueError(f"validation_df: vectors have {len(vstats.mean)} features; the "
                                  f"training data has {info.size}")
             valid_rows = vstats.count
-        spec = {"input_size": info.size, "kept": int(len(scaling.keep)),
-                "hidden": values["hidden"], "activation": values["activation"],
-                "output_activation": values["output_activation"]}
-        cache = tempfile.mkdtemp(prefix="sparkae-", dir=_cache_root(dataset))
+        spec = _network_spec(values, info, scaling)
+        data = materialize_for_training(
+            dataset.sparkSession, vectors, stats, valid_vectors, vstats, info.size,
+            cache_dir=values["cache_dir"], keep=values["keep_cache"],
+            data_loader=values["data_loader"],
+            noisy=values["noise"] != "none" or values["input_dropout_ratio"] > 0)
         try:
+            meta = {"spec": spec, "seed": seed, "data": data.key}
+            resume_from, resumed_seed = resume_point(values["checkpoint_dir"],
+                                                     getattr(self, "_resume", False), meta,
+                                                     values["seed"])
+            if resumed_seed is not None:
+                seed = meta["seed"] = resumed_seed
             job = TrainJob(
-                train_path=materialize(vectors, os.path.join(cache, "train")),
-                valid_path=(materialize(valid_vectors, os.path.join(cache, "valid"))
-                            if valid_vectors is not None else None),
-                spec=spec,
-                scaling={"keep": scaling.keep, "shift": scaling.shift, "scale": scaling.scale,
-                         "fill": scaling.fill},
-                config=TrainConfig(epochs=values["epochs"], optimizer=values["optimizer"],
-                                   rate=values["rate"], rho=values["rho"],
-                                   epsilon=values["epsilon"], l1=values["l1"], l2=values["l2"]),
+                train_path=data.train, valid_path=data.valid, spec=spec,
+                scaling=scaling.tensors(),
+                config=_train_config(values, seed),
                 batch_size=values["mini_batch_size"], seed=seed,
-                num_threads=values["num_threads"])
+                num_threads=values["num_threads"], num_workers=values["num_workers"],
+                use_gpu=values["use_gpu"], loader=data.loader, sparse=data.sparse,
+                checkpoint_dir=values["checkpoint_dir"],
+                checkpoint_interval=values["checkpoint_interval"], resume_from=resume_from,
+                meta=meta)
             log.info("training %s on %d rows x %d features (%d modelled), seed %d", spec["hidden"],
                      stats.count, info.size, spec["kept"], seed)
             state, history = launch(job)
         finally:
-            shutil.rmtree(cache, ignore_errors=True)
+            data.release()
         summary = TrainingSummary(history=history, train_rows=stats.count,
                                   validation_rows=valid_rows, seed=seed,
                                   wall_time_s=time.perf_counter() - t0)
         model = AutoencoderModel._create(spec, state, info, summary)
         self._copyValues(model)
+        threshold = values["anomaly_threshold"]
+        if threshold is None and values["anomaly_quantile"] is not None:
+            threshold = model.error_quantile(dataset, values["anomaly_quantile"])
+            log.info("anomaly threshold: the %g quantile of training errors = %.6g",
+                     values["anomaly_quantile"], threshold)
+        model._threshold = threshold
         return model
 
 
-def _cache_root(df: DataFrame) -> Optional[str]:
-    """Directory for materialized data: ``spark.sparkae.cacheDir`` or the system temp dir."""
-    try:
-        root = df.sparkSession.conf.get(CACHE_DIR_CONF, None)
-    except Exception:
-        root = None
-    if root:
-        os.makedirs(root, exist_ok=True)
-    return root
+def _checked(kwargs: Dict[str, Any]) -> Dict[str, Any]:
+    """Reject unknown Param names with the closest known one."""
+    known = [p.name for p in AutoencoderParams().params]
+    for name in kwargs:
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise TypeError(f"Autoencoder got an unexpected keyword argument '{name}'{hint} "
+                            "(explainParams() lists every Param)")
+    return kwargs
+
+
+def _network_spec(values: Dict[str, Any], info: InputInfo, scaling: Any) -> Dict[str, Any]:
+    """The JSON-able architecture of the network (what :func:`build_network` takes)."""
+    ratios = values["hidden_dropout_ratios"]
+    if ratios is None and values["activation"].endswith("_with_dropout"):
+        ratios = [0.5] * len(values["hidden"])   # H2O's default hidden dropout
+    return {"input_size": info.size, "kept": int(len(scaling.keep)), "hidden": values["hidden"],
+            "activation": values["activation"], "output_activation": values["output_activation"],
+            "hidden_dropout_ratios": ratios,
+            "skip_missing": values["missing_values_handling"] == "skip"}
+
+
+def _train_config(values: Dict[str, Any], seed: int) -> TrainConfig:
+    """Loop settings from Param values."""
+    layer = values["deep_features_layer"] or coding_layer(values["hidden"])
+    max_w2 = values["max_w2"]
+    return TrainConfig(
+        epochs=values["epochs"], optimizer=values["optimizer"], rate=values["rate"],
+        rho=values["rho"], epsilon=values["epsilon"], l1=values["l1"], l2=values["l2"],
+        rate_annealing=values["rate_annealing"], momentum_start=values["momentum_start"],
+        momentum_ramp=values["momentum_ramp"], momentum_stable=values["momentum_stable"],
+        nesterov=values["nesterov_accelerated_gradient"],
+        max_w2=float("inf") if max_w2 is None else max_w2,
+        sparsity_beta=values["sparsity_beta"], average_activation=values["average_activation"],
+        sparsity_method=values["sparsity_method"], activation=values["activation"],
+        coding_layer=layer, input_dropout_ratio=values["input_dropout_ratio"],
+        noise=values["noise"], noise_level=values["noise_level"],
+        stopping_rounds=values["stopping_rounds"],
+        stopping_tolerance=values["stopping_tolerance"],
+        score_interval=values["score_interval"],
+        overwrite_with_best_model=values["overwrite_with_best_model"],
+        skip_missing=values["missing_values_handling"] == "skip", seed=seed)
 
 
 class AutoencoderModel(Model, AutoencoderParams, MLReadable, MLWritable):
@@ -241,17 +281,50 @@ class AutoencoderModel(Model, AutoencoderParams, MLReadable, MLWritable):
                              f"{len(hidden)} (hidden={hidden})")
         return layer
 
-    def _score(self, df: DataFrame, outputs: List[str], layer: Optional[int] = None) -> DataFrame:
+    def _score(self, df: DataFrame, outputs: List[str], layer: Optional[int] = None,
+               threshold: Optional[float] = None, **kwargs: Any) -> DataFrame:
+        """Score ``df`` (see :func:`sparkae.scoring.score`); ``threshold`` overrides the
+        model's for ``is_anomaly``; ``kwargs`` go to :func:`~sparkae.scoring.score`."""
         if self._payload is None:
             self._payload = scoring.pack(self._spec, self._state)
         return scoring.score(df, self._payload, self._key, self._info, outputs,
                              self._layer(layer), self.getOrDefault("scoring_batch_size"),
-                             self._threshold)
+                             self._threshold if threshold is None else threshold,
+                             skip_missing=self.getOrDefault("missing_values_handling") == "skip",
+                             **kwargs)
 
     def _transform(self, dataset: DataFrame) -> DataFrame:
         outputs = list(self.getOrDefault("outputs"))
         validate({"outputs": outputs})
+        if (self._threshold is not None and not self.isSet(self.outputs)
+                and "is_anomaly" not in outputs):
+            outputs.append("is_anomaly")
         return self._score(dataset, outputs)
+
+    def error_quantile(self, df: DataFrame, quantile: float) -> float:
+        """The ``quantile`` of ``reconstruction_mse`` over ``df`` (one Spark aggregation,
+        ``percentile_approx``); rows with a null score are ignored."""
+        if not (isinstance(quantile, (int, float)) and 0 < quantile < 1):
+            raise ValueError(f"quantile: got {quantile!r}, expected a number in (0, 1)")
+        value = self.anomaly(df).agg(F.percentile_approx("reconstruction_mse", float(quantile),
+                                                         10000).alias("q")).first()["q"]
+        if value is None:
+            raise ValueError("quantile: the DataFrame has no scorable rows")
+        return float(value)
+
+    def inliers(self, df: DataFrame, quantile: float = 0.75) -> DataFrame:
+        """The rows of ``df`` whose reconstruction error is within its ``quantile``: refit on
+        them to "retrain on inliers" (the chapter's section 19.5 workflow).
+
+        Returns
+        -------
+        DataFrame
+            The rows of ``df`` (its own columns) with ``reconstruction_mse <=`` the quantile.
+        """
+        cutoff = self.error_quantile(df, quantile)
+        scored = self.anomaly(df)
+        return scored.where(F.col("reconstruction_mse") <= cutoff).select(
+            *[F.col(f"`{c}`") for c in df.columns])
 
     def deep_features(self, df: DataFrame, layer: Optional[int] = None) -> DataFrame:
         """Add ``deep_features``: the codings of hidden ``layer`` (1-based, default the coding

@@ -16,12 +16,17 @@ from typing import Any, Callable, Dict, List, Optional
 from pyspark.ml.param import Param, Params, TypeConverters
 
 #: Hidden activations and what their outputs range over (used by later sparsity checks).
-ACTIVATIONS = ("tanh", "rectifier")
+ACTIVATIONS = ("tanh", "tanh_with_dropout", "rectifier", "rectifier_with_dropout", "maxout",
+               "maxout_with_dropout", "exp_rectifier", "linear")
 OUTPUT_ACTIVATIONS = ("linear", "same")
-OPTIMIZERS = ("adam", "adadelta")
+OPTIMIZERS = ("adam", "adadelta", "sgd")
+SPARSITY_METHODS = ("kl", "h2o_bias")
+NOISE = ("none", "gaussian", "masking", "salt_pepper")
+MISSING = ("mean_imputation", "skip")
 STANDARDIZE = ("h2o", "minmax", "zscore", "none")
 #: Columns that ``transform`` can add.
-OUTPUTS = ("deep_features", "reconstruction_mse", "reconstruction", "feature_errors")
+OUTPUTS = ("deep_features", "reconstruction_mse", "reconstruction", "feature_errors",
+           "is_anomaly")
 
 
 def _p(name: str, doc: str, conv: Callable = TypeConverters.identity) -> Param:
@@ -71,6 +76,72 @@ class AutoencoderParams(Params):
                             TypeConverters.toInt)
     num_threads = _p("num_threads", "Torch threads for training on the driver; None = all cores",
                      _to_optional_int)
+    hidden_dropout_ratios = _p("hidden_dropout_ratios", "dropout ratio of each hidden layer for "
+                               "the *_with_dropout activations (default 0.5 each, as H2O)",
+                               TypeConverters.toListFloat)
+    sparsity_beta = _p("sparsity_beta", "weight of the sparsity penalty (0 = off)",
+                       TypeConverters.toFloat)
+    average_activation = _p("average_activation", "target average activation of the coding "
+                            "units, on the activation's own scale (tanh: in (-1, 1))",
+                            TypeConverters.toFloat)
+    sparsity_method = _p("sparsity_method", "'kl': beta * sum KL(rho || rho_hat); 'h2o_bias': "
+                         "H2O's nudge of the coding biases", TypeConverters.toString)
+    input_dropout_ratio = _p("input_dropout_ratio", "share of inputs dropped (set to 0) per row "
+                             "while training; the target stays the clean input",
+                             TypeConverters.toFloat)
+    noise = _p("noise", f"input corruption for denoising: {', '.join(NOISE)}",
+               TypeConverters.toString)
+    noise_level = _p("noise_level", "gaussian: std in scaled units; masking, salt_pepper: share "
+                     "of entries corrupted", TypeConverters.toFloat)
+    max_w2 = _p("max_w2", "cap on the squared norm of each unit's incoming weights (None = no "
+                "cap)", lambda v: None if v is None else TypeConverters.toFloat(v))
+    rate_annealing = _p("rate_annealing", "sgd: rate / (1 + rate_annealing * rows seen)",
+                        TypeConverters.toFloat)
+    momentum_start = _p("momentum_start", "sgd: momentum at the start", TypeConverters.toFloat)
+    momentum_ramp = _p("momentum_ramp", "sgd: rows over which momentum ramps to momentum_stable",
+                       TypeConverters.toFloat)
+    momentum_stable = _p("momentum_stable", "sgd: momentum after the ramp",
+                         TypeConverters.toFloat)
+    nesterov_accelerated_gradient = _p("nesterov_accelerated_gradient", "sgd: Nesterov momentum",
+                                       TypeConverters.toBoolean)
+    stopping_rounds = _p("stopping_rounds", "stop after this many scoring rounds without "
+                         "improvement (0 = off)", TypeConverters.toInt)
+    stopping_tolerance = _p("stopping_tolerance", "relative improvement that counts",
+                            TypeConverters.toFloat)
+    score_interval = _p("score_interval", "score (validation, early stopping) every this many "
+                        "epochs", TypeConverters.toInt)
+    overwrite_with_best_model = _p("overwrite_with_best_model", "keep the weights of the best "
+                                   "scored epoch", TypeConverters.toBoolean)
+    missing_values_handling = _p("missing_values_handling", "'mean_imputation' (NaN -> the "
+                                 "training mean) or 'skip' (rows with NaN are left out of "
+                                 "training and get null scores)", TypeConverters.toString)
+    anomaly_quantile = _p("anomaly_quantile", "set the anomaly threshold to this quantile of "
+                          "the training reconstruction errors",
+                          lambda v: None if v is None else TypeConverters.toFloat(v))
+    anomaly_threshold = _p("anomaly_threshold", "anomaly threshold on reconstruction_mse "
+                           "(overrides anomaly_quantile)",
+                           lambda v: None if v is None else TypeConverters.toFloat(v))
+    # distributed training (issue 4)
+    num_workers = _p("num_workers", "training ranks: 1 trains in the driver process; N > 1 "
+                     "starts N ranks with TorchDistributor (local processes on a local "
+                     "master, barrier tasks on a cluster) under DistributedDataParallel",
+                     TypeConverters.toInt)
+    use_gpu = _p("use_gpu", "train on GPUs: each rank uses the GPU Spark assigned to its task "
+                 "(nccl); False = CPU (gloo)", TypeConverters.toBoolean)
+    data_loader = _p("data_loader", "how ranks read the materialized data: 'auto' (petastorm "
+                     "where it imports, else arrow), 'petastorm' or 'arrow'",
+                     TypeConverters.toString)
+    cache_dir = _p("cache_dir", "directory for the materialized training data (default: Spark "
+                   "conf spark.sparkae.cacheDir, else the system temp dir); on a cluster, a "
+                   "path every worker sees", lambda v: None if v is None else str(v))
+    keep_cache = _p("keep_cache", "keep the materialized data after the fit, keyed by the "
+                    "DataFrame's plan, so later fits of the same data reuse it "
+                    "(sparkae.data.clear_cache() removes it)", TypeConverters.toBoolean)
+    checkpoint_dir = _p("checkpoint_dir", "write a checkpoint (safetensors + JSON) every "
+                        "checkpoint_interval epochs; fit(..., resume=True) continues from the "
+                        "last one", lambda v: None if v is None else str(v))
+    checkpoint_interval = _p("checkpoint_interval", "epochs between checkpoints",
+                             TypeConverters.toInt)
 
     def __init__(self) -> None:
         super().__init__()
@@ -80,7 +151,15 @@ class AutoencoderParams(Params):
             optimizer="adam", rate=0.001, rho=0.99, epsilon=1e-8, l1=0.0, l2=0.0,
             standardize="h2o", ignore_const_cols=True, deep_features_layer=None,
             outputs=["deep_features", "reconstruction_mse"], scoring_batch_size=1024,
-            num_threads=None,
+            num_threads=None, hidden_dropout_ratios=None, sparsity_beta=0.0,
+            average_activation=0.0, sparsity_method="kl", input_dropout_ratio=0.0, noise="none",
+            noise_level=0.0, max_w2=None, rate_annealing=1e-6, momentum_start=0.0,
+            momentum_ramp=1e6, momentum_stable=0.0, nesterov_accelerated_gradient=True,
+            stopping_rounds=5, stopping_tolerance=0.0, score_interval=1,
+            overwrite_with_best_model=True, missing_values_handling="mean_imputation",
+            anomaly_quantile=None, anomaly_threshold=None,
+            num_workers=1, use_gpu=False, data_loader="auto", cache_dir=None, keep_cache=False,
+            checkpoint_dir=None, checkpoint_interval=1,
         )
 
     def param_values(self) -> Dict[str, Any]:
@@ -117,8 +196,12 @@ def _hidden(v: Any) -> Optional[str]:
 
 
 def _outputs(v: Any) -> Optional[str]:
-    ok = isinstance(v, list) and len(v) > 0 and all(o in OUTPUTS + ("is_anomaly",) for o in v)
-    return None if ok else "a non-empty list of " + ", ".join(OUTPUTS + ("is_anomaly",))
+    ok = isinstance(v, list) and len(v) > 0 and all(o in OUTPUTS for o in v)
+    return None if ok else "a non-empty list of " + ", ".join(OUTPUTS)
+
+
+def _ratio(v: Any) -> Optional[str]:
+    return None if isinstance(v, (int, float)) and 0 <= v < 1 else "a number in [0, 1)"
 
 
 def _optional(rule: Callable[[Any], Optional[str]]) -> Callable[[Any], Optional[str]]:
@@ -143,6 +226,30 @@ RULES: Dict[str, Callable[[Any], Optional[str]]] = {
     "scoring_batch_size": _int_at_least(1),
     "num_threads": _optional(_int_at_least(1)),
     "features_cols": _optional(lambda v: None if len(v) > 0 else "a non-empty list of columns"),
+    "hidden_dropout_ratios": _optional(lambda v: None if all(_ratio(r) is None for r in v)
+                                       else "a list of numbers in [0, 1)"),
+    "sparsity_beta": _float_at_least(0.0),
+    "sparsity_method": _one_of(SPARSITY_METHODS),
+    "input_dropout_ratio": _ratio,
+    "noise": _one_of(NOISE),
+    "noise_level": _float_at_least(0.0),
+    "max_w2": _optional(_float_at_least(0.0, strict=True)),
+    "rate_annealing": _float_at_least(0.0),
+    "momentum_start": _ratio,
+    "momentum_ramp": _float_at_least(0.0),
+    "momentum_stable": _ratio,
+    "stopping_rounds": _int_at_least(0),
+    "stopping_tolerance": _float_at_least(0.0),
+    "score_interval": _int_at_least(1),
+    "missing_values_handling": _one_of(MISSING),
+    "anomaly_quantile": _optional(_open_unit),
+    "anomaly_threshold": _optional(_float_at_least(0.0)),
+    "num_workers": _int_at_least(1),
+    "data_loader": _one_of(("auto", "petastorm", "arrow")),
+    "cache_dir": _optional(lambda v: None if isinstance(v, str) and v else "a directory path"),
+    "checkpoint_dir": _optional(lambda v: None if isinstance(v, str) and v
+                                else "a directory path"),
+    "checkpoint_interval": _int_at_least(1),
 }
 
 
@@ -165,6 +272,41 @@ def validate(values: Dict[str, Any]) -> None:
             if allowed is not None:
                 raise ValueError(f"Autoencoder param '{name}': got {values[name]!r}, "
                                  f"expected {allowed}")
+    if "hidden" in values:
+        _cross_checks(values)
+
+
+def _cross_checks(values: Dict[str, Any]) -> None:
+    """Constraints that involve more than one Param."""
+    hidden = values["hidden"]
+    ratios = values.get("hidden_dropout_ratios")
+    if ratios is not None and len(ratios) != len(hidden):
+        raise ValueError(f"Autoencoder param 'hidden_dropout_ratios': got {ratios} "
+                         f"({len(ratios)} values), expected one ratio per hidden layer "
+                         f"({len(hidden)} for hidden={hidden})")
+    activation = values.get("activation", "tanh")
+    if ratios is not None and any(ratios) and not activation.endswith("_with_dropout"):
+        raise ValueError(f"Autoencoder param 'hidden_dropout_ratios': set to {ratios} but "
+                         f"activation '{activation}' has no dropout; use "
+                         f"'{activation}_with_dropout'")
+    if values.get("output_activation") == "same" and activation.startswith("maxout"):
+        raise ValueError("Autoencoder param 'output_activation': 'same' is not available for "
+                         f"activation '{activation}'; use 'linear'")
+    if values.get("sparsity_beta", 0) > 0:
+        from sparkae.nn.losses import activation_unit_range
+
+        low, high = activation_unit_range(activation)
+        rho = values.get("average_activation", 0.0)
+        if not (isinstance(rho, (int, float)) and low < rho < high):
+            raise ValueError(f"Autoencoder param 'average_activation': got {rho!r}, expected a "
+                             f"number in ({low:g}, {high:g}) for activation '{activation}' "
+                             "(the target is on the activation's own scale)")
+    if values.get("noise", "none") != "none" and values.get("noise_level", 0) <= 0:
+        raise ValueError(f"Autoencoder param 'noise_level': got {values.get('noise_level')!r}, "
+                         f"expected a number > 0 with noise='{values['noise']}'")
+    if values.get("noise") in ("masking", "salt_pepper") and values.get("noise_level", 0) >= 1:
+        raise ValueError(f"Autoencoder param 'noise_level': got {values['noise_level']!r}, "
+                         f"expected a share in (0, 1) for noise='{values['noise']}'")
     layer = values.get("deep_features_layer")
     if layer is not None and layer > len(values["hidden"]):
         raise ValueError(f"Autoencoder param 'deep_features_layer': got {layer}, expected a "

@@ -19,11 +19,13 @@ def vec_df(spark):
     (dict(hidden=[]), r"'hidden': got \[\], expected a non-empty list of positive integers"),
     (dict(hidden=[10, 0]), r"'hidden': got \[10, 0\], expected a non-empty list of positive"),
     (dict(hidden=[-5]), r"'hidden': got \[-5\]"),
-    (dict(activation="sigmoid"), r"'activation': got 'sigmoid', expected one of 'tanh', 'rectifier'"),
+    (dict(activation="sigmoid"), r"'activation': got 'sigmoid', expected one of 'tanh', "
+                                  r"'tanh_with_dropout', 'rectifier'"),
     (dict(epochs=0), r"'epochs': got 0, expected an integer >= 1"),
     (dict(epochs=-3), r"'epochs': got -3"),
     (dict(mini_batch_size=0), r"'mini_batch_size': got 0"),
-    (dict(optimizer="sgd"), r"'optimizer': got 'sgd', expected one of 'adam', 'adadelta'"),
+    (dict(optimizer="rmsprop"), r"'optimizer': got 'rmsprop', expected one of 'adam', "
+                                r"'adadelta', 'sgd'"),
     (dict(rate=0.0), r"'rate': got 0.0, expected a finite number > 0"),
     (dict(rho=1.5), r"'rho': got 1.5, expected a number in \(0, 1\)"),
     (dict(standardize="robust"), r"'standardize': got 'robust', expected one of 'h2o'"),
@@ -39,7 +41,8 @@ def test_bad_params(vec_df, kwargs, message):
 def test_param_of_the_wrong_type_names_the_param():
     with pytest.raises(TypeError, match='param "hidden"'):
         Autoencoder(hidden="ten")
-    with pytest.raises(TypeError, match="unexpected keyword argument 'hiden'"):
+    with pytest.raises(TypeError, match="unexpected keyword argument 'hiden'; did you mean "
+                                        "'hidden'"):
         Autoencoder(hiden=[10])
 
 
@@ -54,9 +57,9 @@ def test_missing_features_column(vec_df):
 def test_column_of_the_wrong_type(vec_df):
     with pytest.raises(ValueError, match=r"column 'name' has type string; expected a vector"):
         Autoencoder(features_col="name").fit(vec_df)
-    with pytest.raises(ValueError, match=r"features_cols: column 'name' has type string; "
-                                         r"expected a numeric type"):
-        Autoencoder(features_cols=["id", "name"]).fit(vec_df)
+    with pytest.raises(ValueError, match=r"features_cols: column 'features' has type vector; "
+                                         r"expected a numeric type .* or a string"):
+        Autoencoder(features_cols=["id", "features"]).fit(vec_df)
 
 
 def test_vectors_of_different_lengths(spark):
@@ -95,11 +98,16 @@ def test_null_and_nan_rows(spark):
     df = spark.createDataFrame([(Vectors.dense([1.0, 2.0]),), (None,)], schema)
     with pytest.raises(ValueError, match=r"features_col 'features' has 1 null rows; drop or fill them"):
         Autoencoder().fit(df)
-    nan = spark.createDataFrame([(Vectors.dense([1.0, float("nan")]),),
-                                 (Vectors.dense([1.0, 2.0]),)], ["features"])
-    with pytest.raises(ValueError, match=r"contains NaN or infinite values in 1 features "
-                                         r"\(first: feature index 1\)"):
-        Autoencoder().fit(nan)
+    inf = spark.createDataFrame([(Vectors.dense([1.0, float("inf")]),),
+                                 (Vectors.dense([1.0, 2.0]),), (Vectors.dense([2.0, 3.0]),)],
+                                ["features"])
+    with pytest.raises(ValueError, match=r"features_col 'features' contains infinite values in "
+                                         r"feature index 1 \(1 rows\)"):
+        Autoencoder().fit(inf)
+    all_nan = spark.createDataFrame([(Vectors.dense([1.0, float("nan")]),),
+                                     (Vectors.dense([2.0, float("nan")]),)], ["features"])
+    with pytest.raises(ValueError, match=r"feature index 1 is NaN \(missing\) in every row"):
+        Autoencoder().fit(all_nan)
 
 
 def test_all_constant_features(spark):

@@ -45,4 +45,4 @@ def test_job_help_and_bad_settings(tmp_path):
     proc = subprocess.run([sys.executable, "jobs/train.py", "--set", "model.activation=sigmoid"],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
-    assert "'activation': got 'sigmoid', expected one of 'tanh', 'rectifier'" in proc.stderr
+    assert "'activation': got 'sigmoid', expected one of 'tanh', 'tanh_with_dropout'" in proc.stderr

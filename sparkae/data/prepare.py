@@ -38,46 +38,94 @@ class InputInfo:
     column: Optional[str]          # features_col for vector/array input
     columns: List[str] = field(default_factory=list)  # features_cols for column input
     size: int = 0                  # input width
+    levels: Dict[str, List[str]] = field(default_factory=dict)  # one-hot levels of strings
 
     def to_json(self) -> Dict[str, Any]:
         return {"kind": self.kind, "column": self.column, "columns": self.columns,
-                "size": self.size}
+                "size": self.size, "levels": self.levels}
 
     @classmethod
     def from_json(cls, d: Dict[str, Any]) -> "InputInfo":
         return cls(kind=d["kind"], column=d.get("column"), columns=list(d.get("columns") or []),
-                   size=int(d["size"]))
+                   size=int(d["size"]), levels={k: list(v) for k, v in
+                                                 (d.get("levels") or {}).items()})
 
 
 def _describe(dt: T.DataType) -> str:
     return dt.simpleString() if hasattr(dt, "simpleString") else str(dt)
 
 
-def resolve_input(df: DataFrame, features_col: str,
-                  features_cols: Optional[List[str]]) -> tuple[Column, InputInfo]:
+#: Most levels a string column in ``features_cols`` may have (each becomes a feature).
+MAX_LEVELS = 1000
+
+
+def string_columns(df: DataFrame, features_cols: Optional[List[str]]) -> List[str]:
+    """The string-typed columns among ``features_cols``."""
+    fields = {f.name: f.dataType for f in df.schema.fields}
+    return [c for c in features_cols or [] if isinstance(fields.get(c), T.StringType)]
+
+
+def find_levels(df: DataFrame, columns: List[str]) -> Dict[str, List[str]]:
+    """The sorted distinct non-null values of each string column (one aggregation).
+
+    Raises
+    ------
+    ValueError
+        A column has more than :data:`MAX_LEVELS` levels.
+    """
+    if not columns:
+        return {}
+    row = df.agg(*[F.array_sort(F.collect_set(F.col(f"`{c}`"))).alias(f"l{i}")
+                   for i, c in enumerate(columns)]).first()
+    levels = {c: list(row[f"l{i}"]) for i, c in enumerate(columns)}
+    for c, lv in levels.items():
+        if len(lv) > MAX_LEVELS:
+            raise ValueError(f"features_cols: string column '{c}' has {len(lv)} levels; at most "
+                             f"{MAX_LEVELS} are one-hot encoded (index or hash it first)")
+    return levels
+
+
+def resolve_input(df: DataFrame, features_col: str, features_cols: Optional[List[str]],
+                  levels: Optional[Dict[str, List[str]]] = None) -> tuple[Column, InputInfo]:
     """Check the input columns of ``df`` and return one vector-valued Column for them.
+
+    Numeric ``features_cols`` become one feature each (null -> NaN, handled by
+    ``missing_values_handling``); string ones become one 0/1 feature per level of
+    ``levels`` (every level kept, as H2O does for autoencoders; unseen or null values
+    encode as all zeros).
 
     Raises
     ------
     ValueError
         A named column is missing, or has a type that is not a vector, a numeric array or
-        (for ``features_cols``) a number.
+        (for ``features_cols``) a number or string.
     """
     fields = {f.name: f.dataType for f in df.schema.fields}
+    levels = levels or {}
     if features_cols:
+        parts: List[Column] = []
         for c in features_cols:
             if c not in fields:
                 raise ValueError(f"features_cols: column '{c}' not found; the DataFrame has "
                                  f"columns {sorted(fields)}")
-            if not isinstance(fields[c], _NUMERIC):
+            ref = F.col(f"`{c}`")
+            if isinstance(fields[c], T.StringType):
+                if c not in levels:
+                    raise ValueError(f"features_cols: column '{c}' is a string column the model "
+                                     "was not trained with; expected a numeric column")
+                parts += [F.coalesce((ref == lv).cast("double"), F.lit(0.0)) for lv in levels[c]]
+            elif isinstance(fields[c], _NUMERIC + (T.BooleanType,)):
+                parts.append(F.coalesce(ref.cast("double"), F.lit(float("nan"))))
+            else:
                 raise ValueError(f"features_cols: column '{c}' has type "
                                  f"{_describe(fields[c])}; expected a numeric type (int, long, "
-                                 "float, double, decimal)")
+                                 "float, double, decimal, boolean) or a string (one-hot encoded)")
         dupes = sorted({c for c in features_cols if features_cols.count(c) > 1})
         if dupes:
             raise ValueError(f"features_cols: columns {dupes} are listed more than once")
-        col = array_to_vector(F.array(*[F.col(f"`{c}`").cast("double") for c in features_cols]))
-        return col, InputInfo("columns", None, list(features_cols), len(features_cols))
+        return array_to_vector(F.array(*parts)), InputInfo(
+            "columns", None, list(features_cols), len(parts),
+            {c: levels[c] for c in features_cols if c in levels})
     if features_col not in fields:
         raise ValueError(f"features_col: column '{features_col}' not found; the DataFrame has "
                          f"columns {sorted(fields)} (set features_col, or features_cols for "
@@ -125,16 +173,50 @@ def compute_stats(vectors: DataFrame, info: InputInfo,
     if int(row["rows"]) == 0:
         raise ValueError(f"{role} is empty: {what} has no rows")
     s = row["s"]
-    mean = np.asarray(s["mean"].toArray(), dtype=np.float64)
-    bad = ~np.isfinite(mean)
-    if bad.any():
-        first = int(np.flatnonzero(bad)[0])
-        raise ValueError(f"{what} contains NaN or infinite values in {int(bad.sum())} "
-                         f"features (first: feature index {first}); remove or impute them")
-    return FeatureStats(count=int(s["count"]), mean=mean,
-                        std=np.asarray(s["std"].toArray(), dtype=np.float64),
-                        min=np.asarray(s["min"].toArray(), dtype=np.float64),
-                        max=np.asarray(s["max"].toArray(), dtype=np.float64))
+    stats = FeatureStats(count=int(s["count"]),
+                         mean=np.asarray(s["mean"].toArray(), dtype=np.float64),
+                         std=np.asarray(s["std"].toArray(), dtype=np.float64),
+                         min=np.asarray(s["min"].toArray(), dtype=np.float64),
+                         max=np.asarray(s["max"].toArray(), dtype=np.float64))
+    bad = np.flatnonzero(~np.isfinite(stats.mean))
+    if len(bad):
+        _missing_stats(vectors, stats, bad, what)
+    return stats
+
+
+#: Most features with missing values whose statistics are recomputed one by one.
+MAX_MISSING_FEATURES = 2000
+
+
+def _missing_stats(vectors: DataFrame, stats: FeatureStats, bad: np.ndarray, what: str) -> None:
+    """Recompute the statistics of features holding NaN, ignoring the NaN (one aggregation
+    over just those features); infinite values are an error."""
+    if len(bad) > MAX_MISSING_FEATURES:
+        raise ValueError(f"{what} has NaN or infinite values in {len(bad)} features; at most "
+                         f"{MAX_MISSING_FEATURES} are imputed here: impute them upstream")
+    from pyspark.ml.functions import vector_to_array
+
+    arr = vector_to_array(F.col(FEATURES))
+    aggs = []
+    for j, i in enumerate(bad.tolist()):
+        v = arr[int(i)]
+        ok = F.when(~F.isnan(v), v)
+        aggs += [F.avg(ok).alias(f"m{j}"), F.stddev(ok).alias(f"s{j}"),
+                 F.min(ok).alias(f"lo{j}"), F.max(ok).alias(f"hi{j}"),
+                 F.sum((F.abs(ok) == float("inf")).cast("long")).alias(f"inf{j}"),
+                 F.sum(F.isnan(v).cast("long")).alias(f"nan{j}")]
+    row = vectors.agg(*aggs).first()
+    nans = 0
+    for j, i in enumerate(bad.tolist()):
+        if row[f"inf{j}"]:
+            raise ValueError(f"{what} contains infinite values in feature index {i} "
+                             f"({row[f'inf{j}']} rows); replace them (NaN is treated as missing)")
+        if row[f"m{j}"] is None:
+            raise ValueError(f"{what}: feature index {i} is NaN (missing) in every row")
+        stats.mean[i], stats.std[i] = row[f"m{j}"], row[f"s{j}"] or 0.0
+        stats.min[i], stats.max[i] = row[f"lo{j}"], row[f"hi{j}"]
+        nans += row[f"nan{j}"]
+    log.info("%s: %d missing (NaN) values in %d features", what, nans, len(bad))
 
 
 def _what(info: InputInfo) -> str:
@@ -146,7 +228,8 @@ def _what(info: InputInfo) -> str:
 def prepare(df: DataFrame, features_col: str,
             features_cols: Optional[List[str]]) -> tuple[DataFrame, InputInfo, FeatureStats]:
     """Validate ``df``, reduce it to one ``features`` vector column and compute statistics."""
-    col, info = resolve_input(df, features_col, features_cols)
+    levels = find_levels(df, string_columns(df, features_cols))
+    col, info = resolve_input(df, features_col, features_cols, levels)
     vectors = df.select(col.alias(FEATURES))
     stats = compute_stats(vectors, info)
     info.size = len(stats.mean)
@@ -162,7 +245,7 @@ def input_column(df: DataFrame, info: InputInfo, role: str) -> Column:
     """
     try:
         col, _ = resolve_input(df, info.column or FEATURES,
-                               info.columns if info.kind == "columns" else None)
+                               info.columns if info.kind == "columns" else None, info.levels)
     except ValueError as exc:
         raise ValueError(f"{role}: {exc}") from None
     return col

@@ -13,6 +13,8 @@ from typing import Any, Dict, List, Optional, Tuple
 import torch
 from torch import nn
 
+from sparkae.nn import sparse
+
 class Maxout(nn.Module):
     """H2O's maxout: the max over ``channels`` linear pieces per unit."""
 
@@ -30,6 +32,7 @@ ACTIVATIONS = {
     "rectifier": (nn.ReLU, 1, (0.0, float("inf"))),
     "maxout": (Maxout, 2, (float("-inf"), float("inf"))),
     "exp_rectifier": (nn.ELU, 1, (-1.0, float("inf"))),
+    "linear": (nn.Identity, 1, (float("-inf"), float("inf"))),  # not H2O's: PCA-equivalent
 }
 
 
@@ -88,6 +91,8 @@ class InputScaler(nn.Module):
         return self.keep.numel() == self.input_size
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if sparse.is_sparse(x):  # stays sparse: S = x * scale, see sparkae.nn.sparse
+            return sparse.scale(self, x)
         if not self.all_kept:
             x = x.index_select(1, self.keep)
         z = (x - self.shift) * self.scale
@@ -151,7 +156,10 @@ class AutoencoderNet(nn.Module):
         for i, (layer, act, drop) in enumerate(zip(self.layers, self.acts, self.dropouts)):
             if upto is not None and i >= upto:
                 break
-            h = act(layer(z))
+            if i == 0 and sparse.is_sparse(z):
+                h = act(sparse.first_layer(layer, z, sparse.offset(self.scaler)))
+            else:
+                h = act(layer(z))
             outs.append(h)
             z = drop(h)
         return outs
@@ -163,7 +171,10 @@ class AutoencoderNet(nn.Module):
     def forward(self, z: torch.Tensor) -> Tuple[torch.Tensor, List[torch.Tensor]]:
         """Reconstruct scaled inputs ``z``; return ``(reconstruction, hidden activations)``."""
         acts = self.hidden_activations(z)
-        return self.decode_from_last(acts[-1]), acts
+        y = self.decode_from_last(acts[-1])
+        if sparse.is_sparse(z):  # the reconstruction in the sparse batch's unshifted space
+            y = sparse.unshift(y, sparse.offset(self.scaler))
+        return y, acts
 
     def reconstruct(self, z: torch.Tensor) -> torch.Tensor:
         """The reconstruction of scaled inputs ``z``."""

@@ -31,6 +31,14 @@ class Scaling:
     shift: np.ndarray  # float32, per kept feature
     scale: np.ndarray  # float32, per kept feature (multiplied after the shift)
     fill: np.ndarray   # float32, full width: value reported for features left out
+    impute: np.ndarray  # float32, per kept feature: scaled training mean (replaces NaN)
+    lo: np.ndarray      # float32, per kept feature: scaled training minimum
+    hi: np.ndarray      # float32, per kept feature: scaled training maximum
+
+    def tensors(self) -> dict:
+        """Keyword arguments for :meth:`InputScaler.set_statistics`."""
+        return {k: getattr(self, k) for k in ("keep", "shift", "scale", "fill", "impute", "lo",
+                                              "hi")}
 
 
 def compute_scaling(stats: FeatureStats, method: str, ignore_const_cols: bool) -> Scaling:
@@ -73,5 +81,9 @@ def compute_scaling(stats: FeatureStats, method: str, ignore_const_cols: bool) -
     else:
         raise ValueError(f"standardize: got {method!r}, expected one of 'h2o', 'minmax', "
                          "'zscore', 'none'")
-    return Scaling(keep=keep.astype(np.int64), shift=shift[keep].astype(np.float32),
-                   scale=scale[keep].astype(np.float32), fill=stats.mean.astype(np.float32))
+    shift, scale = shift[keep], scale[keep]
+    f32 = lambda a: np.asarray(a, dtype=np.float32)  # noqa: E731
+    return Scaling(keep=keep.astype(np.int64), shift=f32(shift), scale=f32(scale),
+                   fill=f32(stats.mean), impute=f32((stats.mean[keep] - shift) * scale),
+                   lo=f32((stats.min[keep] - shift) * scale),
+                   hi=f32((stats.max[keep] - shift) * scale))

@@ -50,11 +50,31 @@ class TrainingSummary:
         secs = sum(h["seconds"] for h in self.history)
         return sum(h["rows"] for h in self.history) / secs if secs else None
 
+    @property
+    def coding_activations(self) -> Optional[List[float]]:
+        """Average activation of each coding unit in the last epoch (rho-hat, the chapter's
+        Figures 19.5/19.6)."""
+        return self.history[-1].get("coding_activations") if self.history else None
+
+    @property
+    def mean_coding_activation(self) -> Optional[float]:
+        """Mean over coding units of their average activation."""
+        acts = self.coding_activations
+        return sum(acts) / len(acts) if acts else None
+
+    @property
+    def model_epoch(self) -> Optional[int]:
+        """The epoch whose weights the model holds (the best one with
+        ``overwrite_with_best_model``)."""
+        best = [h["epoch"] for h in self.history if h.get("best")]
+        return best[0] if best else (self.history[-1]["epoch"] if self.history else None)
+
     def as_pandas(self):
         """The history as a pandas DataFrame, one row per epoch."""
         import pandas as pd
 
-        return pd.DataFrame(self.history)
+        return pd.DataFrame([{k: v for k, v in h.items() if k != "coding_activations"}
+                             for h in self.history])
 
     def to_json(self) -> Dict[str, Any]:
         return asdict(self)
