@@ -31,6 +31,8 @@ DEFAULTS: Dict[str, Dict[str, Any]] = {
         "labels": None,              # mnist_idx: labels file
         "id_col": "id",              # carried into the scored output (None: none)
         "label_col": "label",        # carried into the scored output (None: none)
+        "corrupt": None,             # {kind: gaussian|masking|salt_pepper, level, seed}: train
+                                     # on a corrupted copy, evaluate on the clean rows
     },
     "evaluation": {
         "source": "split",           # split | mnist_idx | parquet | table | none
@@ -162,6 +164,15 @@ def _validate(settings: Dict[str, Any]) -> None:
                              f"{section}.labels (IDX file paths)")
         if needs in ("parquet", "table") and not s["path"]:
             raise ValueError(f"{section}: source {needs} needs {section}.path")
+    noisy = settings["input"]["corrupt"]
+    if noisy is not None:
+        if not isinstance(noisy, dict):
+            raise ValueError(f"input.corrupt: got {noisy!r}, expected a mapping with kind, level "
+                             "and optionally seed")
+        check_known(list(noisy), ["kind", "level", "seed"], "input.corrupt")
+        if "kind" not in noisy or "level" not in noisy:
+            raise ValueError("input.corrupt: needs kind (gaussian, masking, salt_pepper) and "
+                             "level")
     top = settings["output"]["top_n"]
     if not isinstance(top, int) or top < 0:
         raise ValueError(f"output.top_n: got {top!r}, expected an integer >= 0")

@@ -296,7 +296,7 @@ class AutoencoderModel(Model, AutoencoderParams, MLReadable, MLWritable):
     def _transform(self, dataset: DataFrame) -> DataFrame:
         outputs = list(self.getOrDefault("outputs"))
         validate({"outputs": outputs})
-        if (self._threshold is not None and not self.isSet(self.outputs)
+        if (self._threshold is not None and "reconstruction_mse" in outputs
                 and "is_anomaly" not in outputs):
             outputs.append("is_anomaly")
         return self._score(dataset, outputs)

@@ -98,6 +98,12 @@ def run_train(spark: SparkSession, settings: Dict[str, Any]) -> Dict[str, Any]:
                               "output.overwrite is false")
     source = read_source(spark, settings["input"], "input").cache()
     train_df, valid_df = split_input(source, settings, spark)
+    noisy = settings["input"]["corrupt"]
+    if noisy:
+        from sparkae.noise import corrupt
+
+        train_df = corrupt(train_df, noisy["kind"], noisy["level"], noisy.get("seed", 0),
+                           features_col=settings["model"]["features_col"])
     model = Autoencoder(**settings["model"]).fit(train_df, validation_df=valid_df)
     fit_s = model.summary.wall_time_s
     os.makedirs(out, exist_ok=True)
@@ -106,7 +112,9 @@ def run_train(spark: SparkSession, settings: Dict[str, Any]) -> Dict[str, Any]:
     carry = [c for c in (settings["input"]["id_col"], settings["input"]["label_col"])
              if c and c in source.columns]
     t1 = time.perf_counter()
-    scored = model.transform(source).select(*carry, "reconstruction_mse", "deep_features")
+    score_cols = ["reconstruction_mse", "deep_features"] + (
+        ["is_anomaly"] if model.threshold is not None else [])
+    scored = model.transform(source).select(*carry, *score_cols)
     tmp = os.path.join(out, f".scored.tmp-{uuid.uuid4().hex[:8]}")
     try:
         scored.write.parquet(tmp)
@@ -124,6 +132,8 @@ def run_train(spark: SparkSession, settings: Dict[str, Any]) -> Dict[str, Any]:
         "rows": {"train": s.train_rows, "validation": s.validation_rows, "scored": stats["n"]},
         "train_mse": s.train_mse, "validation_mse": s.validation_mse,
         "scored_mean_mse": stats["mean_mse"], "epochs": s.epochs, "seed": s.seed,
+        "model_epoch": s.model_epoch, "threshold": model.threshold,
+        "mean_coding_activation": s.mean_coding_activation,
         "fit_time_s": fit_s, "train_rows_per_s": s.rows_per_s,
         "score_time_s": score_s, "score_rows_per_s": stats["n"] / max(score_s, 1e-9),
         "wall_time_s": time.perf_counter() - t0, "hidden": settings["model"]["hidden"],

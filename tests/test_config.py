@@ -20,9 +20,16 @@ def test_default_config_file_and_overrides():
                                "labels": None}
 
 
-def test_every_shipped_config_loads():
-    for path in sorted((ROOT / "conf").glob("*.yaml")):
+def test_every_shipped_training_config_loads():
+    paths = [p for p in sorted((ROOT / "conf").glob("*.yaml"))
+             if not p.name.startswith(("score", "grid"))]
+    assert len(paths) >= 7
+    for path in paths:
         config.load(str(path))
+    sparse = config.load(str(ROOT / "conf" / "sparse.yaml"))["model"]
+    assert sparse["average_activation"] == -0.1 and sparse["sparsity_beta"] == 0.01
+    noisy = config.load(str(ROOT / "conf" / "denoising.yaml"))["input"]["corrupt"]
+    assert noisy == {"kind": "gaussian", "level": 50.0, "seed": 1}
 
 
 def test_defaults_alone():
@@ -41,6 +48,9 @@ def test_defaults_alone():
     (["input.source=csv"], r"input.source: got 'csv', expected one of sample, mnist_idx"),
     (["input.source=parquet"], r"input: source parquet needs input.path"),
     (["evaluation.source=mnist_idx"], r"evaluation: source mnist_idx needs evaluation.images"),
+    (["input.corrupt={kind: gaussian}"], r"input.corrupt: needs kind .* and level"),
+    (["input.corrupt={kind: gaussian, levle: 1}"], r"unknown setting 'levle'; did you mean "
+                                                   r"'level'\?"),
 ])
 def test_bad_overrides(overrides, message):
     with pytest.raises(ValueError, match=message):

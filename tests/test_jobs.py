@@ -46,3 +46,21 @@ def test_job_help_and_bad_settings(tmp_path):
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert "'activation': got 'sigmoid', expected one of 'tanh', 'tanh_with_dropout'" in proc.stderr
+
+
+def test_denoising_config_with_an_anomaly_threshold(tmp_path):
+    out = tmp_path / "den"
+    env = dict(os.environ, PYSPARK_PYTHON=sys.executable)
+    proc = subprocess.run([sys.executable, "jobs/train.py", "--config", "conf/denoising.yaml",
+                           "--set", "model.epochs=1", "--set", "model.hidden=[20]",
+                           "--set", "model.anomaly_quantile=0.9", "--set", f"output.dir={out}"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["threshold"] > 0 and summary["validation_mse"] > 0
+    scored = pd.read_parquet(out / "scored")
+    assert "is_anomaly" in scored.columns
+    # the threshold is the 0.9 quantile of errors on the *noisy* training copy: the clean
+    # rows reconstruct better, so far fewer than 10% of them exceed it
+    assert scored.is_anomaly.mean() < 0.05
+    assert scored.reconstruction_mse.quantile(0.9) < summary["threshold"]
