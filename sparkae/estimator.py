@@ -353,7 +353,8 @@ class AutoencoderModel(Model, AutoencoderParams, MLReadable, MLWritable):
 
     def _metadata(self) -> Dict[str, Any]:
         params = {k: v for k, v in self.param_values().items()}
-        return {"params": params, "spec": self._spec, "input": self._info.to_json(),
+        return {"uid": self.uid, "params": params, "spec": self._spec,
+                "input": self._info.to_json(),
                 "summary": self._summary.to_json(), "threshold": self._threshold}
 
 
@@ -376,5 +377,7 @@ class _ModelReader(MLReader):
                                          TrainingSummary.from_json(meta["summary"]),
                                          meta.get("threshold"))
         build_network(meta["spec"]).load_state_dict(state)  # fails loudly on a mismatch
+        if meta.get("uid"):
+            model._resetUid(meta["uid"])
         model._set(**{k: v for k, v in meta["params"].items() if model.hasParam(k)})
         return model

@@ -68,6 +68,7 @@ def save_model(path: str, metadata: Dict[str, Any], state: Dict[str, torch.Tenso
                     files={WEIGHTS: _sha256(os.path.join(tmp, WEIGHTS))})
         with open(os.path.join(tmp, METADATA), "w") as f:
             json.dump(meta, f, indent=1, sort_keys=True, default=_json_default)
+        _write_spark_ml_metadata(tmp, meta.get("uid"))
         old = None
         if os.path.exists(path):
             old = os.path.join(parent, f".{os.path.basename(path)}.old-{uuid.uuid4().hex[:8]}")
@@ -77,6 +78,18 @@ def save_model(path: str, metadata: Dict[str, Any], state: Dict[str, torch.Tenso
             shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _write_spark_ml_metadata(directory: str, uid: Any) -> None:
+    """A ``metadata/part-00000`` in Spark ML's format naming the Python class, so that a
+    ``PipelineModel`` holding the model saves and loads with Spark's own ``save``/``load``
+    (Spark's reader then calls :meth:`AutoencoderModel.load` on the directory)."""
+    os.makedirs(os.path.join(directory, "metadata"))
+    line = json.dumps({"class": "sparkae.estimator.AutoencoderModel", "uid": uid,
+                       "timestamp": 0, "sparkVersion": "", "paramMap": {},
+                       "defaultParamMap": {}})
+    with open(os.path.join(directory, "metadata", "part-00000"), "w") as f:
+        f.write(line + "\n")
 
 
 def _json_default(obj: Any) -> Any:

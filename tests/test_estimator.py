@@ -97,7 +97,7 @@ def test_save_load_round_trip_scores_identically(tmp_path, fitted):
     meta = json.load(open(os.path.join(path, "metadata.json")))
     assert meta["format_version"] == 1 and meta["input"]["size"] == 12
     assert meta["params"]["hidden"] == [6] and len(meta["summary"]["history"]) == 3
-    assert sorted(os.listdir(path)) == ["metadata.json", "weights.safetensors"]
+    assert sorted(os.listdir(path)) == ["metadata", "metadata.json", "weights.safetensors"]
     loaded = AutoencoderModel.load(path)
     assert loaded.summary.epochs == 3 and loaded.getOrDefault("hidden") == [6]
     np.testing.assert_array_equal(_sorted_scores(loaded.transform(df)),
