@@ -46,6 +46,8 @@ DEFAULTS: Dict[str, Dict[str, Any]] = {
         "dir": "out",                # model/, scored/, summary.json
         "overwrite": True,           # replace a previous run's results in dir
         "top_n": 5,                  # rows with the largest error in the printed summary
+        "report": True,              # write report.html (the chapter's plots)
+        "image_shape": None,         # e.g. [28, 28]: show rows as images in the report
     },
 }
 

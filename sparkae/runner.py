@@ -17,6 +17,8 @@ import time
 import uuid
 from typing import Any, Dict, Optional, Tuple
 
+import numpy as np
+import torch
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -140,9 +142,68 @@ def run_train(spark: SparkSession, settings: Dict[str, Any]) -> Dict[str, Any]:
         "model": os.path.join(out, "model"), "scored": os.path.join(out, "scored"),
         "top_errors": top, "history": s.history,
     }
+    if settings["output"]["report"]:
+        summary["report"] = write_report(model, source, written, settings,
+                                         os.path.join(out, "report.html"))
     _write_json(summary, os.path.join(out, "summary.json"))
     source.unpersist()
     return summary
+
+
+def _features(rows, col: str) -> np.ndarray:
+    return np.stack([np.asarray(r[col].toArray() if hasattr(r[col], "toArray") else r[col],
+                                dtype=np.float32) for r in rows])
+
+
+def write_report(model, source: DataFrame, scored: DataFrame, settings: Dict[str, Any],
+                 path: str, sample_rows: int = 2000) -> str:
+    """Collect small samples (never the table) and write the HTML report of a run."""
+    from sparkae import report
+
+    feat = settings["model"]["features_col"]
+    id_col, label_col = settings["input"]["id_col"], settings["input"]["label_col"]
+    shape = settings["output"]["image_shape"]
+    s = model.summary
+    figures = {"Training curve": report.training_curve(s.history)}
+    n = s.train_rows + s.validation_rows
+    sample = source.sample(fraction=min(1.0, sample_rows / max(n, 1)), seed=1)
+    outs = model.copy({model.outputs: ["deep_features", "reconstruction"]})
+    picked = outs.transform(sample).collect() if feat in source.columns else []
+    if picked and settings["model"]["features_cols"] is None:
+        x, rec = _features(picked, feat), _features(picked, "reconstruction")
+        ten = np.random.default_rng(1).choice(len(x), size=min(10, len(x)), replace=False)
+        figures["Rows and their reconstructions"] = report.reconstructions(
+            x[ten], rec[ten], "Sampled rows (top) and reconstructions (bottom)", shape)
+        if label_col and label_col in source.columns:
+            codings = np.stack([np.asarray(r["deep_features"]) for r in picked])
+            with torch.no_grad():
+                scaled = model.network().scaler(torch.from_numpy(x)).numpy()
+            figures["2-D codings and PCA, by label"] = report.codings_vs_pca(
+                codings, scaled, np.array([r[label_col] for r in picked]))
+        if id_col and id_col in source.columns:
+            worst = [r[id_col] for r in scored.orderBy(F.desc("reconstruction_mse"))
+                     .select(id_col).limit(10).collect()]
+            rows = outs.transform(source.where(F.col(id_col).isin(worst))).collect()
+            rows.sort(key=lambda r: worst.index(r[id_col]))
+            figures["Worst reconstructed rows"] = report.reconstructions(
+                _features(rows, feat), _features(rows, "reconstruction"),
+                "The rows with the largest reconstruction error", shape,
+                [f"{id_col}={r[id_col]}" for r in rows])
+    errors = scored.select("reconstruction_mse").sample(
+        fraction=min(1.0, 100_000 / max(n, 1)), seed=1).toPandas().reconstruction_mse.to_numpy()
+    figures["Reconstruction error distribution"] = report.error_distribution(errors,
+                                                                             model.threshold)
+    if s.coding_activations:
+        target = (settings["model"]["average_activation"]
+                  if settings["model"]["sparsity_beta"] else None)
+        figures["Coding layer average activations"] = report.coding_activations(
+            s.coding_activations, target)
+    rows = {"hidden": settings["model"]["hidden"], "activation": settings["model"]["activation"],
+            "epochs": s.epochs, "train rows": s.train_rows,
+            "train MSE": f"{s.train_mse:.6g}",
+            "validation MSE": "-" if s.validation_mse is None else f"{s.validation_mse:.6g}",
+            "threshold": model.threshold, "fit wall time (s)": f"{s.wall_time_s:.1f}"}
+    return report.write_html(path, "sparkae training report", rows, figures)
 
 
 def format_summary(summary: Dict[str, Any]) -> str:

@@ -35,6 +35,11 @@ def test_train_job_end_to_end(tmp_path):
     assert len(scored) == 5000 and scored.id.is_unique
     assert len(scored.deep_features.iloc[0]) == 100
     assert not [p for p in os.listdir(out) if ".tmp-" in p or ".old-" in p]
+    page = (out / "report.html").read_text()
+    for figure in ("Training curve", "Rows and their reconstructions", "Worst reconstructed rows",
+                   "Reconstruction error distribution", "Coding layer average activations",
+                   "2-D codings and PCA, by label"):
+        assert f'<img alt="{figure}" src="data:image/png;base64,' in page
 
 
 def test_job_help_and_bad_settings(tmp_path):
