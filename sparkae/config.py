@@ -61,7 +61,7 @@ def model_defaults() -> Dict[str, Any]:
     return {param.name: p.getOrDefault(param) for param in p.params}
 
 
-def _parse_override(item: str) -> tuple[List[str], Any]:
+def parse_override(item: str) -> tuple[List[str], Any]:
     if "=" not in item:
         raise ValueError(f"--set: got {item!r}, expected section.key=value, "
                          "e.g. model.epochs=1")
@@ -124,7 +124,7 @@ def load(path: Optional[str] = None, overrides: Iterable[str] = ()) -> Dict[str,
                              f"{values!r}")
         _merge(settings, section, values, where)
     for item in overrides:
-        parts, value = _parse_override(item)
+        parts, value = parse_override(item)
         check_known([parts[0]], list(DEFAULTS), "--set")
         if parts[0] == "spark" and parts[1] == "conf" and len(parts) > 2:
             settings["spark"]["conf"][".".join(parts[2:])] = value

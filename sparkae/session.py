@@ -29,7 +29,9 @@ def get_session(master: str = "local[2]", app_name: str = "sparkae",
     from pyspark.sql import SparkSession
 
     builder = SparkSession.builder.appName(app_name)
-    launched = SparkConf().contains("spark.master")
+    # Under spark-submit the driver connects to the launcher's JVM (PYSPARK_GATEWAY_PORT);
+    # a Python SparkConf made before that connection is empty, so check the variable too.
+    launched = "PYSPARK_GATEWAY_PORT" in os.environ or SparkConf().contains("spark.master")
     if not launched:
         builder = builder.master(master)
         for key, value in LOOPBACK_CONF.items():

@@ -1,0 +1,256 @@
+"""The work behind ``jobs/score.py``: load a model, score a table, write one date partition.
+
+:func:`run_score` reads the input (a Parquet path, a Delta path when delta-spark is
+installed, or a catalog table), checks it against the model on the driver, scores it
+with :mod:`sparkae.scoring` and writes ``id_cols`` + the score columns as the
+``run_date`` partition of the output through :mod:`sparkae.partitions` (re-running a date
+replaces exactly that partition; a failed run leaves every partition as it was). Counts
+(rows in, scored, skipped and why, anomalies) are observed during the write itself, so
+the table is read once. A run summary JSON is written beside the output.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+import re
+import time
+import uuid
+from typing import Any, Dict, List, Optional
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from sparkae import score_config
+from sparkae.data.arrow_rows import SCORED, SKIP_REASONS
+from sparkae.estimator import AutoencoderModel
+from sparkae.partitions import is_local, looks_like_table, make_output
+
+log = logging.getLogger("sparkae")
+
+_STATUS = "__sparkae_status"
+
+
+def read_input(spark: SparkSession, path: str, fmt: str = "auto") -> DataFrame:
+    """Read the table to score.
+
+    Parameters
+    ----------
+    path : str
+        A Parquet directory or file, a Delta directory (one with ``_delta_log``), or a
+        catalog table name.
+    fmt : {"auto", "parquet", "delta", "table"}
+        ``auto`` picks by what ``path`` is.
+
+    Raises
+    ------
+    FileNotFoundError
+        Nothing exists at ``path`` and no catalog table has that name.
+    ValueError
+        A Delta table without delta-spark installed, or an unreadable input.
+    """
+    exists = _exists(spark, path)
+    if fmt == "auto":
+        if exists:
+            fmt = "delta" if _exists(spark, path.rstrip("/") + "/_delta_log") else "parquet"
+        elif looks_like_table(path) and spark.catalog.tableExists(path):
+            fmt = "table"
+        else:
+            raise FileNotFoundError(f"input '{path}' does not exist: it is not a path, and no "
+                                    "catalog table has that name")
+    if fmt == "table":
+        if not spark.catalog.tableExists(path):
+            raise FileNotFoundError(f"input table '{path}' does not exist in the catalog")
+        return spark.table(path)
+    if not exists:
+        raise FileNotFoundError(f"input path '{path}' does not exist")
+    if fmt == "delta":
+        if importlib.util.find_spec("delta") is None:
+            raise ValueError(f"input '{path}' is a Delta table: reading it needs delta-spark "
+                             "(pip install delta-spark, and the Delta extensions in spark.conf)")
+        return spark.read.format("delta").load(path)
+    try:
+        return spark.read.parquet(path)
+    except Exception as exc:  # an empty directory, or not Parquet
+        raise ValueError(f"input '{path}' could not be read as Parquet: "
+                         f"{str(exc).splitlines()[0]}") from None
+
+
+def _exists(spark: SparkSession, path: str) -> bool:
+    if is_local(path):
+        return os.path.exists(path)
+    try:
+        jpath = spark._jvm.org.apache.hadoop.fs.Path(path)
+        return bool(jpath.getFileSystem(spark._jsc.hadoopConfiguration()).exists(jpath))
+    except Exception:
+        return False
+
+
+def load_model(path: str) -> AutoencoderModel:
+    """Load the model at ``path``; errors name the setting."""
+    try:
+        return AutoencoderModel.load(path)
+    except (FileNotFoundError, ValueError) as exc:
+        raise type(exc)(f"model.path: {exc}") from None
+
+
+def resolve_outputs(model: AutoencoderModel, outputs: Optional[List[str]],
+                    threshold: Optional[float]) -> List[str]:
+    """The requested outputs, or the model's transform outputs (with ``is_anomaly`` when a
+    threshold is known)."""
+    if outputs is not None:
+        return list(outputs)
+    outs = list(model.getOrDefault("outputs"))
+    if (threshold is not None or model.threshold is not None) and "is_anomaly" not in outs:
+        outs.append("is_anomaly")
+    return outs
+
+
+def run_score(spark: SparkSession, settings: Dict[str, Any],
+              model: Optional[AutoencoderModel] = None) -> Dict[str, Any]:
+    """Score ``settings["input"]`` with ``settings["model"]`` into one date partition.
+
+    Parameters
+    ----------
+    spark : SparkSession
+    settings : dict
+        From :func:`sparkae.score_config.load`.
+    model : AutoencoderModel, optional
+        The model at ``model.path``, when the caller loaded it already.
+
+    Returns
+    -------
+    dict
+        The run summary, also written as JSON (``output.summary``).
+
+    Raises
+    ------
+    FileNotFoundError
+        The model or the input does not exist.
+    ValueError
+        Bad input schema for the model, unknown id columns, bad outputs; raised before any
+        Spark job. Failures of the scoring job itself propagate as Spark raises them.
+    """
+    t0 = time.perf_counter()
+    date = score_config.run_date(settings)
+    model = model if model is not None else load_model(settings["model"]["path"])
+    src = settings["input"]
+    df = read_input(spark, src["path"], src["format"])
+    ids = list(src["id_cols"])
+    missing = [c for c in ids if c not in df.columns]
+    if missing:
+        raise ValueError(f"input.id_cols: column '{missing[0]}' not found in input "
+                         f"'{src['path']}'; it has columns {sorted(df.columns)}")
+    sc = settings["scoring"]
+    threshold = sc["threshold"] if sc["threshold"] is not None else model.threshold
+    outputs = resolve_outputs(model, sc["outputs"], threshold)
+    clash = sorted(set(ids) & set(outputs))
+    if clash:
+        raise ValueError(f"input.id_cols: {clash} would clash with the score columns; "
+                         "rename them or leave them out")
+    if sc["batch_size"] is not None:
+        model.set(model.scoring_batch_size, sc["batch_size"])
+    col = settings["output"]["partition_col"]
+    scored = model._score(df, outputs, sc["layer"], threshold, status_col=_STATUS, carry=ids)
+    observation, observed = _observe(scored, outputs, threshold)
+    out = observed.select(*[F.col(f"`{c}`") for c in ids + outputs])
+    target = make_output(spark, settings["output"]["path"], settings["output"]["format"], col)
+    log.info("scoring %s with %s into %s", src["path"], settings["model"]["path"],
+             target.location(date))
+    t1 = time.perf_counter()
+    replaced = target.write(out, date)
+    score_s = time.perf_counter() - t1
+    m = observation.get
+    skipped = {SKIP_REASONS[k]: int(m.get(f"s{k}") or 0) for k in SKIP_REASONS}
+    rows_in = int(m.get("rows") or 0)
+    summary = {
+        "status": "succeeded", "run_date": date,
+        "model": settings["model"]["path"], "input": src["path"],
+        "output": target.location(date), "replaced_previous": bool(replaced),
+        "outputs": outputs, "id_cols": ids, "threshold": threshold,
+        "rows": {"in": rows_in, "scored": int(m.get(f"s{SCORED}") or 0),
+                 "skipped": sum(skipped.values())},
+        "skipped": {k: v for k, v in skipped.items() if v},
+        "anomalies": None if m.get("anomalies") is None else int(m["anomalies"]),
+        "score_time_s": score_s, "rows_per_s": rows_in / max(score_s, 1e-9),
+        "wall_time_s": time.perf_counter() - t0,
+    }
+    path = summary_path(settings, date)
+    summary["summary"] = path
+    write_json(summary, path)
+    return summary
+
+
+def _observe(scored: DataFrame, outputs: List[str], threshold: Optional[float]):
+    """Count rows, statuses and anomalies while the write runs (no second pass)."""
+    from pyspark.sql import Observation
+
+    exprs = [F.count(F.lit(1)).alias("rows")]
+    exprs += [F.sum((F.col(_STATUS) == k).cast("long")).alias(f"s{k}")
+              for k in [SCORED] + list(SKIP_REASONS)]
+    if "is_anomaly" in outputs:
+        exprs.append(F.sum(F.col("is_anomaly").cast("long")).alias("anomalies"))
+    elif "reconstruction_mse" in outputs and threshold is not None:
+        exprs.append(F.sum((F.col("reconstruction_mse") > float(threshold)).cast("long"))
+                     .alias("anomalies"))
+    observation = Observation(f"sparkae_score_{uuid.uuid4().hex[:8]}")
+    return observation, scored.observe(observation, *exprs)
+
+
+def summary_path(settings: Dict[str, Any], date: str) -> str:
+    """Where the run summary goes: ``output.summary``, else beside the output."""
+    out = settings["output"]
+    if out["summary"]:
+        return out["summary"]
+    name = f"{out['partition_col']}={date}.json"
+    target = out["path"]
+    if out["format"] == "table" or (out["format"] == "auto" and looks_like_table(target)):
+        return os.path.join("score-runs", re.sub(r"[^A-Za-z0-9_.-]", "_", target), name)
+    if not is_local(target):
+        raise ValueError(f"output.summary: the output '{target}' is not a local path; set "
+                         "output.summary to a local file for the run summary")
+    return os.path.join(os.path.abspath(target), "_runs", name)
+
+
+def write_json(obj: Dict[str, Any], path: str) -> None:
+    """Write JSON beside ``path`` and rename it into place."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2, default=float)
+    os.replace(tmp, path)
+
+
+_PY_ERROR = re.compile(r"^(\w+(?:\.\w+)*(?:Error|Exception)): (.+)$")
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line for stderr: a Python error raised in a Spark task is dug out of the JVM's
+    message (its last ``SomeError: ...`` line); other errors are their first line."""
+    text = str(exc)
+    found = [m for line in text.splitlines() if (m := _PY_ERROR.match(line.strip()))]
+    if found and not isinstance(exc, (ValueError, FileNotFoundError, FileExistsError)):
+        return f"{found[-1].group(1).split('.')[-1]}: {found[-1].group(2)}"
+    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    return first
+
+
+def format_summary(summary: Dict[str, Any]) -> str:
+    """A short human summary of :func:`run_score`'s result."""
+    r = summary["rows"]
+    lines = [f"sparkae: scored {r['scored']} of {r['in']} rows for {summary['run_date']} in "
+             f"{summary['score_time_s']:.1f} s ({summary['rows_per_s']:.0f} rows/s)",
+             f"  output:  {summary['output']}" +
+             (" (replaced the previous run)" if summary["replaced_previous"] else "")]
+    for reason, n in summary["skipped"].items():
+        lines.append(f"  skipped {n} rows: {reason}")
+    if summary["anomalies"] is not None:
+        lines.append(f"  anomalies: {summary['anomalies']} (threshold {summary['threshold']:.6g})")
+    lines.append(f"  summary: {summary['summary']}")
+    return "\n".join(lines)
+
+
+__all__ = ["run_score", "read_input", "load_model", "describe_error", "format_summary",
+           "summary_path", "write_json"]

@@ -1,0 +1,233 @@
+"""Replace one date partition of a scored table, all or nothing.
+
+Two destinations:
+
+- :class:`PathPartitions`, a Parquet directory laid out as ``<root>/<col>=<value>/``.
+  A run writes into ``<root>/_staging/<col>=<value>.<id>/`` (Spark's readers skip names
+  that start with ``_``), and only after the write job has succeeded moves the directory
+  into place with two renames: the live partition (if any) to
+  ``<root>/_replaced/<col>=<value>.<id>``, then the staged one to ``<root>/<col>=<value>``.
+  A reader therefore sees the old partition, then (for the instant between the renames)
+  none, then the new one; never a partial or doubled one. A failed write leaves only
+  hidden staging files, which are deleted; a run killed between the two renames leaves
+  the old partition under ``_replaced``, and the next run (or :meth:`recover`) puts it
+  back. Renames are atomic on local and HDFS file systems, not on object stores (S3,
+  GCS): write to a catalog table there.
+- :class:`TablePartitions`, a catalog table partitioned by the column:
+  ``INSERT OVERWRITE TABLE t PARTITION (run_date = DATE'...') SELECT ...`` replaces that
+  one partition and no other, whatever ``spark.sql.sources.partitionOverwriteMode`` says
+  (the ``partitionOverwriteMode`` write option is not honoured by ``insertInto``: measured
+  on Spark 4.3, a static overwrite dropped the other dates). Spark stages the files and
+  moves them at job commit, so a failed job leaves the table as it was. A table that does
+  not exist yet is created (``saveAsTable``, partitioned by the column).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import uuid
+from typing import List
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+log = logging.getLogger("sparkae")
+
+STAGING, REPLACED = "_staging", "_replaced"
+
+
+class _LocalFiles:
+    """File operations on the driver's file system."""
+
+    def exists(self, path: str) -> bool:
+        return os.path.exists(path)
+
+    def makedirs(self, path: str) -> None:
+        os.makedirs(path, exist_ok=True)
+
+    def rename(self, src: str, dst: str) -> None:
+        os.rename(src, dst)  # fails instead of replacing a non-empty directory
+
+    def delete(self, path: str) -> None:
+        if os.path.isdir(path):
+            shutil.rmtree(path, ignore_errors=True)
+        elif os.path.exists(path):
+            os.remove(path)
+
+    def listdir(self, path: str) -> List[str]:
+        return sorted(os.listdir(path)) if os.path.isdir(path) else []
+
+
+class _HadoopFiles:
+    """The same operations through Hadoop's FileSystem API (hdfs://, s3a://, file://)."""
+
+    def __init__(self, spark: SparkSession, root: str) -> None:
+        try:
+            jvm, conf = spark._jvm, spark._jsc.hadoopConfiguration()
+        except Exception:  # Spark Connect: no JVM on this side
+            raise ValueError(f"output.path '{root}': paths with a scheme need a classic "
+                             "SparkSession; under Spark Connect write to a catalog table") from None
+        self._path = jvm.org.apache.hadoop.fs.Path
+        self._fs = self._path(root).getFileSystem(conf)
+
+    def exists(self, path: str) -> bool:
+        return bool(self._fs.exists(self._path(path)))
+
+    def makedirs(self, path: str) -> None:
+        self._fs.mkdirs(self._path(path))
+
+    def rename(self, src: str, dst: str) -> None:
+        if self.exists(dst) or not self._fs.rename(self._path(src), self._path(dst)):
+            raise OSError(f"could not rename '{src}' to '{dst}'")
+
+    def delete(self, path: str) -> None:
+        self._fs.delete(self._path(path), True)
+
+    def listdir(self, path: str) -> List[str]:
+        if not self.exists(path):
+            return []
+        return sorted(s.getPath().getName() for s in self._fs.listStatus(self._path(path)))
+
+
+def _join(root: str, *parts: str) -> str:
+    return "/".join([root.rstrip("/"), *parts])
+
+
+def is_local(path: str) -> bool:
+    """True for a plain path (no ``scheme://``)."""
+    return "://" not in path and not path.startswith("file:")
+
+
+class PathPartitions:
+    """A Parquet directory partitioned by ``column``; see the module docstring.
+
+    Parameters
+    ----------
+    spark : SparkSession
+    root : str
+        The table's directory (created when missing).
+    column : str
+        The partition column, e.g. ``run_date``.
+    """
+
+    def __init__(self, spark: SparkSession, root: str, column: str) -> None:
+        self.root = os.path.abspath(root) if is_local(root) else root.rstrip("/")
+        self.column = column
+        self.files = _LocalFiles() if is_local(root) else _HadoopFiles(spark, root)
+
+    def location(self, value: str) -> str:
+        """The live directory of partition ``value``."""
+        return _join(self.root, f"{self.column}={value}")
+
+    def recover(self, value: str) -> None:
+        """Undo what a run of partition ``value`` killed mid-swap left: restore a replaced
+        partition whose successor never arrived; drop stale staging and replaced copies."""
+        name = f"{self.column}={value}"
+        replaced = [n for n in self.files.listdir(_join(self.root, REPLACED))
+                    if n.startswith(name + ".")]
+        if replaced and not self.files.exists(self.location(value)):
+            newest = replaced.pop()  # names sort by id, not age: any copy is a whole partition
+            self.files.rename(_join(self.root, REPLACED, newest), self.location(value))
+            log.warning("restored partition %s from an interrupted run", name)
+        for n in replaced:
+            self.files.delete(_join(self.root, REPLACED, n))
+        for n in self.files.listdir(_join(self.root, STAGING)):
+            if n.startswith(name + "."):
+                self.files.delete(_join(self.root, STAGING, n))
+        self._tidy()
+
+    def write(self, df: DataFrame, value: str) -> bool:
+        """Write ``df`` (without the partition column) as partition ``value``, replacing it
+        whole. Returns True when a previous copy was replaced.
+
+        On any failure the live partitions are left as they were and the staged files
+        are removed; the exception propagates.
+        """
+        created = not self.files.exists(self.root)
+        self.recover(value)
+        name = f"{self.column}={value}"
+        run = uuid.uuid4().hex[:12]
+        staged = _join(self.root, STAGING, f"{name}.{run}")
+        old = _join(self.root, REPLACED, f"{name}.{run}")
+        live = self.location(value)
+        self.files.makedirs(_join(self.root, STAGING))
+        try:
+            df.write.mode("errorifexists").parquet(staged)
+            self._swap(staged, live, old)
+        except BaseException:
+            self.files.delete(staged)
+            if not self.files.exists(live) and self.files.exists(old):
+                self.files.rename(old, live)
+            self._tidy()
+            if created and not self.files.listdir(self.root):
+                self.files.delete(self.root)
+            raise
+        replaced = self.files.exists(old)
+        self.files.delete(old)
+        self._tidy()
+        return replaced
+
+    def _tidy(self) -> None:
+        """Remove the hidden work directories when nothing is left in them."""
+        for d in (STAGING, REPLACED):
+            path = _join(self.root, d)
+            if self.files.exists(path) and not self.files.listdir(path):
+                self.files.delete(path)
+
+    def _swap(self, staged: str, live: str, old: str) -> None:
+        if self.files.exists(live):
+            self.files.makedirs(_join(self.root, REPLACED))
+            self.files.rename(live, old)
+        self.files.rename(staged, live)
+
+
+class TablePartitions:
+    """A catalog table partitioned by ``column``; see the module docstring."""
+
+    def __init__(self, spark: SparkSession, table: str, column: str,
+                 fmt: str = "parquet") -> None:
+        self.spark, self.table, self.column, self.fmt = spark, table, column, fmt
+
+    def location(self, value: str) -> str:
+        return f"{self.table} ({self.column}={value})"
+
+    def write(self, df: DataFrame, value: str) -> bool:
+        """Replace partition ``value`` of the table with ``df`` (a partition column is
+        added). Returns True when the partition held rows before."""
+        data = df.withColumn(self.column, F.lit(value).cast("date"))
+        if not self.spark.catalog.tableExists(self.table):
+            log.info("creating table %s partitioned by %s", self.table, self.column)
+            data.write.partitionBy(self.column).format(self.fmt).saveAsTable(self.table)
+            return False
+        target = self.spark.table(self.table)
+        want, have = set(data.columns), set(target.columns)
+        if want != have:
+            raise ValueError(f"output table '{self.table}' has columns {sorted(have)}; this "
+                             f"run writes {sorted(want)}: use another table or the same "
+                             "--id-cols and --outputs")
+        had = target.where(F.col(self.column) == F.lit(value).cast("date")).limit(1).count() > 0
+        view = f"sparkae_scores_{uuid.uuid4().hex[:12]}"
+        df.createOrReplaceTempView(view)
+        try:
+            cols = ", ".join(f"`{c}`" for c in target.columns if c != self.column)
+            self.spark.sql(f"INSERT OVERWRITE TABLE {self.table} PARTITION "
+                           f"(`{self.column}` = DATE'{value}') SELECT {cols} FROM `{view}`")
+        finally:
+            self.spark.catalog.dropTempView(view)
+        return had
+
+
+def make_output(spark: SparkSession, target: str, fmt: str, column: str):
+    """:class:`PathPartitions` or :class:`TablePartitions` for ``target`` (``fmt``: auto,
+    parquet or table; auto takes a name without ``/`` for a table)."""
+    if fmt == "table" or (fmt == "auto" and looks_like_table(target)):
+        return TablePartitions(spark, target, column)
+    return PathPartitions(spark, target, column)
+
+
+def looks_like_table(name: str) -> bool:
+    """``db.table`` or ``table``: no path separator, no scheme, not relative (``./x``)."""
+    return "/" not in name and "\\" not in name and ":" not in name and \
+        not name.startswith(".") and bool(name)

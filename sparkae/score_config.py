@@ -1,0 +1,211 @@
+"""Settings of the nightly scoring job (``jobs/score.py``): YAML -> validated dict.
+
+Sections: ``spark`` (as in :mod:`sparkae.config`), ``model``, ``input``, ``scoring``,
+``output`` and ``run``. Missing keys take the defaults of :data:`DEFAULTS`; unknown
+keys are errors with a "did you mean" suggestion; ``section.key=value`` overrides parse
+their values as YAML. The job's direct flags (``--model``, ``--input``, ...) are applied
+last, through :data:`FLAGS`.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import os
+import re
+from typing import Any, Dict, Iterable, List, Optional
+
+import yaml
+
+from sparkae.config import parse_override
+from sparkae.params import check_known
+from sparkae.scoring import OUTPUT_TYPES
+
+#: Defaults of every setting of the scoring job.
+DEFAULTS: Dict[str, Dict[str, Any]] = {
+    "spark": {
+        "master": "local[2]",        # used when the job is not launched by spark-submit
+        "app_name": "sparkae-score",
+        "conf": {},                  # extra Spark conf
+    },
+    "model": {
+        "path": None,                # a directory written by AutoencoderModel.save
+    },
+    "input": {
+        "path": None,                # Parquet path, Delta path, or catalog table name
+        "format": "auto",            # auto | parquet | delta | table
+        "id_cols": [],               # columns carried into the output
+    },
+    "scoring": {
+        "outputs": None,             # None: the model's transform outputs
+        "layer": None,               # hidden layer of deep_features; None: the model's
+        "threshold": None,           # for is_anomaly; None: the model's
+        "batch_size": None,          # rows per forward pass; None: the model's
+    },
+    "output": {
+        "path": None,                # directory (Parquet, partitioned) or catalog table
+        "format": "auto",            # auto (a name without '/' is a table) | parquet | table
+        "partition_col": "run_date",
+        "summary": None,             # run summary JSON; None: <path>/_runs/<col>=<date>.json
+    },
+    "run": {
+        "date": None,                # YYYY-MM-DD; None: today
+    },
+}
+
+INPUT_FORMATS = ("auto", "parquet", "delta", "table")
+OUTPUT_FORMATS = ("auto", "parquet", "table")
+#: Direct flags of jobs/score.py -> the setting each one sets.
+FLAGS = {"model": "model.path", "input": "input.path", "output": "output.path",
+         "id_cols": "input.id_cols", "outputs": "scoring.outputs", "run_date": "run.date"}
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def load(path: Optional[str] = None, overrides: Iterable[str] = (),
+         flags: Optional[Dict[str, Any]] = None) -> Dict[str, Dict[str, Any]]:
+    """Read a YAML config (or the defaults), apply ``--set`` overrides then direct flags,
+    and validate.
+
+    Parameters
+    ----------
+    path : str, optional
+        A YAML file; None uses :data:`DEFAULTS` alone.
+    overrides : iterable of str
+        ``section.key=value`` strings.
+    flags : dict, optional
+        Values of the direct flags by :data:`FLAGS` key; None values are ignored.
+        ``id_cols`` and ``outputs`` may be comma-separated strings.
+
+    Raises
+    ------
+    FileNotFoundError
+        The config file does not exist.
+    ValueError
+        Unknown sections or keys, bad YAML, or invalid values (naming the setting).
+    """
+    raw: Dict[str, Any] = {}
+    if path is not None:
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"config file '{path}' does not exist")
+        with open(path) as f:
+            try:
+                raw = yaml.safe_load(f) or {}
+            except yaml.YAMLError as exc:
+                raise ValueError(f"config file '{path}' is not valid YAML: {exc}") from None
+        if not isinstance(raw, dict):
+            raise ValueError(f"config file '{path}': expected a mapping of sections "
+                             f"({', '.join(DEFAULTS)}), got {type(raw).__name__}")
+    where = f"config '{path}'" if path else "config"
+    check_known(list(raw), list(DEFAULTS), where)
+    settings = copy.deepcopy(DEFAULTS)
+    for section, values in raw.items():
+        if values is None:
+            continue
+        if not isinstance(values, dict):
+            raise ValueError(f"{where}: section '{section}' must be a mapping, got {values!r}")
+        _merge(settings, section, values, where)
+    for item in overrides:
+        parts, value = parse_override(item)
+        check_known([parts[0]], list(DEFAULTS), "--set")
+        if parts[0] == "spark" and parts[1] == "conf" and len(parts) > 2:
+            settings["spark"]["conf"][".".join(parts[2:])] = value
+            continue
+        _merge(settings, parts[0], {".".join(parts[1:]): value}, "--set")
+    for flag, value in (flags or {}).items():
+        if value is None:
+            continue
+        section, key = FLAGS[flag].split(".")
+        if key in ("id_cols", "outputs") and isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        settings[section][key] = value
+    validate(settings)
+    return settings
+
+
+def _merge(settings: Dict[str, Any], section: str, values: Dict[str, Any], where: str) -> None:
+    check_known(list(values), list(settings[section]), f"{where}, section '{section}'")
+    for key, value in values.items():
+        if section == "spark" and key == "conf":
+            if not isinstance(value, dict):
+                raise ValueError(f"{where}: spark.conf must be a mapping of Spark settings")
+            settings["spark"]["conf"].update(value)
+        else:
+            settings[section][key] = value
+
+
+def _require(settings: Dict[str, Any], key: str, flag: str) -> None:
+    section, name = key.split(".")
+    value = settings[section][name]
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{key}: got {value!r}, expected a non-empty string (give {flag} or "
+                         f"--set {key}=...)")
+
+
+def _str_list(value: Any, key: str) -> List[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ValueError(f"{key}: got {value!r}, expected a list of column names")
+    return value
+
+
+def validate(settings: Dict[str, Any]) -> None:
+    """Check every setting; messages name the setting, the value and what is allowed."""
+    _require(settings, "model.path", "--model")
+    _require(settings, "input.path", "--input")
+    _require(settings, "output.path", "--output")
+    for key, value, allowed in (("input.format", settings["input"]["format"], INPUT_FORMATS),
+                                ("output.format", settings["output"]["format"],
+                                 OUTPUT_FORMATS)):
+        if value not in allowed:
+            raise ValueError(f"{key}: got {value!r}, expected one of {', '.join(allowed)}")
+    ids = _str_list(settings["input"]["id_cols"], "input.id_cols")
+    dupes = sorted({c for c in ids if ids.count(c) > 1})
+    if dupes:
+        raise ValueError(f"input.id_cols: columns {dupes} are listed more than once")
+    sc = settings["scoring"]
+    if sc["outputs"] is not None:
+        outs = sc["outputs"]
+        if not isinstance(outs, list) or not outs:
+            raise ValueError(f"scoring.outputs: got {outs!r}, expected a non-empty list of "
+                             f"{', '.join(OUTPUT_TYPES)}")
+        for o in outs:
+            if o not in OUTPUT_TYPES:
+                raise ValueError(f"scoring.outputs: got {o!r}, expected any of "
+                                 f"{', '.join(OUTPUT_TYPES)}")
+    for key, low in (("layer", 1), ("batch_size", 1)):
+        v = sc[key]
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < low):
+            raise ValueError(f"scoring.{key}: got {v!r}, expected an integer >= {low} or null")
+    thr = sc["threshold"]
+    if thr is not None and (isinstance(thr, bool) or not isinstance(thr, (int, float))
+                            or thr != thr or thr in (float("inf"), float("-inf"))):
+        raise ValueError(f"scoring.threshold: got {thr!r}, expected a finite number or null")
+    col = settings["output"]["partition_col"]
+    if not isinstance(col, str) or not _IDENT.match(col):
+        raise ValueError(f"output.partition_col: got {col!r}, expected a column name "
+                         "(letters, digits, _)")
+    if col in ids:
+        raise ValueError(f"output.partition_col: '{col}' is also in input.id_cols; rename one")
+    run_date(settings)
+
+
+def run_date(settings: Dict[str, Any]) -> str:
+    """The run date as ``YYYY-MM-DD`` (today when unset)."""
+    value = settings["run"]["date"]
+    if value is None:
+        return dt.date.today().isoformat()
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    try:
+        return dt.date.fromisoformat(str(value)).isoformat()
+    except ValueError:
+        raise ValueError(f"run.date: got {value!r}, expected a date YYYY-MM-DD") from None
+
+
+def describe_defaults() -> str:
+    """Every setting with its default, one per line (for ``--help``)."""
+    lines = []
+    for section, values in DEFAULTS.items():
+        for key, value in values.items():
+            text = yaml.safe_dump(value, default_flow_style=True).strip()
+            lines.append(f"  {section}.{key} = {text.removesuffix('...').strip()}")
+    return "\n".join(lines)

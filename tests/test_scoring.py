@@ -1,0 +1,366 @@
+"""Scoring: Arrow decoding, the one-pass forward, every output, sparse input, schema checks."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+from pyspark.ml.linalg import Vectors
+from pyspark.sql import functions as F
+
+from sparkae import Autoencoder, AutoencoderModel, scoring
+from sparkae.data import arrow_rows
+from sparkae.data.prepare import InputInfo
+from sparkae.nn.models import build_network
+from sparkae.train.summary import TrainingSummary
+
+ALL = ["deep_features", "reconstruction_mse", "feature_errors", "reconstruction", "is_anomaly"]
+COMBOS = [list(c) for n in range(1, 6) for c in itertools.combinations(ALL, n)]
+THRESHOLD = 0.05
+
+
+@pytest.fixture(scope="module")
+def fitted(small_dense):
+    """A stacked [8, 3, 8] model trained briefly once for the module."""
+    x, df = small_dense
+    model = Autoencoder(features_col="vec", hidden=[8, 3, 8], epochs=2, mini_batch_size=32,
+                        seed=5).fit(df)
+    return x, df, model
+
+
+def reference(model, x, layer, threshold=THRESHOLD):
+    """The same rows through a local Torch copy of the network, written out longhand."""
+    net = model.network()
+    with torch.no_grad():
+        z = net.scaler(torch.from_numpy(np.asarray(x, dtype=np.float32)))
+        acts = net.hidden_activations(z)
+        y = net.decode_from_last(acts[-1])
+        err = (y - z) ** 2
+        mse = err.mean(dim=1).double().numpy()
+        return {"deep_features": acts[layer - 1].numpy(), "reconstruction_mse": mse,
+                "feature_errors": err.numpy(), "reconstruction": net.scaler.unscale(y).numpy(),
+                "is_anomaly": mse > threshold}
+
+
+def collect(scored, outputs, key="id"):
+    pdf = scored.toPandas().sort_values(key)
+    got = {}
+    for o in outputs:
+        col = pdf[o].to_numpy()
+        got[o] = col.astype(col[0].dtype) if o in ("reconstruction_mse", "is_anomaly") \
+            else np.stack(col)
+    return got
+
+
+def assert_close(got, ref):
+    for o, v in got.items():
+        if o == "is_anomaly":
+            np.testing.assert_array_equal(v, ref[o])
+        else:
+            np.testing.assert_allclose(v, ref[o], rtol=1e-5, atol=1e-5, err_msg=o)
+
+
+# -- Arrow decoding (no Spark) ---------------------------------------------------------------
+
+VEC = pa.struct([pa.field("type", pa.int8(), False), pa.field("size", pa.int32()),
+                 pa.field("indices", pa.list_(pa.int32())),
+                 pa.field("values", pa.list_(pa.float64()))])
+
+
+def vec_array(rows):
+    """Spark's Arrow form of vectors: None, ("s", size, idx, vals) or ("d", vals)."""
+    out = []
+    for r in rows:
+        if r is None:
+            out.append(None)
+        elif r[0] == "s":
+            out.append({"type": 0, "size": r[1], "indices": r[2], "values": r[3]})
+        else:
+            out.append({"type": 1, "size": None, "indices": None, "values": r[1]})
+    return pa.array(out, type=VEC)
+
+
+def test_decode_vectors_mixed_sparse_dense_null_and_sliced():
+    col = vec_array([("s", 4, [1, 3], [1.0, 2.0]), None, ("d", [1.0, 0.0, 3.0, 4.0]),
+                     ("s", 4, [], [])])
+    block = arrow_rows.decode_rows(col, 4)
+    assert block.status.tolist() == [0, 1, 0, 0]
+    np.testing.assert_array_equal(block.to_dense(), [[0, 1, 0, 2], [1, 0, 3, 4], [0, 0, 0, 0]])
+    part = arrow_rows.decode_rows(col.slice(1, 2), 4)  # an offset into the buffers
+    assert part.status.tolist() == [1, 0]
+    np.testing.assert_array_equal(part.to_dense(), [[1, 0, 3, 4]])
+    np.testing.assert_array_equal(block.to_dense(1, 2), [[1, 0, 3, 4]])
+
+
+def test_decode_lists_and_missing_infinite_values():
+    col = pa.array([[1.0, 2.0], None, [np.nan, 1.0], [np.inf, 0.0], [3.0, None]],
+                   type=pa.list_(pa.float64()))
+    block = arrow_rows.decode_rows(col, 2)
+    assert block.status.tolist() == [0, 1, 0, 2, 0]     # NaN / null values: imputed
+    assert block.rows == 3 and np.isnan(block.dense[1, 0]) and np.isnan(block.dense[2, 1])
+    skip = arrow_rows.decode_rows(col, 2, skip_missing=True)
+    assert skip.status.tolist() == [0, 1, 3, 2, 3]
+    np.testing.assert_array_equal(skip.dense, [[1.0, 2.0]])
+    vec = arrow_rows.decode_rows(vec_array([("s", 3, [0], [np.nan]), ("d", [1.0, np.inf, 0.0]),
+                                            ("s", 3, [2], [5.0])]), 3, skip_missing=True)
+    assert vec.status.tolist() == [3, 2, 0]
+    np.testing.assert_array_equal(vec.to_dense(), [[0, 0, 5]])
+
+
+def test_decode_rejects_other_widths_and_bad_indices():
+    with pytest.raises(ValueError, match="a row has 3 features where the model expects 4"):
+        arrow_rows.decode_rows(vec_array([("d", [1.0, 2.0, 3.0])]), 4)
+    with pytest.raises(ValueError, match="a row has 5 features where the model expects 4"):
+        arrow_rows.decode_rows(vec_array([("s", 5, [0], [1.0])]), 4)
+    with pytest.raises(ValueError, match="a row has 1 features where the model expects 2"):
+        arrow_rows.decode_rows(pa.array([[1.0]]), 2)
+    with pytest.raises(ValueError, match=r"an index outside \[0, 4\)"):
+        arrow_rows.decode_rows(vec_array([("s", 4, [7], [1.0])]), 4)
+
+
+def test_encode_outputs_with_nulls():
+    ok = np.array([True, False, True])
+    lst = arrow_rows.encode_list(np.array([[1, 2], [3, 4]], np.float32), ok)
+    assert lst.to_pylist() == [[1.0, 2.0], None, [3.0, 4.0]]
+    assert arrow_rows.encode_values(np.array([0.5, 1.5]), ok, pa.float64()).to_pylist() == \
+        [0.5, None, 1.5]
+
+
+# -- the forward pass (no Spark) -------------------------------------------------------------
+
+def _net(size=30, kept=None, hidden=(6, 2, 6), seed=0):
+    torch.manual_seed(seed)
+    kept = kept or size
+    net = build_network({"input_size": size, "kept": kept, "hidden": list(hidden),
+                         "activation": "tanh"})
+    rng = np.random.default_rng(seed)
+    keep = np.sort(rng.choice(size, kept, replace=False))
+    net.scaler.set_statistics(keep, rng.normal(size=kept), 0.5 + rng.random(kept),
+                              rng.normal(size=size), impute=rng.normal(size=kept))
+    return net.eval()
+
+
+def _sparse_rows(n, size, density, seed=1):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, size)) * (rng.random((n, size)) < density)
+    return x.astype(np.float32)
+
+
+def _block(x):
+    r, c = np.nonzero(x)
+    return arrow_rows.RowBlock(status=np.zeros(len(x), np.int8), size=x.shape[1],
+                               lengths=np.bincount(r, minlength=len(x)), cols=c.astype(np.int64),
+                               vals=x[r, c])
+
+
+@pytest.mark.parametrize("kept", [None, 23])
+def test_sparse_first_layer_equals_the_dense_forward(kept):
+    net = _net(kept=kept)
+    x = _sparse_rows(50, 30, 0.02)
+    x[4, 5] = np.nan                     # a stored missing value: imputed by the model
+    scorer = scoring._Scorer(net, torch.device("cpu"))
+    ref = scoring.score_matrix(net, x, ALL, 2, THRESHOLD)
+    block = _block(x)
+    assert block.nnz < scoring.SPARSE_DENSITY * 50 * scorer.kept      # the CSR path
+    got = scorer.score(block, ALL, 2, THRESHOLD, batch_size=7)
+    assert_close(got, ref)
+    dense = scorer.score(arrow_rows.RowBlock(status=block.status, size=30, dense=x), ALL, 2,
+                         THRESHOLD, batch_size=7)
+    assert_close(dense, ref)
+
+
+def test_unrequested_outputs_are_not_computed():
+    net = _net()
+    calls = []
+    net.decode_from_last = lambda h: calls.append("decode") or torch.zeros(len(h), 30)
+    later = net.layers[2].forward
+    net.layers[2].forward = lambda z: calls.append("layer3") or later(z)
+    scorer = scoring._Scorer(net, torch.device("cpu"))
+    for x in (_sparse_rows(20, 30, 0.02), _sparse_rows(20, 30, 0.9)):
+        out = scorer.score(_block(x), ["deep_features"], 2, None, batch_size=8)
+        assert set(out) == {"deep_features"} and out["deep_features"].shape == (20, 2)
+    assert calls == []      # neither the decoder nor the layer after the coding layer ran
+    out = scorer.score(_block(x), ["reconstruction_mse"], 2, None, batch_size=8)
+    assert set(out) == {"reconstruction_mse"} and "decode" in calls
+
+
+def test_wide_rows_are_scored_in_bounded_passes():
+    scorer = scoring._Scorer(_net(), torch.device("cpu"))
+    assert scorer.rows_per_pass(1024, 784) == 1024
+    assert scorer.rows_per_pass(1024, 1_000_000) == scoring.PASS_ELEMENTS // 1_000_000
+    assert scorer.rows_per_pass(1024, 10**9) == 1
+
+
+# -- on Spark --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("outputs", COMBOS, ids=["+".join(o[:2] for o in c) for c in COMBOS])
+def test_every_output_combination_matches_a_local_forward_pass(fitted, outputs):
+    x, df, model = fitted
+    scored = model._score(df, outputs, layer=2, threshold=THRESHOLD)
+    assert scored.columns == df.columns + outputs
+    assert_close(collect(scored, outputs), reference(model, x, 2))
+
+
+@pytest.mark.parametrize("engine", scoring.ENGINES)
+def test_every_input_layout_and_both_transports_agree(spark, fitted, engine):
+    if engine == "arrow_udf" and not hasattr(F, "arrow_udf"):
+        pytest.skip("this Spark has no arrow_udf (< 4.1): mapInArrow is the transport")
+    x, df, model = fitted
+    ref = reference(model, x, 1)
+    for col in ("vec", "arr"):
+        info = InputInfo("vector" if col == "vec" else "array", col, [], 12)
+        m = AutoencoderModel._create(model._spec, model._state, info, model.summary)
+        got = collect(m._score(df, ALL, 1, THRESHOLD, engine=engine), ALL)
+        assert_close(got, ref)
+    cols = [f"c{j}" for j in range(12)]
+    m = AutoencoderModel._create(model._spec, model._state, InputInfo("columns", None, cols, 12),
+                                 model.summary)
+    assert_close(collect(m._score(df, ALL, 1, THRESHOLD, engine=engine), ALL), ref)
+
+
+def test_sparse_vectors_score_like_dense_ones(spark):
+    """A 400-wide model on 2%-dense rows: sparse vectors take the CSR path in the worker,
+    dense vectors the dense one; both equal the local forward pass."""
+    net = _net(size=400, kept=380, hidden=(5,), seed=3)
+    info = InputInfo("vector", "v", [], 400)
+    model = AutoencoderModel._create(net_spec(400, 380, [5]), net.state_dict(), info,
+                                     TrainingSummary(), threshold=THRESHOLD)
+    x = _sparse_rows(300, 400, 0.02, seed=4)
+    sparse_rows = [(i, Vectors.sparse(400, np.flatnonzero(r).tolist(), r[r != 0].tolist()))
+                   for i, r in enumerate(x.astype(np.float64))]
+    dense_rows = [(i, Vectors.dense(r.tolist())) for i, r in enumerate(x.astype(np.float64))]
+    ref = reference(model, x, 1)
+    for rows in (sparse_rows, dense_rows):
+        df = spark.createDataFrame(rows, ["id", "v"]).repartition(2)
+        assert_close(collect(model._score(df, ALL, 1), ALL), ref)
+
+
+def test_vectors_read_from_parquet_score_with_the_default_transport(spark, fitted, tmp_path):
+    """Spark 4's Arrow UDFs fail on a table with a vector column read by the vectorized
+    Parquet reader; the default transport (mapInArrow for such tables) does not."""
+    x, df, model = fitted
+    df.select("id", "vec").write.parquet(str(tmp_path / "in"))
+    back = spark.read.parquet(str(tmp_path / "in"))
+    assert scoring._has_udt(back.schema) and not scoring._has_udt(df.select("arr").schema)
+    scored = model._score(back, ALL, 2, THRESHOLD)
+    assert scored.columns == ["id", "vec"] + ALL
+    assert_close(collect(scored, ALL), reference(model, x, 2))
+
+
+def net_spec(size, kept, hidden):
+    return {"input_size": size, "kept": kept, "hidden": list(hidden), "activation": "tanh",
+            "output_activation": "linear"}
+
+
+def test_null_infinite_and_missing_rows(spark, fitted):
+    x, df, model = fitted
+    rows = [(0, x[0].tolist()), (1, None), (2, [float("inf")] + x[2, 1:].tolist()),
+            (3, [float("nan")] + x[3, 1:].tolist())]
+    t = spark.createDataFrame(rows, "id long, arr array<double>")
+    m = AutoencoderModel._create(model._spec, model._state, InputInfo("array", "arr", [], 12),
+                                 model.summary)
+    out = m._score(t, ["reconstruction_mse"], status_col="st").toPandas().sort_values("id")
+    assert out.st.tolist() == [0, 1, 2, 0]
+    assert out.reconstruction_mse.isna().tolist() == [False, True, True, False]
+    xi = x[3].copy()
+    xi[0] = np.nan                                          # imputed with the training mean
+    np.testing.assert_allclose(out.reconstruction_mse.iloc[3],
+                               reference(model, xi[None], 1)["reconstruction_mse"][0], rtol=1e-5)
+    m.set(m.missing_values_handling, "skip")
+    out = m._score(t, ["reconstruction_mse"], status_col="st").toPandas().sort_values("id")
+    assert out.st.tolist() == [0, 1, 2, 3]
+
+
+def test_threshold_given_at_scoring_time(fitted):
+    x, df, model = fitted
+    mse = reference(model, x, 1)["reconstruction_mse"]
+    cut = float(np.median(mse))
+    got = collect(model._score(df, ["reconstruction_mse", "is_anomaly"], threshold=cut),
+                  ["is_anomaly"])
+    np.testing.assert_array_equal(got["is_anomaly"], mse > cut)
+    assert 0 < got["is_anomaly"].sum() < len(x)
+
+
+def _fails_before_any_job(spark, fn, message):
+    """``fn`` raises a ValueError matching ``message`` and starts no Spark job."""
+    sc = spark.sparkContext
+    sc.setJobGroup("sparkae-schema-check", "schema check")
+    try:
+        with pytest.raises(ValueError, match=message):
+            fn()
+    finally:
+        jobs = sc.statusTracker().getJobIdsForGroup("sparkae-schema-check")
+        sc.setLocalProperty("spark.jobGroup.id", None)
+    assert list(jobs) == []
+
+
+def test_schema_and_request_errors_before_any_job(spark, fitted):
+    x, df, model = fitted
+    attrs = {"ml_attr": {"num_attrs": 7}}
+    cases = [
+        (df.drop("vec"), ["reconstruction_mse"], {},
+         r"scoring input: features_col: column 'vec' not found; the DataFrame has columns"),
+        (df.withColumn("vec", F.lit("a")), ["reconstruction_mse"], {},
+         r"column 'vec' has type string; expected a vector"),
+        (df.withColumn("vec", F.col("vec").alias("vec", metadata=attrs)),
+         ["reconstruction_mse"], {}, r"column 'vec' holds vectors of 7 features \(from its ML "
+                                     r"attribute metadata\); the model expects 12"),
+        (df, ["mse"], {}, r"outputs: got 'mse', expected any of deep_features, "),
+        (df, ["deep_features"], {"layer": 4},
+         r"layer: got 4, expected a hidden layer number from 1 to 3"),
+        (df, ["is_anomaly"], {}, r"output 'is_anomaly' needs a threshold"),
+        (df, ["is_anomaly"], {"threshold": float("nan")},
+         r"threshold: got nan, expected a finite number"),
+        (df, ["reconstruction_mse"], {"engine": "rdd"},
+         r"engine: got 'rdd', expected one of arrow_udf"),
+    ]
+    for frame, outputs, kw, message in cases:
+        _fails_before_any_job(spark, lambda: model._score(frame, outputs, **kw), message)
+    _fails_before_any_job(spark, lambda: scoring.score(
+        df, scoring.pack(model._spec, model._state), "k", model.input_info,
+        ["reconstruction_mse"], 1, batch_size=0),
+        "scoring_batch_size: got 0, expected an integer >= 1")
+
+
+def test_rows_of_another_width_fail_in_the_task(spark, fitted):
+    bad = spark.createDataFrame([(0, Vectors.dense([1.0, 2.0]))], ["id", "vec"])
+    with pytest.raises(Exception, match="a row has 2 features where the model expects 12"):
+        fitted[2].transform(bad).collect()
+
+
+def test_a_million_sparse_columns_without_densifying(spark):
+    """1,000,000 columns, 0.1% dense, 60 rows. Training a model that wide densely is heavy,
+    so the model is built directly (``AutoencoderModel._create``) from a random [4] network
+    with random scaling statistics. The vector column reaches the worker as its sparse
+    struct (no ``vector_to_array`` in the plan; ``mapInArrow``, as for any table with a
+    vector column); the worker's first layer is a CSR product and full-width outputs run
+    in passes of ``PASS_ELEMENTS // width`` rows."""
+    size, n, per_row = 1_000_000, 60, 1000
+    torch.manual_seed(0)
+    spec = net_spec(size, size, [4])
+    net = build_network(spec)
+    rng = np.random.default_rng(0)
+    net.scaler.set_statistics(np.arange(size), rng.random(size) * 0.01,
+                              1.0 + rng.random(size), np.zeros(size))
+    model = AutoencoderModel._create(spec, net.state_dict(), InputInfo("vector", "v", [], size),
+                                     TrainingSummary())
+    idx = [np.sort(rng.choice(size, per_row, replace=False)) for _ in range(n)]
+    vals = [rng.random(per_row) for _ in range(n)]
+    df = spark.createDataFrame([(i, Vectors.sparse(size, idx[i], vals[i])) for i in range(n)],
+                               ["id", "v"]).repartition(2)
+    scored = model._score(df, ["deep_features", "reconstruction_mse"])
+    plan = scored._jdf.queryExecution().executedPlan().toString()
+    assert "vector_to_array" not in plan and "MapInArrow" in plan   # the vector goes as is
+    got = collect(scored, ["deep_features", "reconstruction_mse"])
+    for lo in range(0, n, 10):                      # the reference, 10 dense rows at a time
+        x = np.zeros((10, size), np.float32)
+        for r in range(10):
+            x[r, idx[lo + r]] = vals[lo + r]
+        ref = reference(model, x, 1)
+        np.testing.assert_allclose(got["deep_features"][lo:lo + 10], ref["deep_features"],
+                                   rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(got["reconstruction_mse"][lo:lo + 10],
+                                   ref["reconstruction_mse"], rtol=1e-5)
