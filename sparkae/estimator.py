@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import difflib
 import logging
-import os
 import random
 import time
 import uuid
@@ -138,7 +137,7 @@ class Autoencoder(Estimator, AutoencoderParams, DefaultParamsReadable, DefaultPa
             data_loader=values["data_loader"],
             noisy=values["noise"] != "none" or values["input_dropout_ratio"] > 0)
         try:
-            meta = {"spec": spec, "seed": seed, "data": data.key}
+            meta = {"spec": spec, "seed": seed, "data": data.fingerprint}
             resume_from, resumed_seed = resume_point(values["checkpoint_dir"],
                                                      getattr(self, "_resume", False), meta,
                                                      values["seed"])

@@ -72,3 +72,78 @@ def small_dense(spark):
     df.count()
     yield x, df
     df.unpersist()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def spark_cluster(tmp_path_factory):
+    """A standalone Spark master and two 1-core workers, all on 127.0.0.1; yields the master
+    URL. Started with ``spark-class`` and stopped by pid at the end of the session."""
+    import json
+    import shutil
+    import socket
+    import subprocess
+    import time
+    import urllib.request
+
+    import pyspark
+
+    if shutil.which("java") is None:
+        pytest.skip("Java is not installed")
+    home = os.path.dirname(pyspark.__file__)
+    work = tmp_path_factory.mktemp("spark-cluster")
+    env = dict(os.environ, SPARK_LOCAL_IP="127.0.0.1", SPARK_HOME=home,
+               SPARK_LOG_DIR=str(work), PYSPARK_PYTHON=sys.executable, SPARK_NO_DAEMONIZE="1")
+    port, ui = _free_port(), _free_port()
+    url = f"spark://127.0.0.1:{port}"
+    procs = []
+
+    def start(name, *args):
+        log = open(work / f"{name}.log", "w")
+        procs.append(subprocess.Popen([os.path.join(home, "bin", "spark-class"), *args], env=env,
+                                      stdout=log, stderr=subprocess.STDOUT, cwd=work,
+                                      start_new_session=True))
+
+    def alive_workers() -> int:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{ui}/json/", timeout=5) as r:
+                return int(json.load(r).get("aliveworkers", 0))
+        except Exception:  # noqa: BLE001 - not up yet
+            return 0
+
+    try:
+        start("master", "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
+              "--port", str(port), "--webui-port", str(ui))
+        deadline = time.time() + 90
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.5)
+        for i in range(2):
+            start(f"worker{i}", "org.apache.spark.deploy.worker.Worker", "--host", "127.0.0.1",
+                  "--cores", "1", "--memory", "3g", "--webui-port", str(_free_port()),
+                  "--work-dir", str(work / f"worker{i}"), url)
+        while time.time() < deadline and alive_workers() < 2:
+            time.sleep(1)
+        if alive_workers() < 2:
+            logs = "\n".join((work / f).read_text()[-2000:] for f in ("master.log", "worker0.log"))
+            pytest.fail(f"the standalone cluster did not start within 90 s:\n{logs}")
+        yield url
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+        for p in reversed(procs):
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(timeout=10)

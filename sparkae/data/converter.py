@@ -1,50 +1,84 @@
-"""Materialize prepared features once as Parquet and stream them back as NumPy batches.
+"""Materialize prepared features once as Parquet and stream them back as batches.
 
 Spark writes ``ml.linalg`` vectors to Parquet as their SQL struct
 ``(type: int8, size: int, indices: list<int>, values: list<double>)``; type 0 is sparse,
 1 is dense. :func:`decode_vectors` turns such an Arrow column into flat (row, column,
-value) components without any per-row Python object, from which dense batches (or, for
-wide sparse inputs, CSR batches) are built.
+value) components without any per-row Python object. The same four fields may also be
+top-level columns (the layout the Petastorm loader reads, :mod:`sparkae.data.petastorm`).
+
+:class:`ParquetBatches` streams one rank's share of an epoch (:mod:`sparkae.data.shards`)
+as dense NumPy batches or, for wide sparse input, ``torch.sparse_csr`` batches.
 """
 
 from __future__ import annotations
 
-import glob
 import logging
 import os
 import shutil
 import uuid
-from typing import Iterator, List, Optional, Tuple
+from dataclasses import dataclass
+from typing import Callable, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+import torch
 from pyspark.sql import DataFrame
 
+from sparkae.data.batches import CsrRows, assemble
 from sparkae.data.prepare import FEATURES
+from sparkae.data.shards import batch_sizes, epoch_pieces, rank_rows, steps_per_epoch
 
 log = logging.getLogger("sparkae")
 
-#: Target Parquet row-group size: a rank holds about one row group in memory at a time.
+#: Target Parquet row-group size: a rank holds about ``window`` row groups in memory.
 ROW_GROUP_BYTES = 16 * 1024 * 1024
+#: Names of the vector struct's fields (also the flat layout's columns).
+VECTOR_FIELDS = ("type", "size", "indices", "values")
 
 
-def materialize(vectors: DataFrame, directory: str) -> str:
+def materialize(vectors: DataFrame, directory: str,
+                meta: Optional[Tuple[str, str]] = None) -> str:
     """Write the prepared ``features`` column of ``vectors`` as Parquet under ``directory``.
 
     The data is written to a sibling temporary directory and renamed into place, so a
-    reader never sees a partial copy. Returns ``directory``.
+    reader never sees a partial copy. ``meta`` = ``(file name, text)`` is written into the
+    directory before the rename. Returns ``directory``.
     """
     tmp = f"{directory.rstrip('/')}.tmp-{uuid.uuid4().hex[:8]}"
     try:
         (vectors.select(FEATURES).write.option("parquet.block.size", ROW_GROUP_BYTES)
          .parquet(tmp))
+        if meta is not None:
+            with open(os.path.join(tmp, meta[0]), "w") as f:
+                f.write(meta[1])
         os.replace(tmp, directory)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     log.debug("materialized features to %s", directory)
     return directory
+
+
+def _decode_parts(types: pa.Array, sizes: pa.Array, indices: pa.Array, values: pa.Array,
+                  size: int, role: str):
+    lengths = pc.list_value_length(values).fill_null(0).to_numpy(zero_copy_only=False)
+    lengths = lengths.astype(np.int64)
+    vals = values.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+    sparse = types.to_numpy(zero_copy_only=False) == 0
+    starts = np.cumsum(lengths) - lengths
+    cols = np.arange(len(vals), dtype=np.int64) - np.repeat(starts, lengths)
+    widths = lengths.copy()
+    if sparse.any():
+        widths[sparse] = sizes.filter(pa.array(sparse)).to_numpy(zero_copy_only=False)
+        cols[np.repeat(sparse, lengths)] = indices.flatten().to_numpy(zero_copy_only=False)
+    bad = np.flatnonzero(widths != size)
+    if len(bad):
+        raise ValueError(f"{role}: a vector has {int(widths[bad[0]])} features where the model "
+                         f"expects {size}; every row must have the same width")
+    if len(cols) and (cols.min() < 0 or cols.max() >= size):
+        raise ValueError(f"{role}: a sparse vector has an index outside [0, {size})")
+    return lengths, cols, vals
 
 
 def decode_vectors(col: pa.Array, size: int, role: str = "features"):
@@ -72,24 +106,18 @@ def decode_vectors(col: pa.Array, size: int, role: str = "features"):
     """
     if isinstance(col, pa.ChunkedArray):
         col = col.combine_chunks()
-    types, sizes, indices, values = col.flatten()
-    lengths = pc.list_value_length(values).fill_null(0).to_numpy(zero_copy_only=False)
-    lengths = lengths.astype(np.int64)
-    vals = values.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
-    sparse = types.to_numpy(zero_copy_only=False) == 0
-    starts = np.cumsum(lengths) - lengths
-    cols = np.arange(len(vals), dtype=np.int64) - np.repeat(starts, lengths)
-    widths = lengths.copy()
-    if sparse.any():
-        widths[sparse] = sizes.filter(pa.array(sparse)).to_numpy(zero_copy_only=False)
-        cols[np.repeat(sparse, lengths)] = indices.flatten().to_numpy(zero_copy_only=False)
-    bad = np.flatnonzero(widths != size)
-    if len(bad):
-        raise ValueError(f"{role}: a vector has {int(widths[bad[0]])} features where the model "
-                         f"expects {size}; every row must have the same width")
-    if len(cols) and (cols.min() < 0 or cols.max() >= size):
-        raise ValueError(f"{role}: a sparse vector has an index outside [0, {size})")
-    return lengths, cols, vals
+    return _decode_parts(*col.flatten(), size, role)
+
+
+def decode_table(table: pa.Table, size: int, role: str = "features") -> CsrRows:
+    """A :class:`CsrRows` block from a table in either layout (struct ``features`` column,
+    or the flat ``type``/``size``/``indices``/``values`` columns)."""
+    if FEATURES in table.column_names:
+        parts = decode_vectors(table.column(FEATURES), size, role)
+    else:
+        cols = [table.column(f).combine_chunks() for f in VECTOR_FIELDS]
+        parts = _decode_parts(*cols, size, role)
+    return CsrRows.from_lengths(*parts, size)
 
 
 def to_dense(lengths: np.ndarray, cols: np.ndarray, vals: np.ndarray, size: int) -> np.ndarray:
@@ -99,62 +127,153 @@ def to_dense(lengths: np.ndarray, cols: np.ndarray, vals: np.ndarray, size: int)
     return out
 
 
+def local_path(path: str) -> str:
+    """A local file system path for ``path`` (a plain path or a ``file:`` URL)."""
+    if path.startswith("file://"):
+        return path[len("file://"):]
+    if path.startswith("file:"):
+        return path[len("file:"):]
+    if "://" in path:
+        raise ValueError(f"'{path}': only local (or mounted shared) paths are read; set "
+                         "cache_dir to a directory every worker sees")
+    return path
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One Parquet row group: ``group`` of ``groups`` in ``path``, holding ``rows`` rows."""
+
+    path: str
+    group: int
+    groups: int
+    rows: int
+
+
+def parquet_files(path: str) -> List[str]:
+    """The ``*.parquet`` files of a materialized directory, sorted (or ``[path]`` for a file)."""
+    local = local_path(path)
+    if os.path.isfile(local):
+        return [path]
+    names = sorted(n for n in os.listdir(local) if n.endswith(".parquet"))
+    return [os.path.join(path, n) for n in names]
+
+
+def list_units(files: List[str]) -> List[Unit]:
+    """Row groups (with rows) of ``files`` in file order, from the Parquet footers."""
+    units: List[Unit] = []
+    for f in files:
+        meta = pq.ParquetFile(local_path(f)).metadata
+        units += [Unit(f, g, meta.num_row_groups, meta.row_group(g).num_rows)
+                  for g in range(meta.num_row_groups) if meta.row_group(g).num_rows > 0]
+    return units
+
+
+def stored_values(files: List[str]) -> int:
+    """Stored vector entries (about nnz) of a materialized table, from the footers."""
+    total = 0
+    for f in files:
+        meta = pq.ParquetFile(local_path(f)).metadata
+        for g in range(meta.num_row_groups):
+            rg = meta.row_group(g)
+            for c in range(rg.num_columns):
+                col = rg.column(c)
+                parts = col.path_in_schema.split(".")
+                if parts[0] == "values" or parts[:2] == [FEATURES, "values"]:
+                    total += col.num_values
+    return total
+
+
+def read_unit_arrow(unit: Unit, size: int, role: str) -> CsrRows:
+    """Read and decode one row group with pyarrow."""
+    pf = pq.ParquetFile(local_path(unit.path))
+    names = pf.schema_arrow.names
+    columns = [FEATURES] if FEATURES in names else list(VECTOR_FIELDS)
+    return decode_table(pf.read_row_group(unit.group, columns=columns), size, role)
+
+
+UnitReader = Callable[[Unit, int, str], CsrRows]
+Batch = Union[np.ndarray, torch.Tensor]
+
+
 class ParquetBatches:
-    """Stream a materialized feature table as dense NumPy batches, one row group at a time.
+    """Stream a rank's share of a materialized feature table, one epoch at a time.
 
     Parameters
     ----------
-    path : str
-        Directory written by :func:`materialize`.
+    path : str or list of str
+        Directory written by :func:`materialize` (or by the Petastorm converter), or its
+        Parquet files.
     size : int
         Width of every vector.
     batch_size : int
-        Rows per batch; the last batch of an epoch may be smaller.
+        Rows per batch. Every rank yields :attr:`steps` batches per epoch: full ones, then
+        a few smaller ones at the end of the epoch (see :mod:`sparkae.data.shards`).
     shuffle : bool
-        Shuffle row groups and rows within them, seeded by ``(seed, epoch)``.
+        Shuffle units and rows, seeded by ``(seed, epoch)`` and ``(seed, epoch, rank)``.
     seed : int
         Shuffling seed: the same seed gives the same order.
     rank, world_size : int
-        This reader takes every ``world_size``-th row group starting at ``rank``.
+        This reader's rank and the number of ranks; the ranks' rows partition the table.
+    role : str
+        Name used in error messages.
+    sparse : bool
+        Yield ``torch.sparse_csr`` tensors instead of dense NumPy matrices.
+    reader : callable, optional
+        ``reader(unit, size, role) -> CsrRows``; default :func:`read_unit_arrow`.
+    skip_missing : bool
+        Drop rows holding NaN from sparse batches (the loop does it for dense ones).
+    window : int
+        Units shuffled together (memory holds about this many row groups).
     """
 
-    def __init__(self, path: str, size: int, batch_size: int, shuffle: bool = True,
-                 seed: int = 0, rank: int = 0, world_size: int = 1,
-                 role: str = "features") -> None:
-        self.path, self.size, self.batch_size = path, size, batch_size
+    def __init__(self, path: Union[str, List[str]], size: int, batch_size: int,
+                 shuffle: bool = True, seed: int = 0, rank: int = 0, world_size: int = 1,
+                 role: str = "features", sparse: bool = False,
+                 reader: Optional[UnitReader] = None, skip_missing: bool = False,
+                 window: int = 2) -> None:
+        self.size, self.batch_size = size, batch_size
         self.shuffle, self.seed, self.role = shuffle, seed, role
-        files = sorted(glob.glob(os.path.join(path, "*.parquet")))
-        units: List[Tuple[str, int, int]] = []
-        for f in files:
-            meta = pq.ParquetFile(f).metadata
-            units += [(f, g, meta.row_group(g).num_rows) for g in range(meta.num_row_groups)
-                      if meta.row_group(g).num_rows > 0]
-        self.units = units[rank::world_size]
-        self.num_rows = sum(u[2] for u in self.units)
+        self.rank, self.world_size = rank, world_size
+        self.sparse, self.skip_missing, self.window = sparse, skip_missing, window
+        self.reader = reader or read_unit_arrow
+        files = parquet_files(path) if isinstance(path, str) else list(path)
+        self.units = list_units(files)
+        self.total_rows = sum(u.rows for u in self.units)
+        self.num_rows = rank_rows(self.total_rows, world_size)[rank]
+        self.steps = steps_per_epoch(self.total_rows, world_size, batch_size)
 
-    def _groups(self, epoch: int) -> Iterator[np.ndarray]:
-        order = np.arange(len(self.units))
-        rng = np.random.default_rng([self.seed, epoch])
-        if self.shuffle:
-            order = rng.permutation(order)
-        for i in order:
-            f, g, _ = self.units[i]
-            table = pq.ParquetFile(f).read_row_group(g, columns=[FEATURES])
-            x = to_dense(*decode_vectors(table.column(FEATURES), self.size, self.role),
-                         self.size)
-            yield x[rng.permutation(len(x))] if self.shuffle else x
+    def blocks(self, epoch: int = 0) -> Iterator[CsrRows]:
+        """The row blocks this rank reads in ``epoch`` (before shuffling and batching)."""
+        pieces = epoch_pieces([u.rows for u in self.units], epoch, self.seed, self.shuffle,
+                              self.rank, self.world_size)
+        for index, start, stop in pieces:
+            unit = self.units[index]
+            block = self.reader(unit, self.size, self.role)
+            if len(block) != unit.rows:
+                raise ValueError(f"{self.role}: row group {unit.group} of {unit.path} has "
+                                 f"{len(block)} rows, its footer says {unit.rows}")
+            yield block if (start, stop) == (0, unit.rows) else block.slice(start, stop)
 
-    def epoch(self, epoch: int = 0) -> Iterator[np.ndarray]:
-        """Yield the batches of one epoch."""
-        carry: Optional[np.ndarray] = None
-        for x in self._groups(epoch):
-            if carry is not None:
-                x = np.concatenate([carry, x])
-                carry = None
-            n_full = len(x) // self.batch_size * self.batch_size
-            for start in range(0, n_full, self.batch_size):
-                yield x[start:start + self.batch_size]
-            if n_full < len(x):
-                carry = x[n_full:]
-        if carry is not None and len(carry):
-            yield carry
+    def row_batches(self, epoch: int = 0) -> Iterator[CsrRows]:
+        """The epoch's batches as :class:`CsrRows` blocks."""
+        rng = (np.random.default_rng([self.seed, epoch, self.rank]) if self.shuffle else None)
+        sizes = batch_sizes(self.num_rows, self.steps, self.batch_size)
+        return assemble(self.blocks(epoch), sizes, rng, self.window)
+
+    def epoch(self, epoch: int = 0) -> Iterator[Batch]:
+        """Yield the batches of one epoch (dense float32 arrays, or sparse CSR tensors)."""
+        for rows in self.row_batches(epoch):
+            if self.sparse:
+                yield (rows.without_nan_rows() if self.skip_missing else rows).torch_csr()
+            else:
+                yield rows.dense()
+
+    def __len__(self) -> int:
+        return self.steps
+
+
+def table_layout(files: List[str], size: int) -> Tuple[int, int, float]:
+    """``(rows, stored values, density)`` of a materialized table, from its footers."""
+    rows = sum(u.rows for u in list_units(files))
+    nnz = stored_values(files)
+    return rows, nnz, nnz / max(1, rows * size)

@@ -6,6 +6,7 @@ from typing import Iterable, Tuple
 
 import torch
 
+from sparkae.nn import sparse
 from sparkae.nn.models import ACTIVATIONS, base_activation
 
 _EPS = 1e-6
@@ -13,6 +14,8 @@ _EPS = 1e-6
 
 def reconstruction_mse(y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     """Mean squared error over rows and features (H2O's Reconstruction.MSE, batch mean)."""
+    if sparse.is_sparse(z):
+        return sparse.reconstruction_mse(y, z)
     return torch.nn.functional.mse_loss(y, z)
 
 

@@ -1,54 +1,147 @@
-"""Launch training ranks. The only module meant to touch TorchDistributor.
+"""Launch training ranks. The only module that touches TorchDistributor.
 
-For now every fit runs one rank in the driver process (:func:`launch`); the rank reads
-the materialized Parquet batch by batch, so the driver never holds the table. A
-distributed launcher replaces :func:`launch` and runs :func:`run_rank` in each rank.
+``num_workers=1`` trains in the driver process (:func:`run_rank`, no process group): the
+fastest path for small data and tests. ``num_workers=N`` starts N ranks with PySpark's
+``TorchDistributor``: N local processes on the driver when the master is ``local[...]``,
+N barrier tasks on a cluster. Each rank runs :func:`sparkae.train.worker.rank_main`:
+DistributedDataParallel over gloo (CPU) or nccl (GPU, the device Spark assigned to its
+task), its own shard of the materialized Parquet, and rank 0 returns weights and
+history as safetensors bytes and JSON. Local runs rendezvous on 127.0.0.1.
 """
 
 from __future__ import annotations
 
+import glob
+import json
 import logging
 import os
+import re
+import shutil
+import socket
+import sys
+import tempfile
+import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import torch
 
-from sparkae.data.converter import ParquetBatches
+from sparkae.data.converter import ParquetBatches, list_units, parquet_files, read_unit_arrow
 from sparkae.nn.models import build_network
+from sparkae.train import checkpoint as ckpt
 from sparkae.train.loop import TrainConfig, train
 
 log = logging.getLogger("sparkae")
+
+#: Most output values (rows x modelled features) in one validation batch.
+VALID_BATCH_VALUES = 16_000_000
 
 
 @dataclass
 class TrainJob:
     """Everything a rank needs, as plain picklable values."""
 
-    train_path: str
-    valid_path: Optional[str]
+    train_path: Union[str, List[str]]              # materialized directory or its files
+    valid_path: Optional[Union[str, List[str]]]
     spec: Dict[str, Any]
     scaling: Dict[str, Any]          # keep, shift, scale, fill (lists or arrays)
     config: TrainConfig
     batch_size: int
     seed: int
     num_threads: Optional[int] = None
+    num_workers: int = 1
+    use_gpu: bool = False
+    loader: str = "arrow"            # resolved loader: "arrow" or "petastorm"
+    sparse: bool = False             # CSR batches into the first layer
+    checkpoint_dir: Optional[str] = None
+    checkpoint_interval: int = 1
+    resume_from: Optional[str] = None   # a checkpoint directory
+    meta: Dict[str, Any] = field(default_factory=dict)   # stored with every checkpoint
+    threads_per_rank: int = 1
+    timeout_s: int = 1800            # collective timeout of the process group
+    run_dir: Optional[str] = None    # local mode: where failing ranks leave their error
     extra: Dict[str, Any] = field(default_factory=dict)
 
 
-def run_rank(job: TrainJob, rank: int = 0, world_size: int = 1) -> Tuple[Dict[str, torch.Tensor], List[Dict]]:
-    """Train one rank; return ``(state_dict, history)``."""
+class RankFailedError(RuntimeError):
+    """A training rank failed; ``rank``, ``error`` (type and message) and ``log_tail``."""
+
+    def __init__(self, message: str, rank: Optional[int] = None, error: str = "",
+                 log_tail: Optional[List[str]] = None) -> None:
+        super().__init__(message)
+        self.rank, self.error, self.log_tail = rank, error, log_tail or []
+
+
+def _unit_reader(loader: str) -> Callable:
+    if loader == "petastorm":
+        from sparkae.data.petastorm import read_unit
+
+        return read_unit
+    return read_unit_arrow
+
+
+def _to_device(batch: Any, device: torch.device) -> Any:
+    if device.type == "cpu":
+        return batch
+    t = batch if isinstance(batch, torch.Tensor) else torch.from_numpy(batch)
+    return t.to(device, non_blocking=True)
+
+
+def _epoch_seed(seed: int, epoch: int, rank: int) -> int:
+    return (seed * 1_000_003 + epoch * 9_176 + rank * 7_919) % (2**63 - 1)
+
+
+def run_rank(job: TrainJob, rank: int = 0, world_size: int = 1,
+             wrap: Optional[Callable[[torch.nn.Module], torch.nn.Module]] = None,
+             reduce: Optional[Callable[[List[float]], List[float]]] = None,
+             device: Optional[torch.device] = None) -> Tuple[Dict[str, torch.Tensor], List[Dict]]:
+    """Train one rank; return ``(state_dict, history)``.
+
+    Parameters
+    ----------
+    job : TrainJob
+    rank, world_size : int
+        This rank's shard of the training data.
+    wrap : callable, optional
+        Wraps the network for the forward pass (DistributedDataParallel).
+    reduce : callable, optional
+        Sums floats across ranks (see :func:`sparkae.train.loop.train`).
+    device : torch.device, optional
+        Default CPU.
+    """
+    device = device or torch.device("cpu")
     size = job.spec["input_size"]
     torch.manual_seed(job.seed)
     net = build_network(job.spec)
     net.scaler.set_statistics(**job.scaling)
-    reader = ParquetBatches(job.train_path, size, job.batch_size, shuffle=True, seed=job.seed,
-                            rank=rank, world_size=world_size, role="training data")
+    resume_state = None
+    if job.resume_from:
+        epoch, resume_state, _ = ckpt.load(job.resume_from)
+        net.load_state_dict(resume_state["model"])
+        log.info("resuming after epoch %d from %s", epoch, job.resume_from)
+    net.to(device)
+    # mini_batch_size is the global batch: the ranks split it, so a step sees the same
+    # number of rows (and the model the same dynamics) whatever num_workers is.
+    rank_batch = -(-job.batch_size // world_size)
+    reader = ParquetBatches(job.train_path, size, rank_batch, shuffle=True, seed=job.seed,
+                            rank=rank, world_size=world_size, role="training data",
+                            sparse=job.sparse, reader=_unit_reader(job.loader),
+                            skip_missing=job.config.skip_missing)
     valid = None
     if job.valid_path:
-        vreader = ParquetBatches(job.valid_path, size, 4096, shuffle=False,
-                                 role="validation_df")
-        valid = lambda: vreader.epoch(0)  # noqa: E731
+        rows = max(1, min(4096, VALID_BATCH_VALUES // max(1, job.spec["kept"])))
+        vreader = ParquetBatches(job.valid_path, size, rows, shuffle=False, role="validation_df",
+                                 sparse=job.sparse, reader=_unit_reader(job.loader),
+                                 skip_missing=job.config.skip_missing)
+        valid = lambda: (_to_device(b, device) for b in vreader.epoch(0))  # noqa: E731
+
+    def batches(epoch: int):
+        # Dropout and noise draws depend on (seed, epoch, rank) only: a resumed fit repeats
+        # the uninterrupted one exactly.
+        torch.manual_seed(_epoch_seed(job.seed, epoch, rank))
+        for b in reader.epoch(epoch):
+            yield _to_device(b, device)
+
     epochs = job.config.epochs
 
     def progress(entry: Dict) -> None:
@@ -57,15 +150,230 @@ def run_rank(job: TrainJob, rank: int = 0, world_size: int = 1) -> Tuple[Dict[st
                  entry["train_mse"], "" if v is None else f"  validation_mse={v:.6f}",
                  entry["rows_per_s"])
 
-    history = train(net, reader.epoch, job.config, valid, on_epoch=progress)
-    return net.state_dict(), history
+    def save(epoch: int, state: Dict[str, Any]) -> None:
+        if epoch % job.checkpoint_interval == 0 or epoch == epochs:
+            ckpt.save(job.checkpoint_dir, epoch, state, job.meta)
+
+    model = wrap(net) if wrap is not None else net
+    history = train(net, batches, job.config, valid, on_epoch=progress, model=model,
+                    reduce=reduce, resume_state=resume_state,
+                    checkpoint=save if job.checkpoint_dir and rank == 0 else None)
+    return {k: v.detach().cpu() for k, v in net.state_dict().items()}, history
 
 
 def launch(job: TrainJob) -> Tuple[Dict[str, torch.Tensor], List[Dict]]:
-    """Run the training job in this process with ``num_threads`` Torch threads."""
+    """Run ``job``: in this process for one worker, else through TorchDistributor.
+
+    Raises
+    ------
+    ValueError
+        ``use_gpu`` without a visible GPU, or GPU settings Spark lacks.
+    RankFailedError
+        A rank failed (the message names it and quotes the end of its log).
+    """
+    if job.num_workers <= 1:
+        return _launch_in_process(job)
+    return _launch_distributed(job)
+
+
+def _launch_in_process(job: TrainJob) -> Tuple[Dict[str, torch.Tensor], List[Dict]]:
+    device = torch.device("cpu")
+    if job.use_gpu:
+        if not torch.cuda.is_available():
+            raise ValueError("Autoencoder param 'use_gpu': got True, but torch sees no CUDA "
+                             "device on the driver (torch.cuda.is_available() is False)")
+        device = torch.device("cuda", 0)
     previous = torch.get_num_threads()
     torch.set_num_threads(job.num_threads or os.cpu_count() or 1)
     try:
-        return run_rank(job)
+        return run_rank(job, device=device)
     finally:
         torch.set_num_threads(previous)
+
+
+# -- TorchDistributor ---------------------------------------------------------------------
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _run_torchrun(input_params: Dict[str, Any], train_path: str, *args: Any,
+                  **kwargs: Any) -> None:
+    """TorchDistributor's file runner, with the local rendezvous pinned to 127.0.0.1
+    (its own ``--standalone`` uses "localhost")."""
+    from pyspark.ml.torch.distributor import TorchDistributor
+
+    if input_params["local_mode"]:
+        cmd = [sys.executable, "-m", "pyspark.ml.torch.torch_run_process_wrapper",
+               "--nnodes=1", "--node_rank=0", f"--nproc_per_node={input_params['num_processes']}",
+               "--master_addr=127.0.0.1", f"--master_port={_free_port()}", train_path,
+               *map(str, args)]
+    else:
+        cmd = TorchDistributor._create_torchrun_command(input_params, train_path, *args)
+    TorchDistributor._execute_command(cmd, log_streaming_client=input_params.get(
+        "log_streaming_client"))
+
+
+def _is_local(spark: Any) -> bool:
+    """A ``local`` / ``local[N]`` master (TorchDistributor's own test for local mode)."""
+    master = spark.conf.get("spark.master", "") or ""
+    return master == "local" or master.startswith("local[")
+
+
+def task_slots(spark: Any) -> Tuple[int, int]:
+    """``(total, free)`` task slots of the cluster (for a local master: its cores)."""
+    master = spark.conf.get("spark.master", "") or ""
+    m = re.match(r"local\[(\d+|\*)", master)
+    if master == "local" or m:
+        if master == "local":
+            return 1, 1
+        n = (os.cpu_count() or 1) if m.group(1) == "*" else int(m.group(1))
+        return n, n
+    sc = spark.sparkContext
+    jsc = sc._jsc.sc()
+    try:
+        rp = jsc.resourceProfileManager().defaultResourceProfile()
+        total = int(jsc.maxNumConcurrentTasks(rp))
+    except Exception:  # noqa: BLE001 - older or unusual Sparks
+        cpus = int(sc.getConf().get("spark.task.cpus", "1"))
+        total = sc.defaultParallelism // max(1, cpus)
+    try:
+        running = sum(int(e.numRunningTasks()) for e in jsc.statusTracker().getExecutorInfos())
+    except Exception:  # noqa: BLE001
+        running = 0
+    return total, max(0, total - running)
+
+
+def warn_slots(spark: Any, num_workers: int) -> None:
+    """Log a warning when ``num_workers`` exceeds the task slots (a barrier stage waits
+    for all of its tasks; a local run oversubscribes the cores)."""
+    try:
+        total, free = task_slots(spark)
+    except Exception as exc:  # noqa: BLE001 - a warning must never fail the fit
+        log.debug("could not count task slots: %s", exc)
+        return
+    local = _is_local(spark)
+    if local and num_workers > total:
+        log.warning("num_workers=%d exceeds the %d cores of master %s: the ranks share cores "
+                    "and train slower than fewer ranks would", num_workers, total,
+                    spark.conf.get("spark.master"))
+    elif not local and num_workers > total:
+        log.warning("num_workers=%d exceeds the cluster's %d task slots: the barrier stage "
+                    "cannot start until executors are added (Spark retries, then fails). "
+                    "Lower num_workers or add executors", num_workers, total)
+    elif not local and num_workers > free:
+        log.warning("num_workers=%d but only %d of %d task slots are free: the barrier stage "
+                    "waits until enough running tasks finish", num_workers, free, total)
+
+
+def _threads_per_rank(job: TrainJob, spark: Any, local: bool) -> int:
+    if job.num_threads:
+        return job.num_threads
+    if local:
+        total, _ = task_slots(spark)
+        return max(1, min(total, os.cpu_count() or 1) // job.num_workers)
+    return max(1, int(spark.sparkContext.getConf().get("spark.task.cpus", "1")))
+
+
+def _launch_distributed(job: TrainJob) -> Tuple[Dict[str, torch.Tensor], List[Dict]]:
+    from pyspark.ml.torch.distributor import TorchDistributor
+    from pyspark.sql import SparkSession
+
+    spark = SparkSession.getActiveSession()
+    if spark is None:
+        raise RuntimeError("num_workers > 1 needs an active SparkSession")
+    rows = sum(u.rows for u in list_units(
+        parquet_files(job.train_path) if isinstance(job.train_path, str) else job.train_path))
+    if rows < job.num_workers:
+        raise ValueError(f"Autoencoder param 'num_workers': got {job.num_workers}, but the "
+                         f"training data has {rows} rows; every rank needs at least one")
+    local = _is_local(spark)
+    warn_slots(spark, job.num_workers)
+    spark_gpus = False
+    if job.use_gpu:
+        if local:
+            try:
+                spark_gpus = "gpu" in spark.sparkContext.resources
+            except Exception:  # noqa: BLE001 - Spark Connect: no driver resources here
+                spark_gpus = False
+            if not spark_gpus and torch.cuda.device_count() < 1:
+                raise ValueError("Autoencoder param 'use_gpu': got True, but the driver has no "
+                                 "GPU (no Spark 'gpu' resource and torch sees no CUDA device)")
+        elif int(spark.conf.get("spark.task.resource.gpu.amount", "0") or 0) < 1:
+            raise ValueError("Autoencoder param 'use_gpu': got True, but the cluster gives tasks "
+                             "no GPU: set spark.task.resource.gpu.amount=1 (and "
+                             "spark.executor.resource.gpu.amount) when starting Spark")
+        spark_gpus = spark_gpus or not local
+    job.threads_per_rank = _threads_per_rank(job, spark, local)
+    run_dir = tempfile.mkdtemp(prefix="sparkae-run-") if local else None
+    job.run_dir = run_dir
+    distributor = TorchDistributor(num_processes=job.num_workers, local_mode=local,
+                                   use_gpu=spark_gpus)
+    log.info("starting %d ranks with TorchDistributor (%s mode, %s, %d threads per rank)",
+             job.num_workers, "local" if local else "barrier",
+             "GPU" if job.use_gpu else "CPU", job.threads_per_rank)
+    t0 = time.perf_counter()
+    try:
+        result = distributor._run(_worker_entry(), _run_torchrun, job)
+    except Exception as exc:  # noqa: BLE001 - turned into the failing rank's story
+        raise rank_failure(exc, run_dir, job.num_workers) from None
+    finally:
+        if run_dir:
+            shutil.rmtree(run_dir, ignore_errors=True)
+    if not isinstance(result, dict) or "weights" not in result:
+        raise RankFailedError(f"rank 0 returned no result (got {type(result).__name__}); "
+                              "see the ranks' output above", rank=0)
+    from sparkae.train.worker import unpack_result
+
+    state, history = unpack_result(result)
+    wall = time.perf_counter() - t0
+    trained = sum(h.get("seconds", 0.0) for h in history)
+    log.info("%d ranks finished in %.1f s (%.1f s outside the training epochs: process start, "
+             "rendezvous, data readers, result)", job.num_workers, wall, wall - trained)
+    return state, history
+
+
+def _worker_entry() -> Callable:
+    from sparkae.train.worker import rank_main
+
+    return rank_main
+
+
+def rank_failure(exc: BaseException, run_dir: Optional[str], world: int) -> Exception:
+    """The error to raise for a failed distributed run: the first failing rank, its error
+    and the last lines of its log when known, else the launcher's own error."""
+    from sparkae.train.worker import MARKER
+
+    reports: List[Dict[str, Any]] = []
+    for path in glob.glob(os.path.join(run_dir or "", "error-rank*.json")) if run_dir else []:
+        try:
+            with open(path) as f:
+                reports.append(json.load(f))
+        except (OSError, ValueError):
+            pass
+    if not reports:
+        for line in str(exc).split("\n"):
+            idx = line.find(MARKER)
+            if idx >= 0:
+                try:
+                    reports.append(json.loads(line[idx + len(MARKER):]))
+                except ValueError:
+                    pass
+    if not reports:
+        text = str(exc).strip()
+        return RankFailedError(f"distributed training with {world} ranks failed before a rank "
+                               f"reported an error: {type(exc).__name__}: "
+                               f"{text[-3000:]}")
+    reports.sort(key=lambda r: r.get("time", 0))
+    first = reports[0]
+    tail = "\n".join("    " + line for line in first.get("tail", [])[-40:])
+    others = sorted({r["rank"] for r in reports[1:]} - {first["rank"]})
+    also = f" (rank(s) {', '.join(map(str, others))} failed after it)" if others else ""
+    message = (f"training failed on rank {first['rank']} of {first.get('world_size', world)}: "
+               f"{first['type']}: {first['message']}{also}\n"
+               f"last lines of rank {first['rank']}'s log:\n{tail}")
+    return RankFailedError(message, rank=first["rank"],
+                           error=f"{first['type']}: {first['message']}",
+                           log_tail=first.get("tail", []))

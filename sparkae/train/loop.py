@@ -15,6 +15,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional
 import numpy as np
 import torch
 
+from sparkae.nn import sparse
 from sparkae.nn.losses import kl_sparsity, reconstruction_mse, weight_penalty
 from sparkae.nn.models import AutoencoderNet
 from sparkae.nn.noise import corrupt_batch
@@ -113,7 +114,9 @@ def evaluate(net: AutoencoderNet, batches: Iterable, skip_missing: bool = False)
     for batch in batches:
         x = _tensor(batch)
         z = net.scaler(_drop_missing(x) if skip_missing else x)
-        total += float(((net.reconstruct(z) - z) ** 2).mean(dim=1).sum())
+        y = net.reconstruct(z)
+        total += float(sparse.row_mse(y, z).sum() if sparse.is_sparse(z)
+                       else ((y - z) ** 2).mean(dim=1).sum())
         rows += z.shape[0]
     return total / rows if rows else float("nan")
 

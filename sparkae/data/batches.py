@@ -1,0 +1,161 @@
+"""Row blocks in CSR form, and the assembly of an epoch's batches from them.
+
+Whatever the loader (Arrow or Petastorm), a unit of the materialized table is decoded to
+a :class:`CsrRows` block: row pointers, column indices and values, no Python object per
+row. Blocks are shuffled within a window of a few units (seeded), cut into the batch
+sizes of :func:`sparkae.data.shards.batch_sizes`, and each batch leaves as a dense
+float32 matrix or, for wide sparse input, a ``torch.sparse_csr`` tensor that is never
+densified on the input side.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Iterator, List, Optional
+
+import numpy as np
+import torch
+
+
+@dataclass
+class CsrRows:
+    """Rows of one width in CSR form: ``indptr`` (int64, rows + 1), ``cols`` (int32),
+    ``vals`` (float32)."""
+
+    indptr: np.ndarray
+    cols: np.ndarray
+    vals: np.ndarray
+    size: int
+
+    @classmethod
+    def from_lengths(cls, lengths: np.ndarray, cols: np.ndarray, vals: np.ndarray,
+                     size: int) -> "CsrRows":
+        """Build from per-row entry counts (as :func:`sparkae.data.converter.decode_vectors`
+        returns them)."""
+        indptr = np.zeros(len(lengths) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=indptr[1:])
+        return cls(indptr, np.asarray(cols, dtype=np.int32),
+                   np.asarray(vals, dtype=np.float32), size)
+
+    @classmethod
+    def from_dense(cls, x: np.ndarray) -> "CsrRows":
+        """All entries of a dense matrix, zeros included (keeps NaN)."""
+        x = np.asarray(x, dtype=np.float32)
+        n, size = x.shape
+        return cls(np.arange(n + 1, dtype=np.int64) * size,
+                   np.tile(np.arange(size, dtype=np.int32), n), x.reshape(-1).copy(), size)
+
+    def __len__(self) -> int:
+        return len(self.indptr) - 1
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.indptr)
+
+    def slice(self, start: int, stop: int) -> "CsrRows":
+        """Rows ``start:stop``."""
+        a, b = self.indptr[start], self.indptr[stop]
+        return CsrRows(self.indptr[start:stop + 1] - a, self.cols[a:b], self.vals[a:b],
+                       self.size)
+
+    def take(self, rows: np.ndarray) -> "CsrRows":
+        """Rows in the order of the index array ``rows``."""
+        lengths = self.lengths[rows]
+        indptr = np.zeros(len(rows) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=indptr[1:])
+        src = np.repeat(self.indptr[:-1][rows] - indptr[:-1], lengths)
+        idx = src + np.arange(indptr[-1], dtype=np.int64)
+        return CsrRows(indptr, self.cols[idx], self.vals[idx], self.size)
+
+    @staticmethod
+    def concat(blocks: List["CsrRows"]) -> "CsrRows":
+        """Rows of every block, in order."""
+        if len(blocks) == 1:
+            return blocks[0]
+        offsets = np.cumsum([0] + [b.indptr[-1] for b in blocks[:-1]])
+        indptr = np.concatenate([[0]] + [b.indptr[1:] + o for b, o in zip(blocks, offsets)])
+        return CsrRows(indptr.astype(np.int64), np.concatenate([b.cols for b in blocks]),
+                       np.concatenate([b.vals for b in blocks]), blocks[0].size)
+
+    def without_nan_rows(self) -> "CsrRows":
+        """The rows with no NaN value (``missing_values_handling='skip'``)."""
+        bad = np.isnan(self.vals)
+        if not bad.any():
+            return self
+        row_of = np.repeat(np.arange(len(self)), self.lengths)
+        keep = np.ones(len(self), dtype=bool)
+        keep[row_of[bad]] = False
+        return self.take(np.flatnonzero(keep))
+
+    def dense(self) -> np.ndarray:
+        """A dense float32 matrix (rows x size)."""
+        out = np.zeros((len(self), self.size), dtype=np.float32)
+        out[np.repeat(np.arange(len(self)), self.lengths), self.cols] = self.vals
+        return out
+
+    def torch_csr(self) -> torch.Tensor:
+        """A ``torch.sparse_csr`` tensor (rows x size) sharing nothing with this block."""
+        return torch.sparse_csr_tensor(torch.from_numpy(self.indptr.copy()),
+                                       torch.from_numpy(self.cols.astype(np.int64)),
+                                       torch.from_numpy(self.vals.copy()),
+                                       size=(len(self), self.size), check_invariants=False)
+
+
+def assemble(blocks: Iterable[CsrRows], sizes: List[int],
+             rng: Optional[np.random.Generator], window: int = 2) -> Iterator[CsrRows]:
+    """Cut a stream of row blocks into batches of the given ``sizes``.
+
+    Parameters
+    ----------
+    blocks : iterable of CsrRows
+        The pieces of units a rank reads in an epoch, in order.
+    sizes : list of int
+        Batch sizes (:func:`sparkae.data.shards.batch_sizes`); a size of 0 repeats the
+        previous batch (the padding case described there).
+    rng : numpy Generator, optional
+        Shuffles rows within each window of ``window`` blocks; None keeps the order.
+    window : int
+        Blocks shuffled together: memory holds about ``window`` units at a time.
+    """
+    pending: Optional[CsrRows] = None
+    pos, sizes = 0, list(sizes)
+    last: Optional[CsrRows] = None
+    group: List[CsrRows] = []
+
+    def drain(final: bool) -> Iterator[CsrRows]:
+        nonlocal pending, pos, last
+        while pos < len(sizes):
+            need = sizes[pos]
+            if need == 0:
+                if last is None:
+                    break
+                pos += 1
+                yield last
+                continue
+            have = len(pending) if pending is not None else 0
+            if have < need and not final:
+                return
+            if have == 0:
+                return
+            take = min(need, have)
+            last = pending.slice(0, take)
+            pending = pending.slice(take, have)
+            pos += 1
+            yield last
+
+    blocks = iter(blocks)
+    while True:
+        block = next(blocks, None)
+        if block is not None and len(block):
+            group.append(block)
+        if group and (len(group) >= window or block is None):
+            fresh = CsrRows.concat(group)
+            group = []
+            if rng is not None:
+                fresh = fresh.take(rng.permutation(len(fresh)))
+            pending = fresh if pending is None or not len(pending) else CsrRows.concat(
+                [pending, fresh])
+            yield from drain(final=False)
+        if block is None:
+            break
+    yield from drain(final=True)

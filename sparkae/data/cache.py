@@ -1,0 +1,187 @@
+"""The materialized-data cache: prepared features written once as Parquet, keyed by plan.
+
+An entry is a directory ``<root>/<key>`` holding the Parquet files and ``_sparkae.json``
+(written before the directory is renamed into place, so an entry that exists is
+complete). The key hashes the prepared DataFrame's plan (``semanticHash``, the canonical
+plan text where the JVM is reachable, its input files) together with a fingerprint of
+its statistics (row count, per-feature sums, minima and maxima, which the fit computes
+anyway), so a table whose files changed under the same path gets a new entry.
+
+``root`` is the ``cache_dir`` Param, else the Spark conf ``spark.sparkae.cacheDir``, else
+``<system temp>/sparkae-cache``. On a cluster it must be a directory every worker sees.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+from pyspark.sql import DataFrame
+
+from sparkae.data.converter import materialize
+
+log = logging.getLogger("sparkae")
+
+#: Spark conf naming the cache directory.
+CACHE_DIR_CONF = "spark.sparkae.cacheDir"
+#: Marker file of a complete entry.
+META = "_sparkae.json"
+#: Bumped when the materialized layout changes (old entries are then ignored).
+FORMAT = 1
+_PRIVATE = "fit-"
+
+
+def cache_root(spark: Any = None, cache_dir: Optional[str] = None) -> str:
+    """The cache directory: ``cache_dir``, else ``spark.sparkae.cacheDir``, else the default."""
+    root = cache_dir
+    if not root and spark is not None:
+        try:
+            root = spark.conf.get(CACHE_DIR_CONF, None)
+        except Exception:  # noqa: BLE001 - no conf access (e.g. a stopped session)
+            root = None
+    root = os.path.abspath(root or os.path.join(tempfile.gettempdir(), "sparkae-cache"))
+    os.makedirs(root, exist_ok=True)
+    return root
+
+
+def fingerprint(stats: Any) -> str:
+    """A digest of a table's statistics (row count; per-feature mean, min and max as
+    float32, so that the order of a distributed sum does not change it). The same data
+    gives the same digest in any session; checkpoints use it to recognize their data."""
+    h = hashlib.sha256(str(int(stats.count)).encode())
+    for name in ("mean", "min", "max"):
+        h.update(np.ascontiguousarray(getattr(stats, name), dtype=np.float32).tobytes())
+    return h.hexdigest()[:32]
+
+
+def plan_key(df: DataFrame, stats: Any = None, extra: str = "") -> Optional[str]:
+    """A key for ``df``'s content: plan identity + statistics fingerprint, or None when the
+    plan cannot be identified (then nothing is shared)."""
+    parts: List[str] = [f"format={FORMAT}", extra]
+    try:
+        parts.append(f"semantic={df.semanticHash()}")
+    except Exception:  # noqa: BLE001 - very old or unusual sessions
+        return None
+    try:
+        parts.append(df._jdf.queryExecution().analyzed().canonicalized().toString())
+    except Exception:  # noqa: BLE001 - Spark Connect has no _jdf
+        pass
+    try:
+        parts.extend(sorted(df.inputFiles()))
+    except Exception:  # noqa: BLE001
+        pass
+    if stats is not None:
+        parts.append(fingerprint(stats))
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
+
+
+@dataclass
+class Materialized:
+    """A materialized table: its directory (or file URLs) and whether the fit owns it."""
+
+    path: str
+    key: Optional[str]
+    owned: bool
+    files: List[str] = field(default_factory=list)
+    cleanup: List[Any] = field(default_factory=list)
+
+    def release(self) -> None:
+        """Delete the data when this fit owns it (``keep_cache`` off)."""
+        if not self.owned:
+            return
+        for fn in self.cleanup:
+            try:
+                fn()
+            except Exception as exc:  # noqa: BLE001 - best effort
+                log.debug("cache cleanup failed: %s", exc)
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+def lookup(root: str, key: Optional[str]) -> Optional[str]:
+    """The path of a complete entry for ``key`` under ``root``, or None."""
+    if not key:
+        return None
+    path = os.path.join(root, key)
+    return path if os.path.isfile(os.path.join(path, META)) else None
+
+
+def materialize_cached(df: DataFrame, root: str, key: Optional[str], keep: bool,
+                       role: str = "training data", info: Optional[Dict] = None) -> Materialized:
+    """Materialize ``df`` (a prepared ``features`` column) under ``root``, or reuse an entry.
+
+    Parameters
+    ----------
+    df : DataFrame
+        Prepared features.
+    root : str
+        Cache directory.
+    key : str, optional
+        :func:`plan_key` of ``df``; None disables sharing.
+    keep : bool
+        Write a shared entry that outlives the fit (``keep_cache``); otherwise a private
+        directory that :meth:`Materialized.release` deletes. An existing shared entry is
+        reused either way.
+    role : str
+        For the log.
+    info : dict, optional
+        Extra JSON stored in the entry's metadata.
+    """
+    found = lookup(root, key)
+    if found:
+        log.info("%s: reusing materialized data %s", role, found)
+        return Materialized(found, key, owned=False)
+    shared = bool(keep and key)
+    target = os.path.join(root, key if shared else f"{_PRIVATE}{uuid.uuid4().hex}")
+    meta = {"key": key, "format": FORMAT, "created": time.time(), "role": role, **(info or {})}
+    t0 = time.perf_counter()
+    try:
+        materialize(df, target, meta=(META, json.dumps(meta)))
+    except OSError:
+        found = lookup(root, key) if shared else None
+        if found:  # another fit wrote the same entry meanwhile
+            return Materialized(found, key, owned=False)
+        raise
+    log.info("%s: materialized to %s in %.1f s%s", role, target, time.perf_counter() - t0,
+             " (kept for later fits)" if shared else "")
+    return Materialized(target, key, owned=not shared)
+
+
+def clear_cache(cache_dir: Optional[str] = None) -> int:
+    """Delete every materialized entry under the cache directory; return how many.
+
+    Parameters
+    ----------
+    cache_dir : str, optional
+        Default: the active session's ``spark.sparkae.cacheDir``, else the default root.
+    """
+    spark = None
+    if cache_dir is None:
+        try:
+            from pyspark.sql import SparkSession
+
+            spark = SparkSession.getActiveSession()
+        except Exception:  # noqa: BLE001
+            spark = None
+    root = cache_root(spark, cache_dir)
+    removed = 0
+    for name in os.listdir(root):
+        path = os.path.join(root, name)
+        if os.path.isdir(path) and (os.path.isfile(os.path.join(path, META)) or
+                                    name.startswith(_PRIVATE) or ".tmp-" in name or
+                                    name == "petastorm"):
+            shutil.rmtree(path, ignore_errors=True)
+            removed += 1
+    from sparkae.data import petastorm as _pt
+
+    _pt.forget_converters()
+    log.info("cleared %d cache entries under %s", removed, root)
+    return removed

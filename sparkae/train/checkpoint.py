@@ -1,0 +1,168 @@
+"""Training checkpoints: safetensors for tensors, JSON for everything else. No pickle.
+
+A checkpoint is a directory ``<checkpoint_dir>/epoch-000N`` with ``tensors.safetensors``
+and ``state.json`` (the loop's state: optimizer settings, history, early-stopping state,
+and where each tensor goes; plus the fit's metadata). It is written beside its final name
+and renamed into place, so every ``epoch-*`` directory is complete; the newest one is
+what ``fit(..., resume=True)`` continues from. The two newest are kept.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import uuid
+from typing import Any, Dict, Optional, Tuple
+
+import torch
+from safetensors.torch import load_file, save_file
+
+log = logging.getLogger("sparkae")
+
+STATE = "state.json"
+TENSORS = "tensors.safetensors"
+KEEP = 2
+_NAME = re.compile(r"^epoch-(\d+)$")
+
+
+def _encode(obj: Any, tensors: Dict[str, torch.Tensor], path: str) -> Any:
+    """JSON-able form of nested dicts/lists/scalars; tensors go to ``tensors`` by path."""
+    if isinstance(obj, torch.Tensor):
+        tensors[path] = obj.detach().to("cpu", copy=True).contiguous()
+        return {"__tensor__": path}
+    if isinstance(obj, dict):
+        return {"__items__": [[k, _encode(v, tensors, f"{path}.{k}")] for k, v in obj.items()]}
+    if isinstance(obj, (list, tuple)):
+        return {"__list__": [_encode(v, tensors, f"{path}.{i}") for i, v in enumerate(obj)],
+                "tuple": isinstance(obj, tuple)}
+    if hasattr(obj, "item") and not isinstance(obj, (str, bytes)):
+        return obj.item()
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    raise TypeError(f"checkpoint: cannot store a {type(obj).__name__} at {path}")
+
+
+def _decode(obj: Any, tensors: Dict[str, torch.Tensor]) -> Any:
+    if isinstance(obj, dict):
+        if "__tensor__" in obj:
+            return tensors[obj["__tensor__"]]
+        if "__items__" in obj:
+            return {k: _decode(v, tensors) for k, v in obj["__items__"]}
+        if "__list__" in obj:
+            items = [_decode(v, tensors) for v in obj["__list__"]]
+            return tuple(items) if obj.get("tuple") else items
+    return obj
+
+
+def save(directory: str, epoch: int, state: Dict[str, Any], meta: Dict[str, Any]) -> str:
+    """Write the checkpoint of ``epoch`` under ``directory``; return its path."""
+    os.makedirs(directory, exist_ok=True)
+    tensors: Dict[str, torch.Tensor] = {}
+    body = {"epoch": epoch, "meta": meta, "state": _encode(state, tensors, "s")}
+    final = os.path.join(directory, f"epoch-{epoch:04d}")
+    tmp = os.path.join(directory, f".epoch-{epoch:04d}.tmp-{uuid.uuid4().hex[:8]}")
+    os.makedirs(tmp)
+    try:
+        save_file(tensors, os.path.join(tmp, TENSORS))
+        with open(os.path.join(tmp, STATE), "w") as f:
+            json.dump(body, f)
+        if os.path.exists(final):
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    for old in sorted(_epochs(directory))[:-KEEP]:
+        shutil.rmtree(os.path.join(directory, f"epoch-{old:04d}"), ignore_errors=True)
+    log.info("checkpoint: epoch %d -> %s", epoch, final)
+    return final
+
+
+def _epochs(directory: str):
+    if not os.path.isdir(directory):
+        return []
+    return [int(m.group(1)) for m in map(_NAME.match, os.listdir(directory)) if m and
+            os.path.isfile(os.path.join(directory, m.group(0), STATE))]
+
+
+def latest(directory: Optional[str]) -> Optional[str]:
+    """The newest complete checkpoint under ``directory``, or None."""
+    if not directory:
+        return None
+    epochs = _epochs(directory)
+    return os.path.join(directory, f"epoch-{max(epochs):04d}") if epochs else None
+
+
+def load(path: str) -> Tuple[int, Dict[str, Any], Dict[str, Any]]:
+    """Read a checkpoint: ``(epoch, loop state, metadata)``.
+
+    Raises
+    ------
+    ValueError
+        The directory is not a readable checkpoint.
+    """
+    try:
+        with open(os.path.join(path, STATE)) as f:
+            body = json.load(f)
+        tensors = load_file(os.path.join(path, TENSORS))
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"checkpoint '{path}' cannot be read: {exc}") from None
+    return int(body["epoch"]), _decode(body["state"], tensors), body.get("meta", {})
+
+
+def read_meta(path: str) -> Dict[str, Any]:
+    """Only the metadata of a checkpoint (no tensors)."""
+    with open(os.path.join(path, STATE)) as f:
+        return json.load(f).get("meta", {})
+
+
+def clear(directory: Optional[str]) -> None:
+    """Remove the checkpoints under ``directory`` (a fresh fit starts a new series)."""
+    epochs = _epochs(directory) if directory else []
+    for e in epochs:
+        shutil.rmtree(os.path.join(directory, f"epoch-{e:04d}"), ignore_errors=True)
+    if epochs:
+        log.info("checkpoint_dir %s: removed %d checkpoints of an earlier fit", directory,
+                 len(epochs))
+
+
+def resume_point(directory: Optional[str], resume: bool, meta: Dict[str, Any],
+                 seed_param: Optional[int]) -> Tuple[Optional[str], Optional[int]]:
+    """Where ``fit(..., resume=resume)`` starts: ``(checkpoint path or None, its seed)``.
+
+    A fresh fit (``resume=False``) clears old checkpoints in ``directory``. A resumed fit
+    takes the newest complete checkpoint, which must have been written for the same
+    network and training data (``meta`` keys ``spec`` and ``data``) and seed.
+
+    Raises
+    ------
+    ValueError
+        ``resume`` without a ``checkpoint_dir``, or a checkpoint of another model, data or
+        seed.
+    """
+    if not resume:
+        clear(directory)
+        return None, None
+    if not directory:
+        raise ValueError("fit(resume=True) needs the checkpoint_dir Param: the directory the "
+                         "interrupted fit wrote its checkpoints to")
+    path = latest(directory)
+    if path is None:
+        log.warning("fit(resume=True): no checkpoint under %s yet; training from the start",
+                    directory)
+        return None, None
+    found = read_meta(path)
+    expected = json.loads(json.dumps(meta))
+    for key, what in (("spec", "network"), ("data", "training data")):
+        if found.get(key) is not None and expected.get(key) is not None and \
+                found[key] != expected[key]:
+            raise ValueError(f"fit(resume=True): the checkpoint {path} was written for another "
+                             f"{what} ({key}: {found[key]!r}, this fit: {expected[key]!r}); use "
+                             "another checkpoint_dir or resume=False")
+    seed = found.get("seed")
+    if seed_param is not None and seed is not None and seed_param != seed:
+        raise ValueError(f"fit(resume=True): the checkpoint {path} was written with seed {seed}, "
+                         f"this fit has seed={seed_param}")
+    return path, seed

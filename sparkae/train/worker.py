@@ -1,0 +1,192 @@
+"""The body of one training rank in its own process (under torchrun / TorchDistributor).
+
+:func:`rank_main` joins the process group (gloo on CPU, nccl on GPU; rendezvous on
+127.0.0.1 for local runs), trains its shard under DistributedDataParallel through
+:func:`sparkae.train.distributed.run_rank`, and on rank 0 returns the weights as
+safetensors bytes and the history as JSON text (never a pickled module). Everything the
+rank prints is also kept in a short tail; if the rank fails, one line
+``SPARKAE_RANK_FAILED {json}`` (rank, error, traceback, the tail) goes to its output and,
+in local mode, a file in the run directory, so that the driver can say which rank failed
+and why (:func:`sparkae.train.distributed.rank_failure`).
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime
+import inspect
+import io
+import json
+import logging
+import os
+import sys
+import threading
+import time
+import traceback
+from typing import Any, Deque, Dict, List, Optional, Tuple
+
+import torch
+
+log = logging.getLogger("sparkae")
+
+#: Prefix of the line a failing rank prints.
+MARKER = "SPARKAE_RANK_FAILED "
+#: Lines of a failing rank's output that travel with its error.
+TAIL_LINES = 40
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+class _Tee(io.TextIOBase):
+    """A text stream that writes through and remembers the last lines."""
+
+    def __init__(self, stream: Any, tail: Deque[str]) -> None:
+        super().__init__()
+        self.stream, self.tail, self.partial = stream, tail, ""
+
+    def write(self, text: str) -> int:
+        self.stream.write(text)
+        lines = (self.partial + text).split("\n")
+        self.partial = lines.pop()
+        self.tail.extend(lines)
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def isatty(self) -> bool:  # some libraries ask
+        return False
+
+
+def pack_result(state: Dict[str, torch.Tensor], history: List[Dict]) -> Dict[str, Any]:
+    """Rank 0's result as plain data: safetensors bytes and JSON text."""
+    from safetensors.torch import save
+
+    return {"weights": save({k: v.detach().cpu().contiguous() for k, v in state.items()}),
+            "history": json.dumps(history)}
+
+
+def unpack_result(result: Dict[str, Any]) -> Tuple[Dict[str, torch.Tensor], List[Dict]]:
+    """Inverse of :func:`pack_result`."""
+    from safetensors.torch import load
+
+    return load(result["weights"]), json.loads(result["history"])
+
+
+def _report(exc: BaseException, rank: int, world: int, tail: Deque[str],
+            run_dir: Optional[str]) -> None:
+    tb = traceback.format_exception(type(exc), exc, exc.__traceback__)
+    for line in "".join(tb).rstrip().split("\n"):
+        tail.append(line)
+    info = {"rank": rank, "world_size": world, "type": type(exc).__name__,
+            "message": str(exc), "time": time.time(), "tail": list(tail)[-TAIL_LINES:]}
+    text = json.dumps(info)
+    if run_dir:
+        try:
+            with open(os.path.join(run_dir, f"error-rank{rank}.json"), "w") as f:
+                f.write(text)
+        except OSError:
+            pass
+    sys.__stdout__.write(MARKER + text + "\n")
+    sys.__stdout__.flush()
+
+
+def _setup_logging(rank: int, tail: Deque[str]) -> None:
+    sys.stdout = _Tee(sys.__stdout__, tail)
+    sys.stderr = _Tee(sys.__stderr__, tail)
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter(f"[rank {rank}] %(levelname)s %(name)s: %(message)s"))
+    logger = logging.getLogger("sparkae")
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
+def _watch_launcher(rank: int) -> None:
+    """End this rank when its launcher (the torchrun agent) is gone: torchrun starts ranks
+    in sessions of their own, so a killed launcher would otherwise leave them training."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent:
+                try:   # the launcher's pipe may be gone with it
+                    sys.__stderr__.write(f"[rank {rank}] the launcher (pid {parent}) is gone; "
+                                         "stopping\n")
+                    sys.__stderr__.flush()
+                finally:
+                    os._exit(1)
+
+    threading.Thread(target=watch, name="sparkae-launcher-watch", daemon=True).start()
+
+
+def _device(use_gpu: bool, local_rank: int) -> torch.device:
+    if not use_gpu:
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise RuntimeError("use_gpu=True but this rank sees no CUDA device "
+                           f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')!r})")
+    return torch.device("cuda", local_rank % torch.cuda.device_count())
+
+
+def rank_main(job: Any) -> Optional[Dict[str, Any]]:
+    """Train one rank of ``job`` (a :class:`~sparkae.train.distributed.TrainJob`).
+
+    Reads ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK`` from the environment torchrun sets.
+    Returns rank 0's :func:`pack_result` (None on other ranks); ranks other than their
+    torchrun's local rank 0 end their process once done.
+    """
+    import torch.distributed as dist
+
+    from sparkae.train.distributed import run_rank
+
+    rank = int(os.environ.get("RANK", 0))
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    tail: Deque[str] = collections.deque(maxlen=4 * TAIL_LINES)
+    _setup_logging(rank, tail)
+    _watch_launcher(rank)
+    payload = None
+    try:
+        if os.environ.get("MASTER_ADDR", "") in _LOOPBACK:
+            os.environ["MASTER_ADDR"] = "127.0.0.1"
+            os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+        device = _device(job.use_gpu, local_rank)
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(backend, timeout=datetime.timedelta(seconds=job.timeout_s))
+        torch.set_num_threads(job.threads_per_rank)
+        log.info("rank %d/%d on %s (%s, %d threads, master %s:%s)", rank, world, device,
+                 backend, torch.get_num_threads(), os.environ.get("MASTER_ADDR"),
+                 os.environ.get("MASTER_PORT"))
+
+        def wrap(net: torch.nn.Module) -> torch.nn.Module:
+            ids = [device.index] if device.type == "cuda" else None
+            # The scaler's buffers are fixed statistics, equal on every rank: no need to
+            # broadcast them before every forward pass (they are input-wide).
+            ddp = torch.nn.parallel.DistributedDataParallel
+            sync = ("forward_sync_buffers" if "forward_sync_buffers" in
+                    inspect.signature(ddp.__init__).parameters else "broadcast_buffers")
+            return ddp(net, device_ids=ids, **{sync: False})
+
+        def reduce(values: List[float]) -> List[float]:
+            t = torch.tensor(values, dtype=torch.float64, device=device)
+            dist.all_reduce(t)
+            return t.tolist()
+
+        state, history = run_rank(job, rank, world, wrap=wrap, reduce=reduce, device=device)
+        if rank == 0:
+            payload = pack_result(state, history)
+        dist.destroy_process_group()
+    except BaseException as exc:  # noqa: BLE001 - every failure is reported, then the rank ends
+        _report(exc, rank, world, tail, job.run_dir)
+        logging.shutdown()
+        os._exit(1)
+    if local_rank != 0:
+        # Ranks that share a torchrun with local rank 0 (local mode, several GPUs per task)
+        # end here: the result file TorchDistributor reads back is local rank 0's to write.
+        sys.__stdout__.flush()
+        sys.__stderr__.flush()
+        os._exit(0)
+    return payload
