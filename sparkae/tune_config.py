@@ -1,0 +1,260 @@
+"""Settings of the tuning job (``jobs/tune.py``): YAML -> validated dict, and the run.
+
+Sections: ``spark``, ``input`` and ``evaluation`` (as in :mod:`sparkae.config`), ``model``
+(the base Autoencoder Params every trial starts from), ``grid`` (Param name -> list of
+candidates; list-valued Params such as ``hidden`` take a list of lists), ``tune`` (how
+trials run) and ``output``. Missing keys take the defaults of :data:`DEFAULTS`; unknown
+keys are errors with a "did you mean" suggestion; ``section.key=value`` overrides parse
+their values as YAML (``--set 'grid.hidden=[[50],[100]]'``).
+
+Results under ``output.dir``: ``leaderboard.csv``, ``leaderboard.md``, ``leaderboard.png``,
+``best_params.json``, ``best_model/``; the trial record and every trial's model under
+``tune.storage_path`` (default ``<output.dir>/trials``), so running the job again with the
+same grid resumes where it stopped (``tune.resume: false`` starts over).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import time
+from typing import Any, Dict, Iterable, List, Optional
+
+import yaml
+
+from sparkae import config as train_config
+from sparkae.config import parse_override
+from sparkae.params import check_known
+
+#: Defaults of every setting of the tuning job (``model`` defaults: the Autoencoder's).
+DEFAULTS: Dict[str, Dict[str, Any]] = {
+    "spark": {"master": "local[2]", "app_name": "sparkae-tune", "conf": {}},
+    "input": copy.deepcopy(train_config.DEFAULTS["input"]),
+    "evaluation": copy.deepcopy(train_config.DEFAULTS["evaluation"]),
+    "model": {},
+    "grid": {},
+    "tune": {
+        "search": "grid",            # grid | random
+        "num_samples": None,         # random: how many combinations to draw
+        "scheduler": None,           # None | asha (stop poor trials early, per epoch)
+        "max_concurrent_trials": None,   # None: as many as the CPUs allow
+        "cpus_per_trial": 1,         # each trial's Spark cores and Torch threads
+        "seed": None,                # random search (and fits without model.seed)
+        "storage_path": None,        # trial record + models; None: <output.dir>/trials
+        "resume": True,              # skip trials already finished in storage_path
+        "dashboard": False,          # start Ray's dashboard
+    },
+    "output": {
+        "dir": "out/tune",           # leaderboard.{csv,md,png}, best_params.json, best_model/
+        "overwrite": True,           # replace a previous run's results in dir
+    },
+}
+
+
+def load(path: Optional[str] = None, overrides: Iterable[str] = ()) -> Dict[str, Dict[str, Any]]:
+    """Read a YAML tuning config (or the defaults), apply overrides and validate.
+
+    Raises
+    ------
+    FileNotFoundError
+        The config file does not exist.
+    ValueError
+        Unknown sections or keys, bad YAML, an empty or malformed grid, bad values.
+    """
+    raw: Dict[str, Any] = {}
+    if path is not None:
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"config file '{path}' does not exist")
+        with open(path) as f:
+            try:
+                raw = yaml.safe_load(f) or {}
+            except yaml.YAMLError as exc:
+                raise ValueError(f"config file '{path}' is not valid YAML: {exc}") from None
+        if not isinstance(raw, dict):
+            raise ValueError(f"config file '{path}': expected a mapping of sections "
+                             f"({', '.join(DEFAULTS)}), got {type(raw).__name__}")
+    where = f"config '{path}'" if path else "config"
+    check_known(list(raw), list(DEFAULTS), where)
+    settings = copy.deepcopy(DEFAULTS)
+    settings["model"] = train_config.model_defaults()
+    for section, values in raw.items():
+        if values is None:
+            continue
+        if not isinstance(values, dict):
+            raise ValueError(f"{where}: section '{section}' must be a mapping, got {values!r}")
+        _merge(settings, section, values, where)
+    for item in overrides:
+        parts, value = parse_override(item)
+        check_known([parts[0]], list(DEFAULTS), "--set")
+        if parts[0] == "spark" and parts[1] == "conf" and len(parts) > 2:
+            settings["spark"]["conf"][".".join(parts[2:])] = value
+            continue
+        _merge(settings, parts[0], {".".join(parts[1:]): value}, "--set")
+    validate(settings)
+    return settings
+
+
+def _merge(settings: Dict[str, Any], section: str, values: Dict[str, Any], where: str) -> None:
+    if section != "grid":   # grid keys are checked against the Params in validate()
+        check_known(list(values), list(settings[section]), f"{where}, section '{section}'")
+    for key, value in values.items():
+        if section == "spark" and key == "conf":
+            if not isinstance(value, dict):
+                raise ValueError(f"{where}: spark.conf must be a mapping of Spark settings")
+            settings["spark"]["conf"].update(value)
+        else:
+            settings[section][key] = value
+
+
+def validate(settings: Dict[str, Any]) -> None:
+    """Check every section (the ``model`` and ``input``/``evaluation`` sections with the
+    training job's rules, the grid with :func:`sparkae.tune.expand_grid`)."""
+    from sparkae.tune import expand_grid
+
+    probe = copy.deepcopy(train_config.DEFAULTS)
+    for section in ("spark", "input", "evaluation", "model"):
+        probe[section] = settings[section]
+    train_config._validate(probe)
+    t = settings["tune"]
+    if not settings["grid"]:
+        raise ValueError("grid: empty; give at least one Param with a list of candidates, "
+                         "e.g. grid: {hidden: [[50], [100]]}")
+    if t["scheduler"] not in (None, "asha"):
+        raise ValueError(f"tune.scheduler: got {t['scheduler']!r}, expected null or 'asha'")
+    for key in ("max_concurrent_trials", "num_samples"):
+        v = t[key]
+        if v is not None and not (isinstance(v, int) and v >= 1):
+            raise ValueError(f"tune.{key}: got {v!r}, expected null or an integer >= 1")
+    cpus = t["cpus_per_trial"]
+    if not (isinstance(cpus, int) and cpus >= 1):
+        raise ValueError(f"tune.cpus_per_trial: got {cpus!r}, expected an integer >= 1")
+    try:
+        expand_grid(settings["grid"], t["search"], t["num_samples"], t["seed"])
+    except ValueError as exc:
+        raise ValueError(f"grid: {exc}" if not str(exc).startswith(("param_grid", "grid"))
+                         else str(exc).replace("param_grid", "grid", 1)) from None
+
+
+def describe_defaults() -> str:
+    """Every setting with its default, one per line (for ``--help``)."""
+    lines: List[str] = []
+    for section, values in DEFAULTS.items():
+        if section in ("model", "grid"):
+            lines.append(f"  {section}.<Autoencoder Param> = " +
+                         ("its default (jobs/train.py --help)" if section == "model"
+                          else "[candidates] (list-valued Params: a list of lists)"))
+            continue
+        for key, value in values.items():
+            text = yaml.safe_dump(value, default_flow_style=True).strip()
+            lines.append(f"  {section}.{key} = {text.removesuffix('...').strip()}")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------
+# The run
+
+def run(spark: Any, settings: Dict[str, Any]) -> Dict[str, Any]:
+    """Read the data, run the grid and write the results; return a summary dict.
+
+    Raises
+    ------
+    FileExistsError
+        ``output.overwrite`` is false and ``output.dir`` already holds results.
+    """
+    from sparkae.estimator import Autoencoder
+    from sparkae.runner import read_source, split_input
+    from sparkae.tune import grid_search
+
+    t0 = time.perf_counter()
+    out = os.path.abspath(settings["output"]["dir"])
+    names = ("leaderboard.csv", "leaderboard.md", "leaderboard.png", "best_model")
+    if not settings["output"]["overwrite"] and any(os.path.exists(os.path.join(out, n))
+                                                   for n in names):
+        raise FileExistsError(f"output.dir '{out}' already holds results and "
+                              "output.overwrite is false")
+    t = settings["tune"]
+    storage = os.path.abspath(t["storage_path"] or os.path.join(out, "trials"))
+    if not t["resume"]:
+        shutil.rmtree(storage, ignore_errors=True)
+    source = read_source(spark, settings["input"], "input")
+    train_df, valid_df = split_input(source, settings, spark)
+    res = grid_search(Autoencoder(**settings["model"]), train_df, settings["grid"],
+                      validation_df=valid_df, search=t["search"], num_samples=t["num_samples"],
+                      max_concurrent_trials=t["max_concurrent_trials"],
+                      resources_per_trial={"cpu": t["cpus_per_trial"]},
+                      scheduler=t["scheduler"], seed=t["seed"], storage_path=storage,
+                      include_dashboard=t["dashboard"])
+    os.makedirs(out, exist_ok=True)
+    board = res.leaderboard
+    flat = board.copy()
+    for col in flat.columns:
+        if flat[col].map(lambda v: isinstance(v, (list, tuple))).any():
+            flat[col] = flat[col].map(lambda v: json.dumps(v) if isinstance(v, (list, tuple))
+                                      else v)
+    flat.to_csv(os.path.join(out, "leaderboard.csv"), index=False)
+    with open(os.path.join(out, "leaderboard.md"), "w") as f:
+        f.write(markdown_table(flat) + "\n")
+    with open(os.path.join(out, "leaderboard.png"), "wb") as f:
+        f.write(leaderboard_chart(flat, valid_df is not None))
+    with open(os.path.join(out, "best_params.json"), "w") as f:
+        json.dump(res.best_params, f, indent=2)
+    best_dir = None
+    if res.best_model is not None:
+        best_dir = os.path.join(out, "best_model")
+        res.best_model.write().overwrite().save(best_dir)
+    return {"leaderboard": flat, "best_params": res.best_params, "best_model": best_dir,
+            "out": out, "storage_path": storage, "wall_time_s": time.perf_counter() - t0,
+            "failed": int((board["status"] == "error").sum()), "trials": len(board)}
+
+
+def markdown_table(df: Any) -> str:
+    """A GitHub Markdown table of a small DataFrame (floats to 6 significant digits)."""
+    def cell(v: Any) -> str:
+        if v is None or (isinstance(v, float) and v != v):
+            return ""
+        if isinstance(v, float):
+            return f"{v:.6g}"
+        return str(v).replace("|", "\\|").replace("\n", " ")
+
+    cols = list(df.columns)
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for row in df.itertuples(index=False):
+        lines.append("| " + " | ".join(cell(v) for v in row) + " |")
+    return "\n".join(lines)
+
+
+def leaderboard_chart(flat: Any, has_valid: bool) -> bytes:
+    """A horizontal bar chart of the leaderboard's MSE, best at the top; failed trials are
+    listed with no bar."""
+    from sparkae.report import _plt, _png
+
+    plt = _plt()
+    by = "validation_mse" if has_valid else "train_mse"
+    skip = {"trial", "train_mse", "validation_mse", "epochs", "wall_s", "status", "error"}
+    params = [c for c in flat.columns if c not in skip]
+    labels = [", ".join(f"{p}={r[p]}" for p in params) + ("" if r["status"] in ("ok", "stopped")
+                                                          else f" ({r['status']})")
+              for _, r in flat.iterrows()]
+    values = [float(v) if v == v and v is not None else 0.0 for v in flat[by]]
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(labels) + 1.2))
+    ax.barh(range(len(labels)), values, color=["tab:blue" if v > 0 else "tab:red"
+                                               for v in values])
+    ax.set_yticks(range(len(labels)))
+    ax.set_yticklabels(labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel(f"{by.replace('_', ' ')} (scaled)")
+    ax.set_title("Tuning leaderboard (best at the top)")
+    return _png(fig)
+
+
+def format_summary(summary: Dict[str, Any]) -> str:
+    """A short human summary of :func:`run`'s result."""
+    lines = [f"sparkae tune: {summary['trials']} trials ({summary['failed']} failed) in "
+             f"{summary['wall_time_s']:.1f} s", "", markdown_table(summary["leaderboard"]), "",
+             f"  best params: {json.dumps(summary['best_params'])}",
+             f"  best model:  {summary['best_model']}",
+             f"  results:     {summary['out']} (leaderboard.csv/.md/.png)",
+             f"  trials:      {summary['storage_path']} (rerun the job to resume)"]
+    return "\n".join(lines)

@@ -1,0 +1,125 @@
+"""Ray Tune grids (issue 6): a real local Ray on 127.0.0.1, started once for the module."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # before Ray is imported
+ray = pytest.importorskip("ray")
+
+from sparkae import Autoencoder, AutoencoderModel  # noqa: E402
+from sparkae.tune import RECORD, expand_grid, grid_search, trial_key  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(address="local", _node_ip_address="127.0.0.1", num_cpus=2,
+             include_dashboard=False, log_to_driver=False, object_store_memory=256 * 1024**2)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def split(small_dense):
+    _, df = small_dense
+    train, valid = df.randomSplit([0.75, 0.25], seed=3)
+    return train.cache(), valid.cache()
+
+
+def _est(**kw):
+    return Autoencoder(**dict(dict(features_col="vec", epochs=2, seed=5, mini_batch_size=32),
+                              **kw))
+
+
+def test_expand_grid_errors():
+    assert len(expand_grid({"hidden": [[4], [6, 3, 6]], "rate": [0.1, 0.01]})) == 4
+    assert len(expand_grid({"hidden": [[4], [6]], "rate": [0.1, 0.01]}, "random",
+                           num_samples=3, seed=1)) == 3
+    with pytest.raises(ValueError, match="did you mean 'hidden'"):
+        expand_grid({"hiden": [[4]]})
+    with pytest.raises(ValueError, match="give a list of lists"):
+        expand_grid({"hidden": [4, 6]})
+    with pytest.raises(ValueError, match="expected a non-empty list"):
+        expand_grid({"rate": 0.1})
+    with pytest.raises(ValueError, match="num_samples"):
+        expand_grid({"rate": [0.1]}, "random")
+
+
+def test_grid_leaderboard_best_model_and_failed_trial(local_ray, split, spark, tmp_path):
+    train, valid = split
+    res = grid_search(_est(hidden=[4]), train,
+                      {"activation": ["tanh", "rectifier", "bogus"]}, validation_df=valid,
+                      max_concurrent_trials=2)
+    board = res.leaderboard
+    assert list(board["status"]) == ["ok", "ok", "error"]
+    ok = board[board["status"] == "ok"]
+    assert ok["validation_mse"].is_monotonic_increasing
+    assert (ok["epochs"] == 2).all() and (ok["train_mse"] > 0).all()
+    failed = board.iloc[-1]
+    assert failed["activation"] == "bogus"
+    assert "Autoencoder param 'activation': got 'bogus'" in failed["error"]
+    assert res.best_params == {"activation": board.iloc[0]["activation"]}
+    scored = res.best_model.transform(valid).select("reconstruction_mse").toPandas()
+    assert len(scored) == valid.count() and scored["reconstruction_mse"].notna().all()
+    res.best_model.save(str(tmp_path / "best"))
+    assert AutoencoderModel.load(str(tmp_path / "best")).input_size == 12
+
+
+def test_resume_skips_finished_trials(local_ray, split, tmp_path):
+    train, _ = split
+    store = str(tmp_path / "store")
+    # "interrupted" after one trial: only the first combination got recorded
+    first = grid_search(_est(), train, {"hidden": [[4]]}, storage_path=store)
+    assert list(first.leaderboard["status"]) == ["ok"]
+    res = grid_search(_est(), train, {"hidden": [[4], [6]]}, storage_path=store)
+    assert sorted(map(tuple, res.leaderboard["hidden"])) == [(4,), (6,)]
+    assert (res.leaderboard["status"] == "ok").all()
+    assert res.leaderboard["train_mse"].is_monotonic_increasing
+    with open(os.path.join(store, RECORD)) as f:
+        lines = [json.loads(line) for line in f]
+    key4 = trial_key(dict(_est().param_values(), hidden=[4]))
+    assert sum(r["key"] == key4 for r in lines) == 1   # not rerun
+    assert len(lines) == 2
+    again = grid_search(_est(), train, {"hidden": [[4], [6]]}, storage_path=store)
+    assert len(open(os.path.join(store, RECORD)).readlines()) == 2   # nothing rerun
+    assert again.best_model is not None
+
+
+def test_asha_reports_every_epoch(local_ray, split):
+    train, valid = split
+    res = grid_search(_est(epochs=3, stopping_rounds=0), train, {"hidden": [[4], [6]]},
+                      validation_df=valid, scheduler="asha")
+    board = res.leaderboard
+    assert set(board["status"]) <= {"ok", "stopped"} and "ok" in set(board["status"])
+    done = board[board["status"] == "ok"]
+    assert (done["epochs"] == 3).all()        # trained epoch by epoch to the end
+    assert res.best_model.summary.epochs == 3
+    assert len(res.best_model.summary.history) == 3
+
+
+def test_bad_arguments_fail_before_ray(split):
+    train, _ = split
+    with pytest.raises(ValueError, match="scheduler"):
+        grid_search(_est(), train, {"hidden": [[4]]}, scheduler="hyperband")
+    with pytest.raises(ValueError, match="did you mean 'activation'"):
+        grid_search(_est(), train, {"activaton": ["tanh"]})
+
+
+def test_tune_configs():
+    from sparkae import tune_config
+
+    hidden = tune_config.load("conf/grid_hidden.yaml")
+    assert hidden["grid"]["hidden"][2] == [300, 100, 300] and len(hidden["grid"]["hidden"]) == 5
+    assert hidden["model"]["activation"] == "tanh"
+    sparsity = tune_config.load("conf/grid_sparsity.yaml", ["tune.scheduler=asha"])
+    assert sparsity["grid"]["sparsity_beta"] == [0.01, 0.05, 0.1, 0.2]
+    assert sparsity["model"]["average_activation"] == -0.1
+    with pytest.raises(ValueError, match="give a list of lists"):
+        tune_config.load("conf/grid_hidden.yaml", ["grid.hidden=[50, 100]"])
+    with pytest.raises(ValueError, match="did you mean 'scheduler'"):
+        tune_config.load("conf/grid_hidden.yaml", ["tune.schedular=asha"])
+    with pytest.raises(ValueError, match="tune.cpus_per_trial"):
+        tune_config.load("conf/grid_hidden.yaml", ["tune.cpus_per_trial=0"])
