@@ -1,0 +1,193 @@
+"""Discover benchmark entries, run them, record their results, regenerate the report.
+
+An entry is a module ``bench/bench_<name>.py`` exposing ``def run(quick: bool = False) ->
+dict``. Optional module attributes: ``TITLE`` (section title in BENCHMARKS.md) and
+``SMOKE = True`` (part of ``python -m bench smoke``, which runs its members with
+``quick=True`` and must finish in under 2 minutes). Keys of the returned dict that the
+report understands (all optional; anything else is listed as measured values):
+
+- ``summary``: one or two sentences (markdown) shown first;
+- ``targets``: ``[{name, value, target, met}]``; a missed target is called out;
+- ``tables``: ``[{title, columns, rows}]``;
+- ``charts``: chart specs drawn by :mod:`bench.report` (``kind`` bar, line or scatter);
+- ``notes``: markdown text, e.g. a profile of where the time goes.
+
+An entry that cannot run here raises :class:`bench.common.Skip` (recorded as skipped).
+Each run is written to ``<results>/<name>-<YYYYmmdd-HHMMSS>[-quick].json`` with the
+machine (cores, memory, CPU model), versions, date, load average before and after, wall
+time and status; then the report is regenerated from every result on disk.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from bench import common
+
+log = logging.getLogger("bench")
+
+BENCH_DIR = Path(__file__).resolve().parent
+RESULTS_DIR = BENCH_DIR / "results"
+CHARTS_DIR = BENCH_DIR / "charts"
+REPORT = common.ROOT / "BENCHMARKS.md"
+PREFIX = "bench_"
+
+
+def discover() -> List[str]:
+    """Names of the entries present (``bench/bench_<name>.py``), sorted."""
+    return sorted(p.stem[len(PREFIX):] for p in BENCH_DIR.glob(f"{PREFIX}*.py"))
+
+
+def load(name: str):
+    """Import the entry module ``bench.bench_<name>``."""
+    return importlib.import_module(f"bench.{PREFIX}{name}")
+
+
+def smoke_members() -> List[str]:
+    """Entries that declare ``SMOKE = True`` (an entry that fails to import is left out and
+    logged)."""
+    out = []
+    for name in discover():
+        try:
+            if getattr(load(name), "SMOKE", False):
+                out.append(name)
+        except Exception as exc:  # noqa: BLE001 - report and go on
+            log.error("bench_%s does not import: %s", name, exc)
+    return out
+
+
+_MACHINE: Optional[Dict[str, Any]] = None
+_VERSIONS: Optional[Dict[str, Any]] = None
+
+
+def run_entry(name: str, quick: bool, results_dir: Path = RESULTS_DIR) -> Dict[str, Any]:
+    """Run one entry; write and return its record (status ``ok``, ``skipped`` or
+    ``error``)."""
+    global _MACHINE, _VERSIONS
+    if _MACHINE is None:
+        _MACHINE, _VERSIONS = common.machine(), common.versions()
+    record: Dict[str, Any] = {
+        "entry": name, "quick": bool(quick), "started": common.now_iso(),
+        "machine": _MACHINE, "versions": _VERSIONS, "load_avg_start": common.load_average(),
+        "mnist_dir": str(common.mnist_dir()),
+        "env": {k: os.environ.get(k) for k in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS",
+                                               "MKL_NUM_THREADS")},
+    }
+    log.info("=== bench %s%s ===", name, " (quick)" if quick else "")
+    t0 = time.perf_counter()
+    try:
+        module = load(name)
+        record["title"] = getattr(module, "TITLE", name)
+        result = module.run(quick=quick)
+        if not isinstance(result, dict):
+            raise TypeError(f"bench_{name}.run returned {type(result).__name__}, not a dict")
+        record["status"], record["result"] = "ok", result
+    except common.Skip as exc:
+        record["status"], record["reason"] = "skipped", str(exc)
+        log.warning("bench %s skipped: %s", name, exc)
+    except Exception as exc:  # noqa: BLE001 - record the failure, go on with the others
+        record["status"], record["error"] = "error", f"{type(exc).__name__}: {exc}"
+        record["traceback"] = traceback.format_exc()[-6000:]
+        log.error("bench %s failed: %s", name, record["traceback"])
+    record["duration_s"] = round(time.perf_counter() - t0, 1)
+    record["finished"] = common.now_iso()
+    record["load_avg_end"] = common.load_average()
+    results_dir.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = results_dir / f"{name}-{stamp}{'-quick' if quick else ''}.json"
+    path.write_text(json.dumps(record, indent=1, default=str) + "\n")
+    record["_path"] = str(path)
+    log.info("bench %s: %s in %.1f s -> %s", name, record["status"], record["duration_s"], path)
+    return record
+
+
+def _stop_spark() -> None:
+    try:
+        from pyspark.sql import SparkSession
+
+        active = SparkSession.getActiveSession()
+        if active is not None:
+            active.stop()
+    except Exception:  # noqa: BLE001 - nothing to stop
+        pass
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="Run sparkae benchmarks, record results, regenerate BENCHMARKS.md.")
+    parser.add_argument("names", nargs="+", metavar="NAME",
+                        help="an entry (bench/bench_NAME.py), 'all', 'smoke' (the quick CI "
+                             "subset), 'list', or 'report' (regenerate BENCHMARKS.md only)")
+    parser.add_argument("--quick", action="store_true", help="small sizes (smoke implies it)")
+    parser.add_argument("--mnist", metavar="DIR", help="directory of the official MNIST test "
+                        f"set (default ${common.MNIST_ENV} or {common.DEFAULT_MNIST_DIR})")
+    parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
+    parser.add_argument("--report", type=Path, default=REPORT, help="the markdown to write")
+    parser.add_argument("--charts-dir", type=Path, default=CHARTS_DIR)
+    parser.add_argument("--no-report", action="store_true", help="do not regenerate the report")
+    parser.add_argument("--omp-wait-policy", choices=["passive", "active", "default"],
+                        default="passive",
+                        help="OMP_WAIT_POLICY for Torch's OpenMP threads here and in Spark's "
+                             "Python workers (default passive: on cores shared with other "
+                             "processes, spinning threads slow 2-thread Torch down 10x or more; "
+                             "bench_machine measures it); an OMP_WAIT_POLICY already set wins")
+    args = parser.parse_args(argv)
+    if args.omp_wait_policy != "default":
+        # before Torch (and its OpenMP runtime) is imported; Spark's workers inherit it
+        os.environ.setdefault("OMP_WAIT_POLICY", args.omp_wait_policy.upper())
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    for name in ("bench", "sparkae"):
+        logging.getLogger(name).setLevel(logging.INFO)
+    if args.mnist:
+        os.environ[common.MNIST_ENV] = args.mnist
+    os.environ.setdefault("DO_NOT_TRACK", "1")          # h2o-py: no usage telemetry
+    os.environ.setdefault("PYARROW_IGNORE_TIMEZONE", "1")
+
+    from bench import report
+
+    names, quick = list(args.names), args.quick
+    if names == ["list"]:
+        smoke = set(smoke_members())
+        for name in discover():
+            print(f"{name}{'  (smoke)' if name in smoke else ''}")
+        return 0
+    if names == ["report"]:
+        print(report.write_report(args.results_dir, args.report, args.charts_dir))
+        return 0
+    if names == ["smoke"]:
+        names, quick = smoke_members(), True
+    elif names == ["all"]:
+        names = discover()
+    unknown = [n for n in names if n not in discover()]
+    if unknown:
+        parser.error(f"unknown entry {', '.join(unknown)}; entries: {', '.join(discover())}, "
+                     "or all, smoke, list, report")
+
+    t0 = time.perf_counter()
+    records = []
+    try:
+        for name in names:
+            records.append(run_entry(name, quick, args.results_dir))
+            if not args.no_report:
+                report.write_report(args.results_dir, args.report, args.charts_dir)
+    finally:
+        _stop_spark()
+    total = time.perf_counter() - t0
+    width = max(len(r["entry"]) for r in records) if records else 0
+    for r in records:
+        extra = r.get("error") or r.get("reason") or ""
+        print(f"{r['entry']:<{width}}  {r['status']:<7}  {r['duration_s']:>7.1f} s  {extra}")
+    print(f"total {total:.1f} s; results in {args.results_dir}"
+          + ("" if args.no_report else f"; report {args.report}"))
+    return 1 if any(r["status"] == "error" for r in records) else 0
