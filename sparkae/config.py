@@ -77,6 +77,34 @@ def parse_override(item: str) -> tuple[List[str], Any]:
     return parts, value
 
 
+def read_sections(path: Optional[str], sections: Iterable[str]) -> tuple[Dict[str, Any], str]:
+    """Read a YAML config of named ``sections`` safely; return ``(raw mapping, where)``.
+
+    Raises
+    ------
+    FileNotFoundError
+        The file does not exist.
+    ValueError
+        Bad YAML, a top level that is not a mapping, or an unknown section.
+    """
+    sections = list(sections)
+    raw: Dict[str, Any] = {}
+    if path is not None:
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"config file '{path}' does not exist")
+        with open(path) as f:
+            try:
+                raw = yaml.safe_load(f) or {}
+            except yaml.YAMLError as exc:
+                raise ValueError(f"config file '{path}' is not valid YAML: {exc}") from None
+        if not isinstance(raw, dict):
+            raise ValueError(f"config file '{path}': expected a mapping of sections "
+                             f"({', '.join(sections)}), got {type(raw).__name__}")
+    where = f"config '{path}'" if path else "config"
+    check_known(list(raw), sections, where)
+    return raw, where
+
+
 def load(path: Optional[str] = None, overrides: Iterable[str] = ()) -> Dict[str, Dict[str, Any]]:
     """Read a YAML config (or the defaults), apply overrides and validate.
 
@@ -100,20 +128,7 @@ def load(path: Optional[str] = None, overrides: Iterable[str] = ()) -> Dict[str,
     ValueError
         Unknown sections or keys, bad YAML, or invalid values (naming the key).
     """
-    raw: Dict[str, Any] = {}
-    if path is not None:
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"config file '{path}' does not exist")
-        with open(path) as f:
-            try:
-                raw = yaml.safe_load(f) or {}
-            except yaml.YAMLError as exc:
-                raise ValueError(f"config file '{path}' is not valid YAML: {exc}") from None
-        if not isinstance(raw, dict):
-            raise ValueError(f"config file '{path}': expected a mapping of sections "
-                             f"({', '.join(DEFAULTS)}), got {type(raw).__name__}")
-    where = f"config '{path}'" if path else "config"
-    check_known(list(raw), list(DEFAULTS), where)
+    raw, where = read_sections(path, DEFAULTS)
     settings = copy.deepcopy(DEFAULTS)
     settings["model"] = model_defaults()
     for section, values in raw.items():

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
-import os
 import re
 from typing import Any, Dict, Iterable, List, Optional
 
 import yaml
 
-from sparkae.config import parse_override
+from sparkae.config import parse_override, read_sections
 from sparkae.params import check_known
 from sparkae.scoring import OUTPUT_TYPES
 
@@ -83,20 +82,7 @@ def load(path: Optional[str] = None, overrides: Iterable[str] = (),
     ValueError
         Unknown sections or keys, bad YAML, or invalid values (naming the setting).
     """
-    raw: Dict[str, Any] = {}
-    if path is not None:
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"config file '{path}' does not exist")
-        with open(path) as f:
-            try:
-                raw = yaml.safe_load(f) or {}
-            except yaml.YAMLError as exc:
-                raise ValueError(f"config file '{path}' is not valid YAML: {exc}") from None
-        if not isinstance(raw, dict):
-            raise ValueError(f"config file '{path}': expected a mapping of sections "
-                             f"({', '.join(DEFAULTS)}), got {type(raw).__name__}")
-    where = f"config '{path}'" if path else "config"
-    check_known(list(raw), list(DEFAULTS), where)
+    raw, where = read_sections(path, DEFAULTS)
     settings = copy.deepcopy(DEFAULTS)
     for section, values in raw.items():
         if values is None:

@@ -25,7 +25,7 @@ from typing import Any, Dict, Iterable, List, Optional
 import yaml
 
 from sparkae import config as train_config
-from sparkae.config import parse_override
+from sparkae.config import parse_override, read_sections
 from sparkae.params import check_known
 
 #: Defaults of every setting of the tuning job (``model`` defaults: the Autoencoder's).
@@ -63,20 +63,7 @@ def load(path: Optional[str] = None, overrides: Iterable[str] = ()) -> Dict[str,
     ValueError
         Unknown sections or keys, bad YAML, an empty or malformed grid, bad values.
     """
-    raw: Dict[str, Any] = {}
-    if path is not None:
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"config file '{path}' does not exist")
-        with open(path) as f:
-            try:
-                raw = yaml.safe_load(f) or {}
-            except yaml.YAMLError as exc:
-                raise ValueError(f"config file '{path}' is not valid YAML: {exc}") from None
-        if not isinstance(raw, dict):
-            raise ValueError(f"config file '{path}': expected a mapping of sections "
-                             f"({', '.join(DEFAULTS)}), got {type(raw).__name__}")
-    where = f"config '{path}'" if path else "config"
-    check_known(list(raw), list(DEFAULTS), where)
+    raw, where = read_sections(path, DEFAULTS)
     settings = copy.deepcopy(DEFAULTS)
     settings["model"] = train_config.model_defaults()
     for section, values in raw.items():
