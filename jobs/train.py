@@ -31,6 +31,9 @@ def parse_args(argv):
                         help="YAML config (default: conf/default.yaml)")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override a setting; VALUE is YAML (repeatable)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from the newest complete checkpoint in "
+                             "model.checkpoint_dir (after a crash or a killed run)")
     parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
     return parser.parse_args(argv)
 
@@ -47,13 +50,14 @@ def main(argv=None) -> int:
         print(f"train: {exc}", file=sys.stderr)
         return 2
     from sparkae.runner import format_summary, run_train
+    from sparkae.train.distributed import RankFailedError
     from sparkae.session import get_session
 
     spark = get_session(settings["spark"]["master"], settings["spark"]["app_name"],
                         settings["spark"]["conf"])
     try:
-        summary = run_train(spark, settings)
-    except (ValueError, FileNotFoundError, FileExistsError) as exc:
+        summary = run_train(spark, settings, resume=args.resume)
+    except (ValueError, OSError, RankFailedError) as exc:
         print(f"train: {exc}", file=sys.stderr)
         return 1
     finally:

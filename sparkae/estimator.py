@@ -16,7 +16,7 @@ from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable, MLRead
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from sparkae import persistence, scoring
+from sparkae import paths, persistence, scoring
 from sparkae.data.cache import CACHE_DIR_CONF  # noqa: F401 - re-exported
 from sparkae.data.training_data import materialize_for_training
 from sparkae.data.prepare import InputInfo, compute_stats, prepare, prepare_like
@@ -118,6 +118,9 @@ class Autoencoder(Estimator, AutoencoderParams, DefaultParamsReadable, DefaultPa
         t0 = time.perf_counter()
         values = self.param_values()
         validate(values)
+        for name in ("checkpoint_dir", "cache_dir"):
+            if values[name]:
+                paths.check_writable(values[name], name)
         seed = values["seed"] if values["seed"] is not None else random.randrange(2**31)
         vectors, info, stats = prepare(dataset, values["features_col"], values["features_cols"])
         scaling = compute_scaling(stats, values["standardize"], values["ignore_const_cols"])

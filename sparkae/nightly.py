@@ -23,7 +23,7 @@ from typing import Any, Dict, List, Optional
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from sparkae import score_config
+from sparkae import paths, score_config
 from sparkae.data.arrow_rows import SCORED, SKIP_REASONS
 from sparkae.estimator import AutoencoderModel
 from sparkae.partitions import is_local, looks_like_table, make_output
@@ -138,6 +138,12 @@ def run_score(spark: SparkSession, settings: Dict[str, Any],
     model = model if model is not None else load_model(settings["model"]["path"])
     src = settings["input"]
     df = read_input(spark, src["path"], src["format"])
+    target_path = settings["output"]["path"]
+    if not (settings["output"]["format"] == "table" or
+            (settings["output"]["format"] == "auto" and looks_like_table(target_path))):
+        paths.check_not_input(target_path, [src["path"], settings["model"]["path"]],
+                              "output.path")
+        paths.check_writable(target_path, "output.path")
     ids = list(src["id_cols"])
     missing = [c for c in ids if c not in df.columns]
     if missing:

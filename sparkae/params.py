@@ -274,6 +274,17 @@ def validate(values: Dict[str, Any]) -> None:
                                  f"expected {allowed}")
     if "hidden" in values:
         _cross_checks(values)
+    _exclusive_checks(values)
+
+
+def _exclusive_checks(values: Dict[str, Any]) -> None:
+    """Settings that cannot be combined: the first one set is named with its partner."""
+    optimizer = values.get("optimizer", "adam")
+    for name in ("momentum_start", "momentum_stable"):
+        if optimizer != "sgd" and (values.get(name) or 0) > 0:
+            raise ValueError(f"Autoencoder param '{name}': got {values[name]!r} with optimizer="
+                             f"'{optimizer}'; momentum applies only to optimizer='sgd' (set "
+                             "optimizer='sgd' or leave momentum at 0)")
 
 
 def _cross_checks(values: Dict[str, Any]) -> None:

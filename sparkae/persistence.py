@@ -128,6 +128,11 @@ def load_model(path: str) -> Tuple[Dict[str, Any], Dict[str, torch.Tensor]]:
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise ValueError(f"model '{path}' has format version {version!r}; this sparkae reads "
                          f"versions up to {FORMAT_VERSION}: upgrade sparkae")
+    files = meta.get("files") or {}
+    for name in files if isinstance(files, dict) else ["files"]:
+        if not isinstance(name, str) or name != os.path.basename(name) or name in ("", ".", ".."):
+            raise ValueError(f"model '{path}': {METADATA} names the file {name!r}; a model's "
+                             "files must be plain names inside its directory")
     weights = os.path.join(path, WEIGHTS)
     if not os.path.isfile(weights):
         raise ValueError(f"model '{path}' is incomplete: {WEIGHTS} is missing")

@@ -22,7 +22,7 @@ import torch
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from sparkae import datasets
+from sparkae import datasets, paths
 from sparkae.estimator import Autoencoder
 
 log = logging.getLogger("sparkae")
@@ -79,8 +79,12 @@ def split_input(df: DataFrame, settings: Dict[str, Any],
     return df, read_source(spark, ev, "evaluation")
 
 
-def run_train(spark: SparkSession, settings: Dict[str, Any]) -> Dict[str, Any]:
+def run_train(spark: SparkSession, settings: Dict[str, Any],
+              resume: bool = False) -> Dict[str, Any]:
     """Train, evaluate and score as ``settings`` (from :func:`sparkae.config.load`) say.
+
+    ``resume`` continues training from the newest complete checkpoint in the model's
+    ``checkpoint_dir`` (see ``Autoencoder.fit``).
 
     Returns
     -------
@@ -98,6 +102,10 @@ def run_train(spark: SparkSession, settings: Dict[str, Any]) -> Dict[str, Any]:
             os.path.exists(os.path.join(out, p)) for p in ("model", "scored", "summary.json")):
         raise FileExistsError(f"output.dir '{out}' already holds results and "
                               "output.overwrite is false")
+    sources = [settings[sec].get(k) for sec in ("input", "evaluation")
+               for k in ("path", "images", "labels") if settings[sec].get("source") != "table"]
+    paths.check_not_input(out, sources, "output.dir")
+    paths.check_writable(out, "output.dir")
     source = read_source(spark, settings["input"], "input").cache()
     train_df, valid_df = split_input(source, settings, spark)
     noisy = settings["input"]["corrupt"]
@@ -106,7 +114,8 @@ def run_train(spark: SparkSession, settings: Dict[str, Any]) -> Dict[str, Any]:
 
         train_df = corrupt(train_df, noisy["kind"], noisy["level"], noisy.get("seed", 0),
                            features_col=settings["model"]["features_col"])
-    model = Autoencoder(**settings["model"]).fit(train_df, validation_df=valid_df)
+    model = Autoencoder(**settings["model"]).fit(train_df, validation_df=valid_df,
+                                                 resume=resume)
     fit_s = model.summary.wall_time_s
     os.makedirs(out, exist_ok=True)
     model.write().overwrite().save(os.path.join(out, "model"))

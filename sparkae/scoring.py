@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
 import warnings
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
@@ -64,6 +65,9 @@ SPARSE_DENSITY = 0.05
 #: Spark conf ``"PARTITION:BATCH"``: raise in the worker scoring the BATCH-th Arrow batch
 #: (1-based) of partition PARTITION. A fault-injection aid for tests of failed runs.
 FAIL_CONF = "spark.sparkae.test.failOnBatch"
+#: Test hook: seconds each Arrow batch waits before it is scored (lets fault tests kill an
+#: executor or the driver while a job is surely mid-way). Off unless set.
+DELAY_CONF = "spark.sparkae.test.delayPerBatchS"
 ENGINES = ("arrow_udf", "map_in_arrow")
 
 _TMP_COL = "__sparkae_scores"
@@ -286,7 +290,12 @@ def _score_column(col: pa.Array, scorer: _Scorer, outputs: List[str], layer: int
     return names, arrays
 
 
-def _check_fault(fail_at: Optional[Tuple[int, int]]) -> None:
+def _check_fault(fault: Optional[Tuple[Optional[Tuple[int, int]], float]]) -> None:
+    if fault is None:
+        return
+    fail_at, delay = fault
+    if delay > 0:
+        time.sleep(delay)
     if fail_at is None:
         return
     from pyspark import TaskContext
@@ -315,18 +324,31 @@ def _payload_getter(df: DataFrame, key: str, payload: bytes) -> Callable[[], byt
     return lambda: bc.value
 
 
-def _fail_at(df: DataFrame) -> Optional[Tuple[int, int]]:
+def _conf(df: DataFrame, name: str) -> Optional[str]:
     try:
-        raw = df.sparkSession.conf.get(FAIL_CONF, None)
-    except Exception:
+        return df.sparkSession.conf.get(name, None)
+    except Exception:  # noqa: BLE001 - no conf, no hook
         return None
-    if not raw:
+
+
+def _fail_at(df: DataFrame) -> Optional[Tuple[Optional[Tuple[int, int]], float]]:
+    """The test hooks set in the session (:data:`FAIL_CONF`, :data:`DELAY_CONF`), or None."""
+    raw, delay = _conf(df, FAIL_CONF), _conf(df, DELAY_CONF)
+    if not raw and not delay:
         return None
+    fail_at = None
+    if raw:
+        try:
+            part, batch = (int(p) for p in str(raw).split(":"))
+        except ValueError:
+            raise ValueError(f"{FAIL_CONF}: got {raw!r}, expected PARTITION:BATCH, e.g. "
+                             "1:2") from None
+        fail_at = (part, batch)
     try:
-        part, batch = (int(p) for p in str(raw).split(":"))
+        seconds = float(delay) if delay else 0.0
     except ValueError:
-        raise ValueError(f"{FAIL_CONF}: got {raw!r}, expected PARTITION:BATCH, e.g. 1:2") from None
-    return part, batch
+        raise ValueError(f"{DELAY_CONF}: got {delay!r}, expected seconds, e.g. 0.5") from None
+    return fail_at, seconds
 
 
 def _input_expr(df: DataFrame, info: InputInfo, role: str) -> Tuple[Column, Optional[str]]:

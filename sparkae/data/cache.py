@@ -8,7 +8,7 @@ its statistics (row count, per-feature sums, minima and maxima, which the fit co
 anyway), so a table whose files changed under the same path gets a new entry.
 
 ``root`` is the ``cache_dir`` Param, else the Spark conf ``spark.sparkae.cacheDir``, else
-``<system temp>/sparkae-cache``. On a cluster it must be a directory every worker sees.
+``<system temp>/sparkae-cache-<uid>`` (mode 0700). On a cluster it must be a directory every worker sees.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import shutil
+import stat
 import tempfile
 import time
 import uuid
@@ -48,8 +49,27 @@ def cache_root(spark: Any = None, cache_dir: Optional[str] = None) -> str:
             root = spark.conf.get(CACHE_DIR_CONF, None)
         except Exception:  # noqa: BLE001 - no conf access (e.g. a stopped session)
             root = None
-    root = os.path.abspath(root or os.path.join(tempfile.gettempdir(), "sparkae-cache"))
-    os.makedirs(root, exist_ok=True)
+    if root:
+        root = os.path.abspath(root)
+        os.makedirs(root, exist_ok=True)
+        return root
+    return private_tmp("sparkae-cache")
+
+
+def private_tmp(name: str) -> str:
+    """``<tmp>/<name>-<uid>``: a directory only this user can read (mode 0700), created when
+    missing. Refuses one owned by another user or open to others (someone could read the
+    data or plant files there)."""
+    uid = os.getuid() if hasattr(os, "getuid") else 0
+    root = os.path.join(tempfile.gettempdir(), f"{name}-{uid}")
+    os.makedirs(root, mode=0o700, exist_ok=True)
+    st = os.lstat(root)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != uid:
+        raise PermissionError(f"cache_dir: the default '{root}' is not a directory owned by "
+                              "this user; set cache_dir (or spark.sparkae.cacheDir) to a "
+                              "private directory")
+    if st.st_mode & 0o077:
+        os.chmod(root, 0o700)
     return root
 
 

@@ -8,6 +8,7 @@ Statistics come from a single Spark aggregation; the data is never collected.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
@@ -102,6 +103,14 @@ def resolve_input(df: DataFrame, features_col: str, features_cols: Optional[List
     """
     fields = {f.name: f.dataType for f in df.schema.fields}
     levels = levels or {}
+    wanted = list(features_cols) if features_cols else [features_col]
+    names = [f.name for f in df.schema.fields]
+    for c in wanted:
+        if names.count(c) > 1:
+            role = "features_cols" if features_cols else "features_col"
+            raise ValueError(f"{role}: the DataFrame has {names.count(c)} columns named '{c}'; "
+                             "column names must be unique: rename or drop the duplicates "
+                             "first (e.g. after a join)")
     if features_cols:
         parts: List[Column] = []
         for c in features_cols:
@@ -169,9 +178,17 @@ def compute_stats(vectors: DataFrame, info: InputInfo,
             detail = text.split("Dimensions mismatch", 1)[-1].split("\n", 1)[0].strip(" .:")
             raise ValueError(f"{what} holds vectors of different lengths ({detail}); every row "
                              "must have the same number of features") from None
+        bounds = re.search(r"Index (-?\d+) out of bounds for vector of size (\d+)", text)
+        if bounds:
+            raise ValueError(f"{what} has a sparse vector with index {bounds.group(1)} outside "
+                             f"[0, {bounds.group(2)}): every index must be below the vector's "
+                             "size") from None
         raise
     if int(row["rows"]) == 0:
         raise ValueError(f"{role} is empty: {what} has no rows")
+    if int(row["rows"]) == 1 and role == "the training DataFrame":
+        raise ValueError(f"{role} has a single row: {what} needs at least 2 rows to learn "
+                         "feature scaling and a reconstruction")
     s = row["s"]
     stats = FeatureStats(count=int(s["count"]),
                          mean=np.asarray(s["mean"].toArray(), dtype=np.float64),

@@ -18,6 +18,7 @@ import uuid
 from typing import Any, Dict, Optional, Tuple
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 log = logging.getLogger("sparkae")
@@ -26,6 +27,10 @@ STATE = "state.json"
 TENSORS = "tensors.safetensors"
 KEEP = 2
 _NAME = re.compile(r"^epoch-(\d+)$")
+
+
+class CheckpointError(OSError):
+    """A checkpoint could not be written (disk full, unwritable directory)."""
 
 
 def _encode(obj: Any, tensors: Dict[str, torch.Tensor], path: str) -> Any:
@@ -59,19 +64,27 @@ def _decode(obj: Any, tensors: Dict[str, torch.Tensor]) -> Any:
 
 def save(directory: str, epoch: int, state: Dict[str, Any], meta: Dict[str, Any]) -> str:
     """Write the checkpoint of ``epoch`` under ``directory``; return its path."""
-    os.makedirs(directory, exist_ok=True)
     tensors: Dict[str, torch.Tensor] = {}
     body = {"epoch": epoch, "meta": meta, "state": _encode(state, tensors, "s")}
     final = os.path.join(directory, f"epoch-{epoch:04d}")
     tmp = os.path.join(directory, f".epoch-{epoch:04d}.tmp-{uuid.uuid4().hex[:8]}")
-    os.makedirs(tmp)
     try:
+        os.makedirs(directory, exist_ok=True)
+        os.makedirs(tmp)
         save_file(tensors, os.path.join(tmp, TENSORS))
         with open(os.path.join(tmp, STATE), "w") as f:
             json.dump(body, f)
         if os.path.exists(final):
             shutil.rmtree(final)
         os.replace(tmp, final)
+    except (OSError, SafetensorError) as exc:
+        last = latest(directory) if os.path.isdir(directory) else None
+        raise CheckpointError(
+            f"checkpoint_dir: could not write the checkpoint of epoch {epoch} to "
+            f"'{directory}': {getattr(exc, 'strerror', None) or exc}; training stopped so that no progress is "
+            f"lost silently. The last complete checkpoint is "
+            f"{repr(last) if last else 'none'}: free space or fix the directory, then fit "
+            "with resume=True") from exc
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     for old in sorted(_epochs(directory))[:-KEEP]:
@@ -165,4 +178,5 @@ def resume_point(directory: Optional[str], resume: bool, meta: Dict[str, Any],
     if seed_param is not None and seed is not None and seed_param != seed:
         raise ValueError(f"fit(resume=True): the checkpoint {path} was written with seed {seed}, "
                          f"this fit has seed={seed_param}")
+    log.info("resuming from checkpoint %s", path)
     return path, seed

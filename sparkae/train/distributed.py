@@ -17,7 +17,6 @@ import logging
 import os
 import re
 import shutil
-import socket
 import sys
 import tempfile
 import time
@@ -193,12 +192,6 @@ def _launch_in_process(job: TrainJob) -> Tuple[Dict[str, torch.Tensor], List[Dic
 
 # -- TorchDistributor ---------------------------------------------------------------------
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _run_torchrun(input_params: Dict[str, Any], train_path: str, *args: Any,
                   **kwargs: Any) -> None:
     """TorchDistributor's file runner, with the local rendezvous pinned to 127.0.0.1
@@ -206,14 +199,146 @@ def _run_torchrun(input_params: Dict[str, Any], train_path: str, *args: Any,
     from pyspark.ml.torch.distributor import TorchDistributor
 
     if input_params["local_mode"]:
-        cmd = [sys.executable, "-m", "pyspark.ml.torch.torch_run_process_wrapper",
-               "--nnodes=1", "--node_rank=0", f"--nproc_per_node={input_params['num_processes']}",
-               "--master_addr=127.0.0.1", f"--master_port={_free_port()}", train_path,
-               *map(str, args)]
-    else:
-        cmd = TorchDistributor._create_torchrun_command(input_params, train_path, *args)
-    TorchDistributor._execute_command(cmd, log_streaming_client=input_params.get(
-        "log_streaming_client"))
+        _launch_local(int(input_params["num_processes"]), train_path, [str(a) for a in args])
+        return
+    cmd = TorchDistributor._create_torchrun_command(input_params, train_path, *args)
+    _execute(cmd, input_params.get("log_streaming_client"))
+
+
+#: Env var naming the rendezvous store of a local run (a ``file://`` URL).
+STORE_ENV = "SPARKAE_RENDEZVOUS"
+
+
+def _launch_local(world: int, train_path: str, args: List[str]) -> None:
+    """Start ``world`` rank processes on this machine, without torchrun.
+
+    torchrun's rendezvous store is a TCP server that listens on every interface; here the
+    ranks meet through a file store in a private temporary directory instead, so a local
+    run opens no listener beyond the loopback-bound gloo pairs. The ranks' output is
+    streamed to this process's stdout. When a rank fails, the others are stopped and the
+    error carries torchrun-style root-cause lines (rank, exit code, signal).
+    """
+    import subprocess
+    import threading
+
+    store_dir = tempfile.mkdtemp(prefix="sparkae-rendezvous-")
+    base = dict(os.environ, WORLD_SIZE=str(world), LOCAL_WORLD_SIZE=str(world),
+                GROUP_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT="0",
+                GLOO_SOCKET_IFNAME=os.environ.get("GLOO_SOCKET_IFNAME", "lo"),
+                OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
+    base[STORE_ENV] = "file://" + os.path.join(store_dir, "store")
+    procs: List[Any] = []
+    lock = threading.Lock()
+    tails: Dict[int, List[str]] = {}
+
+    def pump(rank: int, stream: Any) -> None:
+        for raw in stream:
+            line = raw.decode("utf-8", errors="replace")
+            tails.setdefault(rank, []).append(line)
+            del tails[rank][:-40]
+            with lock:
+                sys.stdout.write(line)
+                sys.stdout.flush()
+
+    try:
+        for rank in range(world):
+            env = dict(base, RANK=str(rank), LOCAL_RANK=str(rank))
+            p = subprocess.Popen([sys.executable, train_path, *args], env=env,
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                 stdin=subprocess.DEVNULL)
+            procs.append(p)
+        pumps = [threading.Thread(target=pump, args=(r, p.stdout), daemon=True)
+                 for r, p in enumerate(procs)]
+        for t in pumps:
+            t.start()
+        failed: List[Tuple[int, int, int]] = []
+        while True:
+            codes = [p.poll() for p in procs]
+            for rank, code in enumerate(codes):
+                if code not in (None, 0) and rank not in [f[0] for f in failed]:
+                    failed.append((rank, code, procs[rank].pid))
+            if failed or all(c is not None for c in codes):
+                break
+            time.sleep(0.1)
+        if failed:
+            for p in procs:
+                if p.poll() is None:
+                    p.terminate()
+            deadline = time.time() + 10
+            for p in procs:
+                try:
+                    p.wait(timeout=max(0.1, deadline - time.time()))
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
+        for t in pumps:
+            t.join(timeout=5)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        shutil.rmtree(store_dir, ignore_errors=True)
+    if failed:
+        rank, code, pid = failed[0]
+        lines = [f"Root Cause (first observed failure):\n  rank      : {rank} (local_rank: "
+                 f"{rank})\n  exitcode  : {code} (pid: {pid})\n"]
+        for r in sorted(tails):
+            lines.append(f"last lines of rank {r}:\n" + "".join(tails[r][-20:]))
+        raise RuntimeError("sparkae: training ranks failed:\n" + "".join(lines))
+
+
+#: torchrun's report of a failed rank: its global rank and exit code (negative: a signal).
+_ROOT_CAUSE = re.compile(r"rank\s*:\s*(\d+) \(local_rank: \d+\)\s*\n\s*exitcode\s*:\s*(-?\d+)"
+                         r"[^\n]*?(?:\((SIG\w+)\))?\s*$", re.M)
+
+
+def _execute(cmd: List[str], client: Any = None) -> None:
+    """Run the torchrun command as TorchDistributor does (its output streamed to the driver),
+    but fail when a rank failed: TorchDistributor's process wrapper exits 0 even then, and
+    its generic error loses which rank failed and why. The error raised here carries the
+    ranks' failure reports and torchrun's root-cause lines, which reach the driver."""
+    import collections
+    import subprocess
+
+    from sparkae.train.worker import MARKER
+
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            stdin=subprocess.PIPE, env=os.environ)
+    proc.stdin.close()
+    tail: collections.deque = collections.deque(maxlen=60)
+    keep: List[str] = []
+    block: List[str] = []
+    try:
+        for raw in proc.stdout:
+            line = raw.decode("utf-8", errors="replace")
+            tail.append(line)
+            if MARKER in line:
+                keep.append(line)
+            if "Root Cause" in line or block:
+                block.append(line)
+                if len(block) > 12:
+                    keep.extend(block)
+                    block = []
+            same_node = (client is not None and not client.failed and
+                         client.sock.getsockname()[0] == client.sock.getpeername()[0])
+            if not same_node:
+                sys.stdout.write(line)
+            if client is not None:
+                client.send(line.rstrip())
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    keep.extend(block)
+    text = "".join(tail)
+    if proc.returncode != 0 or keep or "ChildFailedError" in text:
+        raise RuntimeError("sparkae: training ranks failed (return code "
+                           f"{proc.returncode}):\n" + "".join(keep) + "\nlast lines:\n" + text)
 
 
 def _is_local(spark: Any) -> bool:
@@ -341,6 +466,15 @@ def _worker_entry() -> Callable:
     return rank_main
 
 
+def _signal_name(signum: int) -> str:
+    import signal
+
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
 def rank_failure(exc: BaseException, run_dir: Optional[str], world: int) -> Exception:
     """The error to raise for a failed distributed run: the first failing rank, its error
     and the last lines of its log when known, else the launcher's own error."""
@@ -361,6 +495,21 @@ def rank_failure(exc: BaseException, run_dir: Optional[str], world: int) -> Exce
                     reports.append(json.loads(line[idx + len(MARKER):]))
                 except ValueError:
                     pass
+    reported = {r.get("rank") for r in reports}
+    killed = []
+    for m in _ROOT_CAUSE.finditer(str(exc)):
+        rank, code, name = int(m.group(1)), int(m.group(2)), m.group(3)
+        if code < 0 and rank not in reported and rank not in [k[0] for k in killed]:
+            killed.append((rank, -code, name or _signal_name(-code)))
+    if killed:
+        rank, signum, name = killed[0]
+        others = sorted(reported | {k[0] for k in killed[1:]})
+        also = f" (rank(s) {', '.join(map(str, others))} failed after it)" if others else ""
+        return RankFailedError(
+            f"training failed on rank {rank} of {world}: its process was killed by signal "
+            f"{signum} ({name}), e.g. out of memory or killed by a user or the system{also}. "
+            "Checkpoints (checkpoint_dir) let fit(..., resume=True) continue from the last "
+            "complete epoch.", rank=rank, error=f"killed by {name}")
     if not reports:
         text = str(exc).strip()
         return RankFailedError(f"distributed training with {world} ranks failed before a rank "

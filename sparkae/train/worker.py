@@ -155,11 +155,18 @@ def rank_main(job: Any) -> Optional[Dict[str, Any]]:
         if device.type == "cuda":
             torch.cuda.set_device(device)
         backend = "nccl" if device.type == "cuda" else "gloo"
-        dist.init_process_group(backend, timeout=datetime.timedelta(seconds=job.timeout_s))
+        timeout = datetime.timedelta(seconds=job.timeout_s)
+        store = os.environ.get("SPARKAE_RENDEZVOUS")
+        if store:   # a local run: a file store, no TCP rendezvous server
+            dist.init_process_group(backend, init_method=store, rank=rank, world_size=world,
+                                    timeout=timeout)
+        else:
+            dist.init_process_group(backend, timeout=timeout)
         torch.set_num_threads(job.threads_per_rank)
-        log.info("rank %d/%d on %s (%s, %d threads, master %s:%s)", rank, world, device,
-                 backend, torch.get_num_threads(), os.environ.get("MASTER_ADDR"),
-                 os.environ.get("MASTER_PORT"))
+        where = ("a file store" if store else
+                 f"master {os.environ.get('MASTER_ADDR')}:{os.environ.get('MASTER_PORT')}")
+        log.info("rank %d/%d on %s (%s, %d threads, rendezvous through %s)", rank, world,
+                 device, backend, torch.get_num_threads(), where)
 
         def wrap(net: torch.nn.Module) -> torch.nn.Module:
             ids = [device.index] if device.type == "cuda" else None

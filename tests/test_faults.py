@@ -1,0 +1,238 @@
+"""Faults on the standalone test cluster on 127.0.0.1 (a master and two 1-core workers):
+an executor killed mid-scoring, the driver killed mid-scoring-job, a rank killed
+mid-training. Jobs run through ./spark-submit.sh as users run them; the processes are
+killed with SIGKILL, as the kernel's OOM killer or a lost machine would."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from sparkae import Autoencoder
+from sparkae.scoring import DELAY_CONF
+from sparkae.train import checkpoint
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.cluster
+
+
+def _env():
+    return dict(os.environ, SPARKAE_VENV=os.path.dirname(os.path.dirname(sys.executable)))
+
+
+def _submit(master, job, args, log_path, confs=()):
+    cmd = ["./spark-submit.sh", "--master", master, "--conf", "spark.executor.memory=1g"]
+    for c in confs:
+        cmd += ["--conf", c]
+    log = open(log_path, "w")
+    return subprocess.Popen(cmd + [job] + list(args), cwd=ROOT, env=_env(), stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _finish(proc, log_path, timeout=600):
+    try:
+        rc = proc.wait(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    return rc, Path(log_path).read_text()
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _children(pid: int):
+    out = []
+    for task in os.listdir(f"/proc/{pid}/task") if os.path.isdir(f"/proc/{pid}/task") else []:
+        try:
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                out += [int(p) for p in f.read().split()]
+        except OSError:
+            pass
+    return out
+
+
+def _descendants(pid: int):
+    todo, seen = [pid], []
+    while todo:
+        p = todo.pop()
+        for c in _children(p):
+            seen.append(c)
+            todo.append(c)
+    return seen
+
+
+def _executors():
+    """pids of this test cluster's executor JVMs."""
+    pids = []
+    for d in os.listdir("/proc"):
+        if d.isdigit() and "CoarseGrainedExecutorBackend" in _cmdline(int(d)):
+            try:
+                cwd = os.readlink(f"/proc/{d}/cwd")
+            except OSError:
+                continue
+            if "spark-cluster" in cwd:
+                pids.append(int(d))
+    return pids
+
+
+def _wait_for(predicate, timeout, what, log_path):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        found = predicate()
+        if found:
+            return found
+        time.sleep(0.2)
+    pytest.fail(f"timed out waiting for {what}:\n{Path(log_path).read_text()[-4000:]}")
+
+
+def _scoring_executor():
+    """An executor that runs Python scoring tasks right now (it has Python workers)."""
+    for pid in _executors():
+        if any("pyspark" in _cmdline(c) for c in _descendants(pid)):
+            return pid
+    return None
+
+
+@pytest.fixture(scope="module")
+def fault_env(mnist_sample, tmp_path_factory):
+    """A small model and the bundled sample as 16 Parquet files."""
+    root = tmp_path_factory.mktemp("faults")
+    model = Autoencoder(hidden=[16], epochs=1, seed=4, anomaly_quantile=0.95).fit(mnist_sample)
+    model.save(str(root / "model"))
+    mnist_sample.select("id", "features").repartition(16).write.parquet(str(root / "input"))
+    return root
+
+
+def _score_args(root, out, date):
+    return ["--model", str(root / "model"), "--input", str(root / "input"), "--output",
+            str(out), "--id-cols", "id", "--run-date", date,
+            "--outputs", "reconstruction_mse,is_anomaly", "--set", "scoring.batch_size=64"]
+
+
+#: Slow batches (many small ones) so that the faults surely land mid-job.
+SLOW = [f"{DELAY_CONF}=0.4", "spark.sql.execution.arrow.maxRecordsPerBatch=100",
+        "spark.task.maxFailures=4"]
+
+
+def _scores(out, date):
+    df = pd.read_parquet(Path(out) / f"run_date={date}")
+    return df.sort_values("id").reset_index(drop=True)
+
+
+def _snapshot(directory):
+    out = {}
+    for base, _, files in os.walk(directory):
+        for f in files:
+            p = os.path.join(base, f)
+            with open(p, "rb") as fh:
+                out[os.path.relpath(p, directory)] = fh.read()
+    return out
+
+
+def test_scoring_survives_a_killed_executor_and_a_killed_driver(spark_cluster, fault_env,
+                                                                tmp_path):
+    root, out = fault_env, tmp_path / "scores"
+    # a clean run
+    rc, log = _finish(_submit(spark_cluster, "jobs/score.py", _score_args(root, out, "2024-01-01"),
+                              tmp_path / "clean.log"), tmp_path / "clean.log")
+    assert rc == 0, log[-4000:]
+    clean = _scores(out, "2024-01-01")
+    assert len(clean) == 5000
+
+    # an executor killed mid-scoring: Spark reruns its tasks, the output is the clean run's
+    log_path = tmp_path / "executor.log"
+    proc = _submit(spark_cluster, "jobs/score.py", _score_args(root, out, "2024-01-02"),
+                   log_path, SLOW)
+    victim = _wait_for(_scoring_executor, 300, "an executor running scoring tasks", log_path)
+    time.sleep(2)
+    assert proc.poll() is None, "the job ended before the fault was injected"
+    os.kill(victim, signal.SIGKILL)
+    rc, log = _finish(proc, log_path)
+    assert rc == 0, log[-4000:]
+    assert "sparkae: scored 5000 of 5000 rows for 2024-01-02" in log, log[-4000:]
+    again = _scores(out, "2024-01-02")
+    assert again["id"].tolist() == clean["id"].tolist()
+    pd.testing.assert_series_equal(again["reconstruction_mse"], clean["reconstruction_mse"],
+                                   rtol=1e-6, atol=0)
+    assert again["is_anomaly"].tolist() == clean["is_anomaly"].tolist()
+
+    # the driver killed mid-job: earlier partitions intact, nothing partial visible
+    before = _snapshot(out)
+    log_path = tmp_path / "driver.log"
+    proc = _submit(spark_cluster, "jobs/score.py", _score_args(root, out, "2024-01-03"),
+                   log_path, SLOW)
+    _wait_for(_scoring_executor, 300, "scoring tasks", log_path)
+    time.sleep(3)
+    assert proc.poll() is None, "the job ended before the fault was injected"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert not (out / "run_date=2024-01-03").exists()
+    after = {k: v for k, v in _snapshot(out).items() if k in before}
+    assert after == before, "a previous partition changed"
+    visible = pd.read_parquet(out)
+    assert sorted(visible["run_date"].astype(str).unique()) == ["2024-01-01", "2024-01-02"]
+    assert len(visible) == 10000
+    # the rerun completes and matches the clean run
+    rc, log = _finish(_submit(spark_cluster, "jobs/score.py", _score_args(root, out, "2024-01-03"),
+                              tmp_path / "rerun.log"), tmp_path / "rerun.log")
+    assert rc == 0, log[-4000:]
+    pd.testing.assert_series_equal(_scores(out, "2024-01-03")["reconstruction_mse"],
+                                   clean["reconstruction_mse"], rtol=1e-6, atol=0)
+
+
+def _rank_processes():
+    """pids of the training ranks: the children of each torchrun in an executor."""
+    ranks = []
+    for pid in _executors():
+        for c in _descendants(pid):
+            if "torch.distributed.run" in _cmdline(c):
+                ranks += [g for g in _children(c) if "python" in _cmdline(g)]
+    return ranks
+
+
+def test_a_killed_rank_fails_the_fit_clearly_and_resume_completes(spark_cluster, tmp_path):
+    ck, out = tmp_path / "ck", tmp_path / "out"
+    args = ["--set", "model.num_workers=2", "--set", "model.epochs=6",
+            "--set", "model.hidden=[32]", "--set", f"model.checkpoint_dir={ck}",
+            "--set", f"model.cache_dir={tmp_path / 'cache'}", "--set", f"output.dir={out}",
+            "--set", "output.report=false"]
+    log_path = tmp_path / "killed.log"
+    proc = _submit(spark_cluster, "jobs/train.py", args, log_path)
+
+    def second_epoch_done():
+        latest = checkpoint.latest(str(ck)) if ck.exists() else None
+        return latest if latest and int(latest[-4:]) >= 2 else None
+
+    _wait_for(second_epoch_done, 600, "the checkpoint of epoch 2", log_path)
+    ranks = _rank_processes()
+    assert ranks, "no rank process found"
+    os.kill(ranks[-1], signal.SIGKILL)
+    rc, log = _finish(proc, log_path)
+    assert rc != 0, log[-4000:]
+    assert re.search(r"train: training failed on rank [01] of 2: its process was killed by "
+                     r"signal 9 \(SIGKILL\)", log), log[-4000:]
+    done = int(checkpoint.latest(str(ck))[-4:])
+    assert 2 <= done < 6
+    # resume: the job continues from the checkpoint and finishes every epoch
+    log_path = tmp_path / "resumed.log"
+    rc, log = _finish(_submit(spark_cluster, "jobs/train.py",
+                              args + ["--resume"], log_path), log_path)
+    assert rc == 0, log[-4000:]
+    assert "resuming from checkpoint" in log, log[-4000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["epochs"] == 6
