@@ -417,24 +417,12 @@ class AutoencoderModel(Model, AutoencoderParams, MLReadable, MLWritable):
         """
         from pyspark.sql import SparkSession
 
-        arch = self._spec.get("architecture", "dense")
-        if arch not in ("variational", "adversarial"):
-            raise ValueError(f"generate: the model's architecture='{arch}' has no prior to draw "
-                             "codings from; train with architecture='variational' or "
-                             "'adversarial'")
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"n: got {n!r}, expected an integer >= 1")
         info = self._info
         if info.kind == "columns" and info.levels:
             raise ValueError("generate: the model's input has string columns "
                              f"({', '.join(info.levels)}); their one-hot levels cannot be "
                              "generated")
-        net = self.network()
-        gen = torch.Generator().manual_seed(seed if seed is not None else
-                                            random.randrange(2**31))
-        with torch.no_grad():
-            rows = net.scaler.unscale(net.decode(net.sample_prior(n, generator=gen)))
-        data = rows.double().cpu().numpy()
+        data = self.generate_array(n, seed).astype("float64")
         spark = SparkSession.getActiveSession()
         if spark is None:
             raise RuntimeError("generate needs an active SparkSession")
@@ -446,6 +434,22 @@ class AutoencoderModel(Model, AutoencoderParams, MLReadable, MLWritable):
             return spark.createDataFrame([([float(v) for v in r],) for r in data], [info.column])
         return spark.createDataFrame([tuple(float(v) for v in r) for r in data],
                                      list(info.columns))
+
+    def generate_array(self, n: int, seed: Optional[int] = None):
+        """:meth:`generate`'s rows as a NumPy array (n x input width), without Spark."""
+        arch = self._spec.get("architecture", "dense")
+        if arch not in ("variational", "adversarial"):
+            raise ValueError(f"generate: the model's architecture='{arch}' has no prior to draw "
+                             "codings from; train with architecture='variational' or "
+                             "'adversarial'")
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"n: got {n!r}, expected an integer >= 1")
+        net = self.network()
+        gen = torch.Generator().manual_seed(seed if seed is not None else
+                                            random.randrange(2**31))
+        with torch.no_grad():
+            rows = net.scaler.unscale(net.decode(net.sample_prior(n, generator=gen)))
+        return rows.cpu().numpy()
 
     def anomaly(self, df: DataFrame, per_feature: bool = False) -> DataFrame:
         """Add ``reconstruction_mse``, or with ``per_feature=True`` ``feature_errors`` (the
