@@ -130,6 +130,26 @@ def test_vae_kl_term_falls_when_it_is_penalized(sample_arrays):
     assert kls[1] < kls[0] and kls[-1] < kls[1] and kls[-1] < 0.5 * kls[0], kls
 
 
+def test_adversarial_resume_keeps_every_optimizer(sample_arrays):
+    """A checkpoint of an adversarial fit holds the discriminator's and the encoder's
+    optimizer states, and a resumed fit continues from them."""
+    x, _, scaling = sample_arrays
+    torch.manual_seed(0)
+    spec = {"architecture": "adversarial", "hidden": [16, 2, 16], "prior": "uniform"}
+    net = _net(spec, scaling)
+    cfg = TrainConfig(epochs=2, architecture="adversarial", coding_layer=2, stopping_rounds=0)
+    saved = {}
+    train(net, _batches(x[:300]), TrainConfig(**{**cfg.__dict__, "epochs": 1}),
+          checkpoint=lambda epoch, state: saved.update(state))
+    assert len(saved["family_optimizers"]) == 2 and saved["family_optimizers"][0]["state"]
+    again = _net(spec, scaling)
+    again.load_state_dict(saved["model"])
+    history = train(again, _batches(x[:300]), cfg, resume_state=saved)
+    assert [h["epoch"] for h in history] == [1, 2] and "prior_mmd" in history[1]
+    codes = again.sample_prior(100)
+    assert codes.min() >= -1 and codes.max() <= 1            # the uniform prior
+
+
 def test_convolutional_shapes_round_trip():
     """Odd image sizes and several channels come back at their own size."""
     net = ConvAutoencoderNet(3 * 15 * 17, 3 * 15 * 17, [3, 15, 17], [4, 6, 8], 5, "rectifier")
