@@ -150,6 +150,24 @@ def test_adversarial_resume_keeps_every_optimizer(sample_arrays):
     assert codes.min() >= -1 and codes.max() <= 1            # the uniform prior
 
 
+def test_sparse_batches_are_densified_for_the_families(sample_arrays):
+    """CSR training batches give the families the same training as dense ones."""
+    x, _, scaling = sample_arrays
+    spec = {"architecture": "variational", "hidden": [16, 4, 16]}
+    cfg = TrainConfig(epochs=1, architecture="variational", coding_layer=2, stopping_rounds=0)
+    runs = []
+    for to_csr in (False, True):
+        torch.manual_seed(0)
+        net = _net(spec, scaling)
+        dense = _batches(x[:256])
+        batches = (lambda e: (torch.from_numpy(b).to_sparse_csr() for b in dense(e))) \
+            if to_csr else dense
+        torch.manual_seed(1)
+        runs.append(train(net, batches, cfg)[0])
+    assert runs[0]["train_mse"] == pytest.approx(runs[1]["train_mse"], rel=1e-4)
+    assert runs[0]["kl"] == pytest.approx(runs[1]["kl"], rel=1e-4)
+
+
 def test_convolutional_shapes_round_trip():
     """Odd image sizes and several channels come back at their own size."""
     net = ConvAutoencoderNet(3 * 15 * 17, 3 * 15 * 17, [3, 15, 17], [4, 6, 8], 5, "rectifier")
@@ -186,6 +204,12 @@ def test_family_params_are_validated():
                                          r"architecture='variational'"):
         validate({**base, "architecture": "variational", "sparsity_beta": 0.1,
                   "average_activation": 0.1})
+
+
+def test_image_shape_must_match_the_width(mnist_sample):
+    with pytest.raises(ValueError, match=r"'image_shape': got \[1, 20, 20\] \(400 values per "
+                                         r"row\), but the rows have 784 features"):
+        Autoencoder(architecture="convolutional", image_shape=[1, 20, 20]).fit(mnist_sample)
 
 
 def test_generate_needs_a_prior():

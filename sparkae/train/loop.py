@@ -176,16 +176,19 @@ class _Family:
         self.sums = {n: 0.0 for n in self.names}
         self.kept: List[torch.Tensor] = []
 
-    def loss_terms(self, inp: torch.Tensor, acts: List[torch.Tensor], rows: int) -> torch.Tensor:
-        """The extra loss of a reconstruction step (recording its terms)."""
-        cfg, extra = self.cfg, torch.zeros(())
+    def loss_terms(self, inp: torch.Tensor, acts: List[torch.Tensor],
+                   rows: int) -> Optional[torch.Tensor]:
+        """The extra loss of a reconstruction step (recording its terms); None when the
+        network has none."""
+        cfg, extra = self.cfg, None
         if self.variational:
             kl = self.net.last_kl
-            extra = extra + cfg.kl_beta * kl / self.net.scaler.keep.numel()
+            extra = cfg.kl_beta * kl / self.net.scaler.keep.numel()
             self.sums["kl"] += float(kl.detach()) * rows
         if cfg.contractive_lambda:
             jac = contractive_penalty(self.net, inp, acts, cfg.coding_layer, cfg.activation)
-            extra = extra + cfg.contractive_lambda * jac
+            term = cfg.contractive_lambda * jac
+            extra = term if extra is None else extra + term
             self.sums["contractive"] += float(jac.detach()) * rows
         if self.wta:
             h = acts[cfg.coding_layer - 1].detach()
@@ -338,6 +341,7 @@ def train(net: AutoencoderNet, train_batches: Batches, cfg: TrainConfig,
         stopper = _Stopper(cfg, resume_state.get("stopper"))
         stopper.weights = resume_state.get("best_model")
         family.load_state(resume_state.get("family_optimizers"))
+        family.initial = None   # prior_mmd_initial belongs to a fit's first epoch only
         start_epoch = len(history)
     gen = torch.Generator().manual_seed(cfg.seed)
     noisy = cfg.noise != "none" or cfg.input_dropout_ratio > 0
@@ -356,7 +360,10 @@ def train(net: AutoencoderNet, train_batches: Batches, cfg: TrainConfig,
                                 net.scaler.lo, net.scaler.hi, gen) if noisy else z
             y, acts = model(inp)
             mse = reconstruction_mse(y, z)
-            loss = mse + family.loss_terms(inp, acts, z.shape[0])
+            loss = mse
+            extra = family.loss_terms(inp, acts, z.shape[0])
+            if extra is not None:
+                loss = loss + extra
             if cfg.l1 or cfg.l2:
                 loss = loss + penalty(net, cfg)
             if cfg.sparsity_beta and cfg.sparsity_method == "kl":
@@ -387,7 +394,7 @@ def train(net: AutoencoderNet, train_batches: Batches, cfg: TrainConfig,
         totals = reduce([loss_sum, float(rows)] + (act_sum.tolist() if act_sum is not None
                                                    else [0.0] * n_act) + family.totals())
         loss_sum, rows = totals[0], int(totals[1])
-        extra, totals = totals[2 + n_act:], totals[:2 + n_act]
+        family_totals, totals = totals[2 + n_act:], totals[:2 + n_act]
         if rows == 0:
             raise ValueError("the training data yielded no rows")
         train_mse = loss_sum / rows
@@ -401,7 +408,7 @@ def train(net: AutoencoderNet, train_batches: Batches, cfg: TrainConfig,
         entry = {"epoch": epoch + 1, "train_mse": train_mse, "validation_mse": valid,
                  "rows": rows, "seconds": seconds, "rows_per_s": rows / max(seconds, 1e-9),
                  "coding_activations": [v / rows for v in totals[2:]], "best": False,
-                 **family.entry(extra, rows)}
+                 **family.entry(family_totals, rows)}
         history.append(entry)
         stop = scored and stopper.update(epoch + 1, valid if valid is not None else train_mse,
                                          net)
