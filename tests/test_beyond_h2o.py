@@ -318,3 +318,10 @@ def test_convolutional_beats_a_dense_net_of_similar_size(spark, mnist_sample):
     def mse(model):
         return model.anomaly(test).agg({"reconstruction_mse": "mean"}).first()[0]
     assert mse(conv) < 0.8 * mse(dense), (mse(conv), mse(dense))
+
+
+def test_report_grid_of_generated_rows():
+    from sparkae import report
+
+    png = report.generated_grid(np.random.default_rng(0).random((10, 784)), [28, 28])
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 1000
