@@ -99,6 +99,9 @@ def test_wta_keeps_exactly_the_requested_fraction_per_unit(sample_arrays):
     per_map = (maps != 0).flatten(2).sum(dim=2)
     assert per_map.max() <= 1                                  # spatial: one winner per map
     assert ((per_map != 0).sum(dim=0) == 16).all()            # lifetime: 25% of rows per map
+    conv.eval()                                                # scoring: spatial WTA only
+    per_map = (conv.coding_maps(z) != 0).flatten(2).sum(dim=2)
+    assert per_map.max() <= 1 and (per_map != 0).sum() > 16 * 8
     assert wta.winners(10, 0.25) == 2 and wta.winners(3, 0.1) == 1
 
 

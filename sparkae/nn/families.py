@@ -148,7 +148,8 @@ class ConvAutoencoderNet(nn.Module):
     activation, output_activation : str
         As for :class:`AutoencoderNet` (no maxout).
     wta_sparsity : float, optional
-        Spatial + lifetime WTA on the coding maps while training.
+        Spatial + lifetime WTA on the coding maps while training; spatial WTA (one value
+        per map and row) also when scoring.
     """
 
     supports_csr_scoring = False
@@ -201,8 +202,11 @@ class ConvAutoencoderNet(nn.Module):
         x, maps = self._image(z), []
         for i in range(last):
             x = self.acts[i](layers[i](x))
-            if i == self.coding - 1 and self.training and self.wta_sparsity is not None:
-                x = wta.spatial_lifetime(x, self.wta_sparsity)
+            if i == self.coding - 1 and self.wta_sparsity is not None:
+                # spatial WTA is per row: it stays on when scoring; lifetime WTA needs a
+                # batch and is for training only
+                x = (wta.spatial_lifetime(x, self.wta_sparsity) if self.training
+                     else wta.spatial(x))
             maps.append(x)
         return maps
 

@@ -5,8 +5,8 @@
 - *Spatial* sparsity (convolutional layers): each feature map keeps only its largest
   activation per row; lifetime sparsity then applies to those winners across the batch.
 
-The masks are applied in training only; a trained network scores without them (the
-paper's test-time use of the learned features).
+Lifetime masks depend on the batch and are applied in training only; spatial masks are
+per row and the convolutional network keeps them when scoring.
 """
 
 from __future__ import annotations
