@@ -412,8 +412,8 @@ class AutoencoderModel(Model, AutoencoderParams, MLReadable, MLWritable):
 
         Examples
         --------
-        >>> vae = Autoencoder(architecture="variational", hidden=[64, 8, 64]).fit(df)  # doctest: +SKIP
-        >>> vae.generate(16, seed=1).show()                                          # doctest: +SKIP
+        >>> vae = Autoencoder(architecture="variational", hidden=[64, 8, 64])
+        >>> vae.fit(df).generate(16, seed=1).show()   # doctest: +SKIP
         """
         from pyspark.sql import SparkSession
 

@@ -4,7 +4,6 @@ bundled sample, with real Torch and, where Spark is involved, real 2-rank traini
 from __future__ import annotations
 
 import math
-import os
 
 import numpy as np
 import pytest
@@ -13,7 +12,7 @@ import torch
 from sparkae import Autoencoder, AutoencoderModel
 from sparkae.datasets import load_mnist_arrays, mnist_sample_paths
 from sparkae.nn import wta
-from sparkae.nn.families import ConvAutoencoderNet, VariationalNet, parameter_count
+from sparkae.nn.families import ConvAutoencoderNet, parameter_count
 from sparkae.nn.losses import contractive_closed_form, jacobian_frobenius
 from sparkae.nn.models import build_network
 from sparkae.nn.scaling import FeatureStats, compute_scaling
