@@ -282,6 +282,16 @@ def test_convolutional_wta_two_ranks(mnist_sample, tmp_path):
     assert len(pdf.deep_features[0]) == 16 * 7 * 7
 
 
+def test_dense_wta_two_ranks(mnist_sample, tmp_path):
+    """Lifetime WTA on a dense coding layer under DDP: 25% of each batch's activations."""
+    model = Autoencoder(hidden=[40], wta_sparsity=0.25, epochs=1, rate=0.003,
+                        **TWO_RANKS).fit(mnist_sample)
+    frac = model.summary.history[-1]["wta_active_fraction"]
+    assert abs(frac - 0.25) < 0.01, frac
+    assert model._spec["wta_sparsity"] == 0.25 and model._spec["coding_layer"] == 1
+    _roundtrip(model, mnist_sample, tmp_path)
+
+
 def test_contractive_two_ranks_lowers_the_jacobian(mnist_sample, held_out, tmp_path):
     """The encoder's Jacobian norm on held-out rows is lower with the penalty."""
     common = dict(hidden=[32], epochs=3, rate=0.003, seed=3, stopping_rounds=0)
