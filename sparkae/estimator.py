@@ -20,6 +20,7 @@ from sparkae import paths, persistence, scoring
 from sparkae.data.cache import CACHE_DIR_CONF  # noqa: F401 - re-exported
 from sparkae.data.training_data import materialize_for_training
 from sparkae.data.prepare import InputInfo, compute_stats, prepare, prepare_like
+from sparkae.nn.families import conv_hidden, spec_coding_layer
 from sparkae.nn.models import build_network, coding_layer
 from sparkae.nn.scaling import compute_scaling
 from sparkae.params import AutoencoderParams, validate
@@ -134,6 +135,9 @@ class Autoencoder(Estimator, AutoencoderParams, DefaultParamsReadable, DefaultPa
                                  f"training data has {info.size}")
             valid_rows = vstats.count
         spec = _network_spec(values, info, scaling)
+        if spec.get("architecture", "dense") != "dense":
+            log.info("architecture %s: %s", spec["architecture"],
+                     {k: v for k, v in spec.items() if k not in ("input_size", "kept")})
         data = materialize_for_training(
             dataset.sparkSession, vectors, stats, valid_vectors, vstats, info.size,
             cache_dir=values["cache_dir"], keep=values["keep_cache"],
@@ -149,7 +153,7 @@ class Autoencoder(Estimator, AutoencoderParams, DefaultParamsReadable, DefaultPa
             job = TrainJob(
                 train_path=data.train, valid_path=data.valid, spec=spec,
                 scaling=scaling.tensors(),
-                config=_train_config(values, seed),
+                config=_train_config(values, seed, spec),
                 batch_size=values["mini_batch_size"], seed=seed,
                 num_threads=values["num_threads"], num_workers=values["num_workers"],
                 use_gpu=values["use_gpu"], loader=data.loader, sparse=data.sparse,
@@ -192,15 +196,60 @@ def _network_spec(values: Dict[str, Any], info: InputInfo, scaling: Any) -> Dict
     ratios = values["hidden_dropout_ratios"]
     if ratios is None and values["activation"].endswith("_with_dropout"):
         ratios = [0.5] * len(values["hidden"])   # H2O's default hidden dropout
-    return {"input_size": info.size, "kept": int(len(scaling.keep)), "hidden": values["hidden"],
+    spec = {"input_size": info.size, "kept": int(len(scaling.keep)), "hidden": values["hidden"],
             "activation": values["activation"], "output_activation": values["output_activation"],
             "hidden_dropout_ratios": ratios,
             "skip_missing": values["missing_values_handling"] == "skip"}
+    arch = values.get("architecture", "dense")
+    if arch != "dense":   # dense specs stay as they were: older models load unchanged
+        spec["architecture"] = arch
+    if values.get("wta_sparsity") is not None:
+        spec["wta_sparsity"] = float(values["wta_sparsity"])
+        spec["coding_layer"] = values["deep_features_layer"] or coding_layer(values["hidden"])
+    if arch == "convolutional":
+        shape = image_shape_for(values.get("image_shape"), info.size)
+        spec.update(image_shape=shape, conv_filters=list(values["conv_filters"]),
+                    kernel_size=int(values["kernel_size"]),
+                    hidden=conv_hidden(shape, values["conv_filters"], values["kernel_size"]),
+                    coding_layer=len(values["conv_filters"]), hidden_dropout_ratios=None)
+    elif arch == "adversarial":
+        spec["prior"] = values["prior"]
+    return spec
 
 
-def _train_config(values: Dict[str, Any], seed: int) -> TrainConfig:
-    """Loop settings from Param values."""
-    layer = values["deep_features_layer"] or coding_layer(values["hidden"])
+def image_shape_for(image_shape: Optional[List[int]], width: int) -> List[int]:
+    """``[channels, height, width]`` of rows ``width`` wide: ``image_shape`` checked
+    against the width, or one square channel when it is None.
+
+    Raises
+    ------
+    ValueError
+        The shape's product differs from the width, or no shape is given and the width is
+        not a square.
+    """
+    if image_shape is None:
+        side = int(round(width ** 0.5))
+        if side * side != width:
+            raise ValueError(f"Autoencoder param 'image_shape': not set, and the rows' width "
+                             f"{width} is not a square; set image_shape=[channels, height, "
+                             "width] for architecture='convolutional'")
+        return [1, side, side]
+    shape = [1] + list(image_shape) if len(image_shape) == 2 else list(image_shape)
+    product = shape[0] * shape[1] * shape[2]
+    if product != width:
+        raise ValueError(f"Autoencoder param 'image_shape': got {list(image_shape)} ({product} "
+                         f"values per row), but the rows have {width} features")
+    return shape
+
+
+def _train_config(values: Dict[str, Any], seed: int,
+                  spec: Optional[Dict[str, Any]] = None) -> TrainConfig:
+    """Loop settings from Param values (and the network ``spec``, whose coding layer a
+    convolutional network fixes)."""
+    if spec is not None and spec.get("architecture") == "convolutional":
+        layer = spec_coding_layer(spec)
+    else:
+        layer = values["deep_features_layer"] or coding_layer(values["hidden"])
     max_w2 = values["max_w2"]
     return TrainConfig(
         epochs=values["epochs"], optimizer=values["optimizer"], rate=values["rate"],
@@ -217,7 +266,9 @@ def _train_config(values: Dict[str, Any], seed: int) -> TrainConfig:
         stopping_tolerance=values["stopping_tolerance"],
         score_interval=values["score_interval"],
         overwrite_with_best_model=values["overwrite_with_best_model"],
-        skip_missing=values["missing_values_handling"] == "skip", seed=seed)
+        skip_missing=values["missing_values_handling"] == "skip", seed=seed,
+        architecture=values.get("architecture", "dense"), kl_beta=values.get("kl_beta", 1.0),
+        contractive_lambda=values.get("contractive_lambda", 0.0))
 
 
 class AutoencoderModel(Model, AutoencoderParams, MLReadable, MLWritable):
@@ -277,7 +328,7 @@ class AutoencoderModel(Model, AutoencoderParams, MLReadable, MLWritable):
         hidden = self._spec["hidden"]
         layer = layer if layer is not None else self.getOrDefault("deep_features_layer")
         if layer is None:
-            return coding_layer(hidden)
+            return spec_coding_layer(self._spec)
         if not isinstance(layer, int) or not 1 <= layer <= len(hidden):
             raise ValueError(f"layer: got {layer!r}, expected a hidden layer number from 1 to "
                              f"{len(hidden)} (hidden={hidden})")
@@ -338,6 +389,70 @@ class AutoencoderModel(Model, AutoencoderParams, MLReadable, MLWritable):
             ``layer`` is not a hidden layer number.
         """
         return self._score(df, ["deep_features"], layer)
+
+    def generate(self, n: int, seed: Optional[int] = None) -> DataFrame:
+        """``n`` new rows decoded from draws of the codings' prior (variational: N(0, I);
+        adversarial: the ``prior`` Param), in the input's units.
+
+        Parameters
+        ----------
+        n : int
+            Rows to generate (drawn and decoded on the driver).
+        seed : int, optional
+            Seed of the draws (None: random).
+
+        Returns
+        -------
+        DataFrame
+            One column named as the input: ``features_col`` (a dense vector, or an
+            ``array<double>`` for array input), or the ``features_cols`` columns.
+
+        Raises
+        ------
+        ValueError
+            The architecture has no prior (dense, convolutional), ``n`` is not a positive
+            integer, or the input had string columns (one-hot levels cannot be decoded).
+
+        Examples
+        --------
+        >>> vae = Autoencoder(architecture="variational", hidden=[64, 8, 64])
+        >>> vae.fit(df).generate(16, seed=1).show()   # doctest: +SKIP
+        """
+        from pyspark.sql import SparkSession
+
+        info = self._info
+        if info.kind == "columns" and info.levels:
+            raise ValueError("generate: the model's input has string columns "
+                             f"({', '.join(info.levels)}); their one-hot levels cannot be "
+                             "generated")
+        data = self.generate_array(n, seed).astype("float64")
+        spark = SparkSession.getActiveSession()
+        if spark is None:
+            raise RuntimeError("generate needs an active SparkSession")
+        if info.kind == "vector":
+            from pyspark.ml.linalg import Vectors
+
+            return spark.createDataFrame([(Vectors.dense(r),) for r in data], [info.column])
+        if info.kind == "array":
+            return spark.createDataFrame([([float(v) for v in r],) for r in data], [info.column])
+        return spark.createDataFrame([tuple(float(v) for v in r) for r in data],
+                                     list(info.columns))
+
+    def generate_array(self, n: int, seed: Optional[int] = None):
+        """:meth:`generate`'s rows as a NumPy array (n x input width), without Spark."""
+        arch = self._spec.get("architecture", "dense")
+        if arch not in ("variational", "adversarial"):
+            raise ValueError(f"generate: the model's architecture='{arch}' has no prior to draw "
+                             "codings from; train with architecture='variational' or "
+                             "'adversarial'")
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"n: got {n!r}, expected an integer >= 1")
+        net = self.network()
+        gen = torch.Generator().manual_seed(seed if seed is not None else
+                                            random.randrange(2**31))
+        with torch.no_grad():
+            rows = net.scaler.unscale(net.decode(net.sample_prior(n, generator=gen)))
+        return rows.cpu().numpy()
 
     def anomaly(self, df: DataFrame, per_feature: bool = False) -> DataFrame:
         """Add ``reconstruction_mse``, or with ``per_feature=True`` ``feature_errors`` (the

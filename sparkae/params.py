@@ -24,6 +24,11 @@ SPARSITY_METHODS = ("kl", "h2o_bias")
 NOISE = ("none", "gaussian", "masking", "salt_pepper")
 MISSING = ("mean_imputation", "skip")
 STANDARDIZE = ("h2o", "minmax", "zscore", "none")
+#: Network families (sparkae.nn.families) and the priors of the generative ones.
+ARCHITECTURES = ("dense", "convolutional", "variational", "adversarial")
+PRIORS = ("gaussian", "uniform")
+#: Hidden activations a convolutional network can use.
+CONV_ACTIVATIONS = ("tanh", "rectifier", "exp_rectifier", "linear")
 #: Columns that ``transform`` can add.
 OUTPUTS = ("deep_features", "reconstruction_mse", "reconstruction", "feature_errors",
            "is_anomaly")
@@ -142,6 +147,27 @@ class AutoencoderParams(Params):
                         "last one", lambda v: None if v is None else str(v))
     checkpoint_interval = _p("checkpoint_interval", "epochs between checkpoints",
                              TypeConverters.toInt)
+    # families beyond H2O (issue 7)
+    architecture = _p("architecture", f"network family: {', '.join(ARCHITECTURES)}",
+                      TypeConverters.toString)
+    kl_beta = _p("kl_beta", "variational: weight of the KL term (loss = MSE + kl_beta * KL / "
+                 "modelled features)", TypeConverters.toFloat)
+    contractive_lambda = _p("contractive_lambda", "dense/convolutional: weight of the "
+                            "contractive penalty, the squared Frobenius norm of the encoder's "
+                            "Jacobian (0 = off)", TypeConverters.toFloat)
+    wta_sparsity = _p("wta_sparsity", "dense/convolutional: winner-take-all; each coding unit "
+                      "keeps this share of its activations across a batch while training "
+                      "(convolutional: after spatial WTA); None = off",
+                      lambda v: None if v is None else TypeConverters.toFloat(v))
+    image_shape = _p("image_shape", "convolutional: [channels, height, width] (or [height, "
+                     "width]) of each flat row; None = one square channel",
+                     lambda v: None if v is None else TypeConverters.toListInt(v))
+    conv_filters = _p("conv_filters", "convolutional: channels of each stride-2 encoder "
+                      "convolution", TypeConverters.toListInt)
+    kernel_size = _p("kernel_size", "convolutional: odd kernel size of every convolution",
+                     TypeConverters.toInt)
+    prior = _p("prior", f"adversarial: the codings' prior, {' or '.join(PRIORS)} (N(0, I) or "
+               "uniform on [-1, 1])", TypeConverters.toString)
 
     def __init__(self) -> None:
         super().__init__()
@@ -160,6 +186,8 @@ class AutoencoderParams(Params):
             anomaly_quantile=None, anomaly_threshold=None,
             num_workers=1, use_gpu=False, data_loader="auto", cache_dir=None, keep_cache=False,
             checkpoint_dir=None, checkpoint_interval=1,
+            architecture="dense", kl_beta=1.0, contractive_lambda=0.0, wta_sparsity=None,
+            image_shape=None, conv_filters=[16, 32], kernel_size=3, prior="gaussian",
         )
 
     def param_values(self) -> Dict[str, Any]:
@@ -202,6 +230,18 @@ def _outputs(v: Any) -> Optional[str]:
 
 def _ratio(v: Any) -> Optional[str]:
     return None if isinstance(v, (int, float)) and 0 <= v < 1 else "a number in [0, 1)"
+
+
+def _positive_ints(example: str) -> Callable[[Any], Optional[str]]:
+    def rule(v: Any) -> Optional[str]:
+        ok = isinstance(v, list) and len(v) > 0 and all(isinstance(h, int) and h > 0 for h in v)
+        return None if ok else f"a non-empty list of positive integers, e.g. {example}"
+    return rule
+
+
+def _image_shape(v: Any) -> Optional[str]:
+    ok = _positive_ints("")(v) is None and len(v) in (2, 3)
+    return None if ok else "[channels, height, width] or [height, width], positive integers"
 
 
 def _optional(rule: Callable[[Any], Optional[str]]) -> Callable[[Any], Optional[str]]:
@@ -250,6 +290,16 @@ RULES: Dict[str, Callable[[Any], Optional[str]]] = {
     "checkpoint_dir": _optional(lambda v: None if isinstance(v, str) and v
                                 else "a directory path"),
     "checkpoint_interval": _int_at_least(1),
+    "architecture": _one_of(ARCHITECTURES),
+    "kl_beta": _float_at_least(0.0),
+    "contractive_lambda": _float_at_least(0.0),
+    "wta_sparsity": _optional(lambda v: None if isinstance(v, (int, float)) and 0 < v <= 1
+                              else "a number in (0, 1]"),
+    "image_shape": _optional(_image_shape),
+    "conv_filters": _positive_ints("[16, 32]"),
+    "kernel_size": lambda v: None if isinstance(v, int) and v >= 1 and v % 2 == 1
+    else "an odd integer >= 1",
+    "prior": _one_of(PRIORS),
 }
 
 
@@ -318,11 +368,39 @@ def _cross_checks(values: Dict[str, Any]) -> None:
     if values.get("noise") in ("masking", "salt_pepper") and values.get("noise_level", 0) >= 1:
         raise ValueError(f"Autoencoder param 'noise_level': got {values['noise_level']!r}, "
                          f"expected a share in (0, 1) for noise='{values['noise']}'")
+    _family_checks(values)
     layer = values.get("deep_features_layer")
-    if layer is not None and layer > len(values["hidden"]):
+    if (layer is not None and layer > len(values["hidden"])
+            and values.get("architecture", "dense") != "convolutional"):
         raise ValueError(f"Autoencoder param 'deep_features_layer': got {layer}, expected a "
                          f"hidden layer number from 1 to {len(values['hidden'])} "
                          f"(hidden={values['hidden']})")
+
+
+def _family_checks(values: Dict[str, Any]) -> None:
+    """Combinations of the families' Params (architecture and the options that need one)."""
+    arch = values.get("architecture", "dense")
+    for name, on in (("contractive_lambda", values.get("contractive_lambda", 0) > 0),
+                     ("wta_sparsity", values.get("wta_sparsity") is not None)):
+        if on and arch in ("variational", "adversarial"):
+            raise ValueError(f"Autoencoder param '{name}': set to {values[name]!r} but "
+                             f"architecture='{arch}'; {name} applies to the dense and "
+                             "convolutional architectures only")
+    if arch == "dense":
+        return
+    activation = values.get("activation", "tanh")
+    if activation.endswith("_with_dropout") or values.get("hidden_dropout_ratios"):
+        raise ValueError(f"Autoencoder param 'activation': got {activation!r} (or "
+                         f"hidden_dropout_ratios) with architecture='{arch}'; dropout is "
+                         "available for the dense architecture only")
+    if values.get("sparsity_beta", 0) > 0:
+        raise ValueError(f"Autoencoder param 'sparsity_beta': set to {values['sparsity_beta']!r} "
+                         f"but architecture='{arch}'; the KL sparsity penalty applies to the "
+                         "dense architecture only (use wta_sparsity for convolutional)")
+    if arch == "convolutional" and activation not in CONV_ACTIVATIONS:
+        raise ValueError(f"Autoencoder param 'activation': got {activation!r} with "
+                         f"architecture='convolutional', expected one of "
+                         f"{', '.join(CONV_ACTIVATIONS)}")
 
 
 def check_known(names: List[str], known: List[str], where: str) -> None:

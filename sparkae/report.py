@@ -55,6 +55,26 @@ def training_curve(history: Sequence[Dict]) -> bytes:
     return _png(fig)
 
 
+def generated_grid(rows: np.ndarray, image_shape: Sequence[int],
+                   title: str = "Rows generated from prior draws") -> bytes:
+    """A grid of generated rows shown as images (variational and adversarial models)."""
+    plt = _plt()
+    n = len(rows)
+    cols = min(8, n)
+    lines = -(-n // cols)
+    fig, axes = plt.subplots(lines, cols, figsize=(1.2 * cols, 1.2 * lines + 0.4),
+                             squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if i < n:
+            ax.imshow(np.asarray(rows[i]).reshape(image_shape[-2:]), cmap="gray_r")
+        else:
+            ax.axis("off")
+    fig.suptitle(title)
+    return _png(fig)
+
+
 def reconstructions(rows: np.ndarray, recon: np.ndarray, title: str,
                     image_shape: Optional[Sequence[int]] = None,
                     captions: Optional[List[str]] = None) -> bytes:

@@ -207,7 +207,14 @@ def write_report(model, source: DataFrame, scored: DataFrame, settings: Dict[str
                   if settings["model"]["sparsity_beta"] else None)
         figures["Coding layer average activations"] = report.coding_activations(
             s.coding_activations, target)
-    rows = {"hidden": settings["model"]["hidden"], "activation": settings["model"]["activation"],
+    grid_shape = shape or ([28, 28] if model.input_size == 784 else None)
+    arch = settings["model"].get("architecture", "dense")
+    if arch in ("variational", "adversarial") and grid_shape and \
+            int(np.prod(grid_shape[-2:])) == model.input_size:
+        figures["Generated rows (decoded prior draws)"] = report.generated_grid(
+            model.generate_array(32, seed=1), grid_shape)
+    rows = {"architecture": arch,
+            "hidden": settings["model"]["hidden"], "activation": settings["model"]["activation"],
             "epochs": s.epochs, "train rows": s.train_rows,
             "train MSE": f"{s.train_mse:.6g}",
             "validation MSE": "-" if s.validation_mse is None else f"{s.validation_mse:.6g}",

@@ -190,7 +190,8 @@ class _Scorer:
               threshold: Optional[float], batch_size: int) -> Dict[str, np.ndarray]:
         """Outputs for the scored rows of ``block``, in passes of at most ``batch_size``."""
         full = _needs_full_width(outputs)
-        sparse = (block.dense is None and
+        # the CSR first layer is the dense network's; other families score densified rows
+        sparse = (getattr(self.net, "supports_csr_scoring", True) and block.dense is None and
                   block.nnz < SPARSE_DENSITY * max(1, block.rows) * self.kept)
         parts: List[Dict[str, np.ndarray]] = []
         with torch.no_grad():

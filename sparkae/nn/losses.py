@@ -1,4 +1,5 @@
-"""Loss terms (pure Torch): reconstruction, weight penalties, KL sparsity."""
+"""Loss terms (pure Torch): reconstruction, weight penalties, KL sparsity, the VAE KL and
+the contractive penalty."""
 
 from __future__ import annotations
 
@@ -53,3 +54,64 @@ def kl_sparsity(codings: torch.Tensor, rho: float, activation: str) -> torch.Ten
     rho_hat = to_unit(codings.mean(dim=0), activation).clamp(_EPS, 1 - _EPS)
     r = min(max(float(to_unit(rho, activation)), _EPS), 1 - _EPS)
     return (r * torch.log(r / rho_hat) + (1 - r) * torch.log((1 - r) / (1 - rho_hat))).sum()
+
+
+# -- variational and contractive terms ------------------------------------------------------
+
+def kl_standard_normal(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """Batch mean of ``KL(N(mu, exp(logvar)) || N(0, I))`` summed over coding units (nats
+    per row), the variational autoencoder's regularizer (Doersch 2016, eq. 7)."""
+    return 0.5 * (mu * mu + logvar.exp() - 1.0 - logvar).sum(dim=1).mean()
+
+
+#: Activations whose layer Jacobian has a closed form, with the derivative from the output.
+_CLOSED_FORM = {"tanh": lambda h: 1.0 - h * h, "sigmoid": lambda h: h * (1.0 - h)}
+#: Coding layers wider than this use random projections instead of one pass per unit.
+EXACT_JACOBIAN_UNITS = 16
+
+
+def contractive_closed_form(h: torch.Tensor, weight: torch.Tensor, activation: str) -> torch.Tensor:
+    """Batch mean of ``||J||_F^2`` for one layer ``h = f(W z + b)`` with f tanh or sigmoid:
+    ``sum_j f'(a_j)^2 * sum_i W_ji^2`` (Rifai et al. 2011, eq. 4), from the outputs ``h``."""
+    d = _CLOSED_FORM[base_activation(activation)](h)
+    return ((d * d) @ (weight * weight).sum(dim=1)).mean()
+
+
+def jacobian_frobenius(encode, z: torch.Tensor, create_graph: bool = False,
+                       probes: int = 0) -> torch.Tensor:
+    """Batch mean of ``||d encode(z) / dz||_F^2`` by autograd (any encoder whose rows are
+    independent). ``probes=0``: exact, one backward pass per coding unit; ``probes=p``: the
+    unbiased estimate ``E_v ||v^T J||^2`` over ``p`` Gaussian vectors ``v`` per row."""
+    x = z.detach().requires_grad_(True)
+    h = encode(x)
+    total = torch.zeros((), dtype=h.dtype, device=h.device)
+    vectors = ([torch.randn_like(h) for _ in range(probes)] if probes else
+               [torch.zeros_like(h).index_fill_(1, torch.tensor([j], device=h.device), 1.0)
+                for j in range(h.shape[1])])
+    for v in vectors:
+        (g,) = torch.autograd.grad(h, x, grad_outputs=v, create_graph=create_graph,
+                                   retain_graph=True)
+        total = total + (g * g).sum()
+    return total / (max(probes, 1) if probes else 1) / z.shape[0]
+
+
+def contractive_penalty(net: torch.nn.Module, inp: torch.Tensor, acts, coding: int,
+                        activation: str) -> torch.Tensor:
+    """The contractive penalty's ``||J||_F^2`` (batch mean) of the encoder up to hidden
+    layer ``coding`` (1-based) at the network input ``inp``.
+
+    Closed form when the encoder is one dense tanh (or sigmoid) layer without
+    winner-take-all; autograd otherwise (exact up to :data:`EXACT_JACOBIAN_UNITS` coding
+    units, four random projections per row beyond).
+    """
+    dense_one_layer = (coding == 1 and hasattr(net, "layers") and
+                       not getattr(net, "wta_sparsity", None) and
+                       base_activation(activation) in _CLOSED_FORM)
+    if dense_one_layer:
+        return contractive_closed_form(acts[0], net.layers[0].weight, activation)
+    if sparse.is_sparse(inp):
+        inp = sparse.densify(inp, sparse.offset(net.scaler))
+    units = acts[coding - 1].shape[1]
+    probes = 0 if units <= EXACT_JACOBIAN_UNITS else 4
+    return jacobian_frobenius(lambda x: net.hidden_activations(x, upto=coding)[-1], inp,
+                              create_graph=True, probes=probes)

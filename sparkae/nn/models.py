@@ -185,8 +185,17 @@ class AutoencoderNet(nn.Module):
         return [m.weight for m in list(self.layers) + [self.output]]
 
 
-def build_network(spec: Dict[str, Any]) -> AutoencoderNet:
-    """Build an untrained network from a JSON-able architecture ``spec``."""
+def build_network(spec: Dict[str, Any]) -> nn.Module:
+    """Build an untrained network from a JSON-able architecture ``spec``.
+
+    ``spec["architecture"]`` (default ``"dense"``, so older specs build as before) picks
+    the family; non-dense families and dense networks with ``wta_sparsity`` come from
+    :mod:`sparkae.nn.families`.
+    """
+    if spec.get("architecture", "dense") != "dense" or spec.get("wta_sparsity"):
+        from sparkae.nn.families import build_family
+
+        return build_family(spec)
     return AutoencoderNet(spec["input_size"], spec["kept"], spec["hidden"], spec["activation"],
                           spec.get("output_activation", "linear"),
                           spec.get("hidden_dropout_ratios"))

@@ -16,7 +16,9 @@ import numpy as np
 import torch
 
 from sparkae.nn import sparse
-from sparkae.nn.losses import kl_sparsity, reconstruction_mse, weight_penalty
+from sparkae.nn.families import adversarial_losses, generator_loss, mmd
+from sparkae.nn.losses import (contractive_penalty, kl_sparsity, reconstruction_mse,
+                               weight_penalty)
 from sparkae.nn.models import AutoencoderNet
 from sparkae.nn.noise import corrupt_batch
 
@@ -60,18 +62,25 @@ class TrainConfig:
     overwrite_with_best_model: bool = True
     skip_missing: bool = False
     seed: int = 0
+    # families beyond H2O (sparkae.nn.families)
+    architecture: str = "dense"
+    kl_beta: float = 1.0
+    contractive_lambda: float = 0.0
 
 
-def make_optimizer(net: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+def make_optimizer(net: torch.nn.Module, cfg: TrainConfig,
+                   params: Optional[Iterable[torch.nn.Parameter]] = None) -> torch.optim.Optimizer:
     """Adam with ``rate``; H2O's ADADELTA (``rho``, ``epsilon``, unit learning rate); or SGD
-    with momentum (its rate and momentum follow :func:`sgd_schedule`)."""
+    with momentum (its rate and momentum follow :func:`sgd_schedule`). ``params`` (default
+    all of ``net``'s) are the parameters it updates."""
+    params = list(net.parameters() if params is None else params)
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(net.parameters(), lr=cfg.rate)
+        return torch.optim.Adam(params, lr=cfg.rate)
     if cfg.optimizer == "adadelta":
-        return torch.optim.Adadelta(net.parameters(), lr=1.0, rho=cfg.rho, eps=cfg.epsilon)
+        return torch.optim.Adadelta(params, lr=1.0, rho=cfg.rho, eps=cfg.epsilon)
     if cfg.optimizer == "sgd":
         nesterov = cfg.nesterov and max(cfg.momentum_start, cfg.momentum_stable) > 0
-        return torch.optim.SGD(net.parameters(), lr=cfg.rate, nesterov=nesterov,
+        return torch.optim.SGD(params, lr=cfg.rate, nesterov=nesterov,
                                momentum=max(cfg.momentum_start, cfg.momentum_stable))
     raise ValueError(f"optimizer: got {cfg.optimizer!r}, expected 'adam', 'adadelta' or 'sgd'")
 
@@ -106,19 +115,147 @@ def _drop_missing(x: torch.Tensor) -> torch.Tensor:
     return x[~torch.isnan(x).any(dim=1)] if not x.is_sparse and x.layout == torch.strided else x
 
 
+def scaled_batch(net: torch.nn.Module, x: torch.Tensor, skip_missing: bool) -> torch.Tensor:
+    """Scale a raw batch for ``net``; CSR batches stay sparse unless the network needs
+    dense rows (``dense_input``: the convolutional, variational and adversarial families,
+    which densify each batch)."""
+    z = net.scaler(_drop_missing(x) if skip_missing else x)
+    if getattr(net, "dense_input", False) and sparse.is_sparse(z):
+        z = sparse.densify(z, sparse.offset(net.scaler))
+    return z
+
+
 @torch.no_grad()
 def evaluate(net: AutoencoderNet, batches: Iterable, skip_missing: bool = False) -> float:
     """Mean over rows of the per-row reconstruction MSE in the scaled space."""
     net.eval()
     total, rows = 0.0, 0
     for batch in batches:
-        x = _tensor(batch)
-        z = net.scaler(_drop_missing(x) if skip_missing else x)
+        z = scaled_batch(net, _tensor(batch), skip_missing)
         y = net.reconstruct(z)
         total += float(sparse.row_mse(y, z).sum() if sparse.is_sparse(z)
                        else ((y - z) ** 2).mean(dim=1).sum())
         rows += z.shape[0]
     return total / rows if rows else float("nan")
+
+
+#: Rows per rank whose codings are compared with the prior after each adversarial epoch.
+PRIOR_CHECK_ROWS = 1024
+
+
+class _Family:
+    """The families' extra training terms and their per-epoch sums (history entries):
+    ``kl`` (variational), ``contractive`` (the encoder's ``||J||_F^2``),
+    ``wta_active_fraction`` (share of non-zero coding activations, or of non-zero coding
+    maps for convolutional networks), ``discriminator_loss``, ``generator_loss`` and
+    ``prior_mmd`` (squared MMD between codings and prior draws; adversarial; the first
+    epoch also has ``prior_mmd_initial``, the untrained encoder's on the same rows)."""
+
+    def __init__(self, net: torch.nn.Module, cfg: TrainConfig) -> None:
+        self.net, self.cfg = net, cfg
+        self.variational = cfg.architecture == "variational"
+        self.adversarial = cfg.architecture == "adversarial"
+        self.wta = bool(getattr(net, "wta_sparsity", None))
+        self.names = ((["kl"] if self.variational else []) +
+                      (["contractive"] if cfg.contractive_lambda else []) +
+                      (["wta_active_fraction"] if self.wta else []) +
+                      (["discriminator_loss", "generator_loss"] if self.adversarial else []))
+        self.opt_d = self.opt_g = None
+        self.initial: Optional[torch.nn.Module] = None
+        if self.adversarial:
+            self.initial = copy.deepcopy(net)
+            self.opt_d = make_optimizer(net, cfg, net.discriminator.parameters())
+            self.opt_g = make_optimizer(net, cfg, net.encoder_parameters())
+        self.start_epoch()
+
+    def parameters(self) -> Optional[List[torch.nn.Parameter]]:
+        """What the main (reconstruction) optimizer updates; None = every parameter."""
+        return self.net.autoencoder_parameters() if self.adversarial else None
+
+    def start_epoch(self) -> None:
+        self.sums = {n: 0.0 for n in self.names}
+        self.kept: List[torch.Tensor] = []
+
+    def loss_terms(self, inp: torch.Tensor, acts: List[torch.Tensor],
+                   rows: int) -> Optional[torch.Tensor]:
+        """The extra loss of a reconstruction step (recording its terms); None when the
+        network has none."""
+        cfg, extra = self.cfg, None
+        if self.variational:
+            kl = self.net.last_kl
+            extra = cfg.kl_beta * kl / self.net.scaler.keep.numel()
+            self.sums["kl"] += float(kl.detach()) * rows
+        if cfg.contractive_lambda:
+            jac = contractive_penalty(self.net, inp, acts, cfg.coding_layer, cfg.activation)
+            term = cfg.contractive_lambda * jac
+            extra = term if extra is None else extra + term
+            self.sums["contractive"] += float(jac.detach()) * rows
+        if self.wta:
+            h = acts[cfg.coding_layer - 1].detach()
+            shapes = getattr(self.net, "shapes", None)
+            if shapes is not None:  # convolutional: a map is active when any value is
+                h = h.reshape(h.shape[0], shapes[self.net.coding - 1][0], -1).abs().amax(dim=2)
+            self.sums["wta_active_fraction"] += float((h != 0).float().mean()) * rows
+        return extra
+
+    def adversarial_step(self, model: torch.nn.Module, z: torch.Tensor) -> None:
+        """The regularization phase: a discriminator update, then an encoder update, each
+        one forward and backward of ``model`` (DistributedDataParallel-safe)."""
+        if not self.adversarial:
+            return
+        real, fake = model(z, phase="discriminator")
+        d_loss = adversarial_losses(real, fake)
+        self.opt_d.zero_grad(set_to_none=True)
+        d_loss.backward()
+        self.opt_d.step()
+        g_loss = generator_loss(model(z, phase="generator"))
+        self.opt_g.zero_grad(set_to_none=True)
+        g_loss.backward()
+        self.opt_g.step()
+        self.sums["discriminator_loss"] += float(d_loss.detach()) * z.shape[0]
+        self.sums["generator_loss"] += float(g_loss.detach()) * z.shape[0]
+        have = sum(t.shape[0] for t in self.kept)
+        if have < PRIOR_CHECK_ROWS:
+            self.kept.append(z.detach()[:PRIOR_CHECK_ROWS - have])
+
+    def totals(self) -> List[float]:
+        """The sums to reduce across ranks (adversarial: the rank's MMD and a count last)."""
+        values = [self.sums[n] for n in self.names]
+        if self.adversarial:
+            values += self._prior_mmd()
+        return values
+
+    @torch.no_grad()
+    def _prior_mmd(self) -> List[float]:
+        if not self.kept:
+            return [0.0, 0.0, 0.0]
+        rows = torch.cat(self.kept)
+        gen = torch.Generator().manual_seed(self.cfg.seed + 17)
+        prior = self.net.sample_prior(rows.shape[0], generator=gen).cpu()
+        was = self.net.training
+        self.net.eval()
+        out = [mmd(self.net.encode(rows).cpu(), prior), 1.0]
+        self.net.train(was)
+        initial, self.initial = self.initial, None   # the untrained encoder, first epoch only
+        out.append(mmd(initial.eval().encode(rows).cpu(), prior) if initial is not None else 0.0)
+        return out
+
+    def entry(self, totals: List[float], rows: int) -> Dict[str, float]:
+        out = {n: v / rows for n, v in zip(self.names, totals)}
+        if self.adversarial:
+            mmd_sum, ranks, initial = totals[len(self.names):len(self.names) + 3]
+            out["prior_mmd"] = mmd_sum / ranks if ranks else None
+            if initial and ranks:
+                out["prior_mmd_initial"] = initial / ranks
+        return out
+
+    def state(self) -> Optional[List[Dict[str, Any]]]:
+        return [self.opt_d.state_dict(), self.opt_g.state_dict()] if self.adversarial else None
+
+    def load_state(self, states: Optional[List[Dict[str, Any]]]) -> None:
+        if self.adversarial and states:
+            self.opt_d.load_state_dict(states[0])
+            self.opt_g.load_state_dict(states[1])
 
 
 class _Stopper:
@@ -194,7 +331,8 @@ def train(net: AutoencoderNet, train_batches: Batches, cfg: TrainConfig,
     """
     model = model if model is not None else net
     reduce = reduce or (lambda values: values)
-    opt = make_optimizer(net, cfg)
+    family = _Family(net, cfg)
+    opt = make_optimizer(net, cfg, family.parameters())
     history: List[Dict] = []
     stopper = _Stopper(cfg)
     if resume_state:
@@ -202,6 +340,8 @@ def train(net: AutoencoderNet, train_batches: Batches, cfg: TrainConfig,
         history = list(resume_state["history"])
         stopper = _Stopper(cfg, resume_state.get("stopper"))
         stopper.weights = resume_state.get("best_model")
+        family.load_state(resume_state.get("family_optimizers"))
+        family.initial = None   # prior_mmd_initial belongs to a fit's first epoch only
         start_epoch = len(history)
     gen = torch.Generator().manual_seed(cfg.seed)
     noisy = cfg.noise != "none" or cfg.input_dropout_ratio > 0
@@ -213,14 +353,17 @@ def train(net: AutoencoderNet, train_batches: Batches, cfg: TrainConfig,
         t0 = time.perf_counter()
         loss_sum, rows = 0.0, 0
         act_sum: Optional[torch.Tensor] = None
+        family.start_epoch()
         for batch in train_batches(epoch):
-            x = _tensor(batch)
-            z = net.scaler(_drop_missing(x) if cfg.skip_missing else x)
+            z = scaled_batch(net, _tensor(batch), cfg.skip_missing)
             inp = corrupt_batch(z, cfg.noise, cfg.noise_level, cfg.input_dropout_ratio,
                                 net.scaler.lo, net.scaler.hi, gen) if noisy else z
             y, acts = model(inp)
             mse = reconstruction_mse(y, z)
             loss = mse
+            extra = family.loss_terms(inp, acts, z.shape[0])
+            if extra is not None:
+                loss = loss + extra
             if cfg.l1 or cfg.l2:
                 loss = loss + penalty(net, cfg)
             if cfg.sparsity_beta and cfg.sparsity_method == "kl":
@@ -233,6 +376,7 @@ def train(net: AutoencoderNet, train_batches: Batches, cfg: TrainConfig,
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            family.adversarial_step(model, z)
             if cfg.max_w2 < float("inf"):
                 apply_max_w2(net, cfg.max_w2)
             coding = acts[c].detach()
@@ -246,9 +390,11 @@ def train(net: AutoencoderNet, train_batches: Batches, cfg: TrainConfig,
             loss_sum += float(mse.detach()) * z.shape[0]
             rows += z.shape[0]
             samples += z.shape[0]
+        n_act = net.hidden[c]
         totals = reduce([loss_sum, float(rows)] + (act_sum.tolist() if act_sum is not None
-                                                   else [0.0] * net.hidden[c]))
+                                                   else [0.0] * n_act) + family.totals())
         loss_sum, rows = totals[0], int(totals[1])
+        family_totals, totals = totals[2 + n_act:], totals[:2 + n_act]
         if rows == 0:
             raise ValueError("the training data yielded no rows")
         train_mse = loss_sum / rows
@@ -261,7 +407,8 @@ def train(net: AutoencoderNet, train_batches: Batches, cfg: TrainConfig,
         seconds = time.perf_counter() - t0
         entry = {"epoch": epoch + 1, "train_mse": train_mse, "validation_mse": valid,
                  "rows": rows, "seconds": seconds, "rows_per_s": rows / max(seconds, 1e-9),
-                 "coding_activations": [v / rows for v in totals[2:]], "best": False}
+                 "coding_activations": [v / rows for v in totals[2:]], "best": False,
+                 **family.entry(family_totals, rows)}
         history.append(entry)
         stop = scored and stopper.update(epoch + 1, valid if valid is not None else train_mse,
                                          net)
@@ -270,7 +417,8 @@ def train(net: AutoencoderNet, train_batches: Batches, cfg: TrainConfig,
         if checkpoint:
             checkpoint(epoch + 1, {"model": net.state_dict(), "optimizer": opt.state_dict(),
                                    "history": history, "stopper": stopper.state(),
-                                   "best_model": stopper.weights})
+                                   "best_model": stopper.weights,
+                                   "family_optimizers": family.state()})
         if stop:
             log.info("early stopping after epoch %d: no improvement in %d scoring rounds "
                      "(best epoch %d)", epoch + 1, cfg.stopping_rounds, stopper.best_epoch)

@@ -175,7 +175,10 @@ def rank_main(job: Any) -> Optional[Dict[str, Any]]:
             ddp = torch.nn.parallel.DistributedDataParallel
             sync = ("forward_sync_buffers" if "forward_sync_buffers" in
                     inspect.signature(ddp.__init__).parameters else "broadcast_buffers")
-            return ddp(net, device_ids=ids, **{sync: False})
+            # Networks whose steps leave some parameters out (the adversarial family's
+            # alternating phases) say so with ddp_find_unused_parameters.
+            unused = bool(getattr(net, "ddp_find_unused_parameters", False))
+            return ddp(net, device_ids=ids, find_unused_parameters=unused, **{sync: False})
 
         def reduce(values: List[float]) -> List[float]:
             t = torch.tensor(values, dtype=torch.float64, device=device)
