@@ -24,6 +24,8 @@ SPARSITY_METHODS = ("kl", "h2o_bias")
 NOISE = ("none", "gaussian", "masking", "salt_pepper")
 MISSING = ("mean_imputation", "skip")
 STANDARDIZE = ("h2o", "minmax", "zscore", "none")
+#: Forms of training progress (see :mod:`sparkae.progress`).
+PROGRESS = ("auto", "bar", "log", "none")
 #: Columns that ``transform`` can add.
 OUTPUTS = ("deep_features", "reconstruction_mse", "reconstruction", "feature_errors",
            "is_anomaly")
@@ -142,6 +144,11 @@ class AutoencoderParams(Params):
                         "last one", lambda v: None if v is None else str(v))
     checkpoint_interval = _p("checkpoint_interval", "epochs between checkpoints",
                              TypeConverters.toInt)
+    # progress (issue 8)
+    progress = _p("progress", "training progress: 'bar' (tqdm; a widget in notebooks), "
+                  "'log' (one 'sparkae' log line per epoch), 'none', or 'auto' (log under "
+                  "spark-submit or when stderr is not a terminal, else bar)",
+                  TypeConverters.toString)
 
     def __init__(self) -> None:
         super().__init__()
@@ -161,6 +168,7 @@ class AutoencoderParams(Params):
             num_workers=1, use_gpu=False, data_loader="auto", cache_dir=None, keep_cache=False,
             checkpoint_dir=None, checkpoint_interval=1,
         )
+        self._setDefault(progress="auto")
 
     def param_values(self) -> Dict[str, Any]:
         """Return every Param's current value (set or default) by name."""
@@ -250,6 +258,7 @@ RULES: Dict[str, Callable[[Any], Optional[str]]] = {
     "checkpoint_dir": _optional(lambda v: None if isinstance(v, str) and v
                                 else "a directory path"),
     "checkpoint_interval": _int_at_least(1),
+    "progress": _one_of(PROGRESS),
 }
 
 
