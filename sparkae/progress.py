@@ -108,7 +108,7 @@ def _make_bar(total: int, initial: int, stream: Optional[TextIO]) -> Any:
         log.debug("tqdm is not installed: progress as log lines")
         return None
     kwargs = dict(total=total, initial=initial, unit="epoch", desc="sparkae",
-                  dynamic_ncols=True, leave=True)
+                  dynamic_ncols=True, leave=True, mininterval=0)
     try:
         return tqdm(file=stream, **kwargs) if stream is not None else tqdm(**kwargs)
     except Exception:  # noqa: BLE001 - e.g. tqdm.notebook without ipywidgets
