@@ -128,11 +128,12 @@ def describe_defaults() -> str:
     """Every setting with its default, one per line (for ``--help``)."""
     lines: List[str] = []
     for section, values in DEFAULTS.items():
-        if section in ("model", "grid"):
-            lines.append(f"  {section}.<Autoencoder Param> = " +
-                         ("its default (jobs/train.py --help)" if section == "model"
-                          else "[candidates] (list-valued Params: a list of lists)"))
+        if section == "grid":
+            lines.append("  grid.<Autoencoder Param> = [candidates] (list-valued Params: a "
+                         "list of lists)")
             continue
+        if section == "model":
+            values = train_config.model_defaults()
         for key, value in values.items():
             text = yaml.safe_dump(value, default_flow_style=True).strip()
             lines.append(f"  {section}.{key} = {text.removesuffix('...').strip()}")
