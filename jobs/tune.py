@@ -7,7 +7,7 @@ Usage::
 Each trial fits one Autoencoder (the ``model`` section, overridden by one combination of
 the ``grid`` section) in a Ray worker: a local Ray on 127.0.0.1 for a local master, Ray on
 Spark for a cluster. Results under ``output.dir``: leaderboard.csv, leaderboard.md,
-leaderboard.png, best_params.json, best_model/. Running it again resumes the grid.
+leaderboard.png, report.html, best_params.json, best_model/. Running it again resumes the grid.
 """
 
 from __future__ import annotations

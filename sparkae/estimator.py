@@ -160,6 +160,7 @@ class Autoencoder(Estimator, AutoencoderParams, DefaultParamsReadable, DefaultPa
                 checkpoint_dir=values["checkpoint_dir"],
                 checkpoint_interval=values["checkpoint_interval"], resume_from=resume_from,
                 meta=meta)
+            job.progress = values["progress"]
             log.info("training %s on %d rows x %d features (%d modelled), seed %d", spec["hidden"],
                      stats.count, info.size, spec["kept"], seed)
             state, history = launch(job)

@@ -29,6 +29,8 @@ ARCHITECTURES = ("dense", "convolutional", "variational", "adversarial")
 PRIORS = ("gaussian", "uniform")
 #: Hidden activations a convolutional network can use.
 CONV_ACTIVATIONS = ("tanh", "rectifier", "exp_rectifier", "linear")
+#: Forms of training progress (see :mod:`sparkae.progress`).
+PROGRESS = ("auto", "bar", "log", "none")
 #: Columns that ``transform`` can add.
 OUTPUTS = ("deep_features", "reconstruction_mse", "reconstruction", "feature_errors",
            "is_anomaly")
@@ -168,6 +170,11 @@ class AutoencoderParams(Params):
                      TypeConverters.toInt)
     prior = _p("prior", f"adversarial: the codings' prior, {' or '.join(PRIORS)} (N(0, I) or "
                "uniform on [-1, 1])", TypeConverters.toString)
+    # progress (issue 8)
+    progress = _p("progress", "training progress: 'bar' (tqdm; a widget in notebooks), "
+                  "'log' (one 'sparkae' log line per epoch), 'none', or 'auto' (log under "
+                  "spark-submit or when stderr is not a terminal, else bar)",
+                  TypeConverters.toString)
 
     def __init__(self) -> None:
         super().__init__()
@@ -189,6 +196,7 @@ class AutoencoderParams(Params):
             architecture="dense", kl_beta=1.0, contractive_lambda=0.0, wta_sparsity=None,
             image_shape=None, conv_filters=[16, 32], kernel_size=3, prior="gaussian",
         )
+        self._setDefault(progress="auto")
 
     def param_values(self) -> Dict[str, Any]:
         """Return every Param's current value (set or default) by name."""
@@ -300,6 +308,7 @@ RULES: Dict[str, Callable[[Any], Optional[str]]] = {
     "kernel_size": lambda v: None if isinstance(v, int) and v >= 1 and v % 2 == 1
     else "an odd integer >= 1",
     "prior": _one_of(PRIORS),
+    "progress": _one_of(PROGRESS),
 }
 
 

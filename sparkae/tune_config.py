@@ -8,7 +8,7 @@ keys are errors with a "did you mean" suggestion; ``section.key=value`` override
 their values as YAML (``--set 'grid.hidden=[[50],[100]]'``).
 
 Results under ``output.dir``: ``leaderboard.csv``, ``leaderboard.md``, ``leaderboard.png``,
-``best_params.json``, ``best_model/``; the trial record and every trial's model under
+``report.html``, ``best_params.json``, ``best_model/``; the trial record and every trial's model under
 ``tune.storage_path`` (default ``<output.dir>/trials``), so running the job again with the
 same grid resumes where it stopped (``tune.resume: false`` starts over).
 """
@@ -128,11 +128,12 @@ def describe_defaults() -> str:
     """Every setting with its default, one per line (for ``--help``)."""
     lines: List[str] = []
     for section, values in DEFAULTS.items():
-        if section in ("model", "grid"):
-            lines.append(f"  {section}.<Autoencoder Param> = " +
-                         ("its default (jobs/train.py --help)" if section == "model"
-                          else "[candidates] (list-valued Params: a list of lists)"))
+        if section == "grid":
+            lines.append("  grid.<Autoencoder Param> = [candidates] (list-valued Params: a "
+                         "list of lists)")
             continue
+        if section == "model":
+            values = train_config.model_defaults()
         for key, value in values.items():
             text = yaml.safe_dump(value, default_flow_style=True).strip()
             lines.append(f"  {section}.{key} = {text.removesuffix('...').strip()}")
@@ -191,6 +192,9 @@ def run(spark: Any, settings: Dict[str, Any]) -> Dict[str, Any]:
     if res.best_model is not None:
         best_dir = os.path.join(out, "best_model")
         res.best_model.write().overwrite().save(best_dir)
+    write_report(os.path.join(out, "report.html"), flat, res.best_params,
+                 res.best_model.summary.history if res.best_model is not None else None,
+                 valid_df is not None)
     return {"leaderboard": flat, "best_params": res.best_params, "best_model": best_dir,
             "out": out, "storage_path": storage, "wall_time_s": time.perf_counter() - t0,
             "failed": int((board["status"] == "error").sum()), "trials": len(board)}
@@ -236,12 +240,29 @@ def leaderboard_chart(flat: Any, has_valid: bool) -> bytes:
     return _png(fig)
 
 
+def write_report(path: str, flat: Any, best_params: Optional[Dict[str, Any]],
+                 best_history: Optional[List[Dict[str, Any]]], has_valid: bool) -> str:
+    """Write the grid's HTML report: the leaderboard chart and the best model's training
+    curve, with the trial counts and the best Params; return the path."""
+    from sparkae import report
+
+    figures = {"Tuning leaderboard": leaderboard_chart(flat, has_valid)}
+    if best_history:
+        figures["Best model: training curve"] = report.training_curve(best_history)
+    by = "validation_mse" if has_valid else "train_mse"
+    ok = flat[flat["status"] != "error"]
+    rows = {"trials": len(flat), "failed": int((flat["status"] == "error").sum()),
+            "best params": json.dumps(best_params),
+            f"best {by}": f"{ok[by].min():.6g}" if len(ok) else "-"}
+    return report.write_html(path, "sparkae tuning report", rows, figures)
+
+
 def format_summary(summary: Dict[str, Any]) -> str:
     """A short human summary of :func:`run`'s result."""
     lines = [f"sparkae tune: {summary['trials']} trials ({summary['failed']} failed) in "
              f"{summary['wall_time_s']:.1f} s", "", markdown_table(summary["leaderboard"]), "",
              f"  best params: {json.dumps(summary['best_params'])}",
              f"  best model:  {summary['best_model']}",
-             f"  results:     {summary['out']} (leaderboard.csv/.md/.png)",
+             f"  results:     {summary['out']} (leaderboard.csv/.md/.png, report.html)",
              f"  trials:      {summary['storage_path']} (rerun the job to resume)"]
     return "\n".join(lines)

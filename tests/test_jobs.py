@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
 import pandas as pd
 import pytest
 
+from tests.browser import chromium_or_skip, find_chromium
 from tests.conftest import ROOT
 
 
@@ -40,6 +42,11 @@ def test_train_job_end_to_end(tmp_path):
                    "Reconstruction error distribution", "Coding layer average activations",
                    "2-D codings and PCA, by label"):
         assert f'<img alt="{figure}" src="data:image/png;base64,' in page
+    if find_chromium() or os.environ.get("CI", "").lower() == "true":
+        from tests.test_report_browser import assert_renders
+
+        figures = re.findall(r'<img alt="([^"]+)"', page)
+        assert_renders(chromium_or_skip(), str(out / "report.html"), str(tmp_path), figures)
 
 
 def test_job_help_and_bad_settings(tmp_path):

@@ -27,6 +27,7 @@ import torch
 
 from sparkae.data.converter import ParquetBatches, list_units, parquet_files, read_unit_arrow
 from sparkae.nn.models import build_network
+from sparkae.progress import EpochProgress
 from sparkae.train import checkpoint as ckpt
 from sparkae.train.loop import TrainConfig, train
 
@@ -60,6 +61,7 @@ class TrainJob:
     timeout_s: int = 1800            # collective timeout of the process group
     run_dir: Optional[str] = None    # local mode: where failing ranks leave their error
     extra: Dict[str, Any] = field(default_factory=dict)
+    progress: str = "auto"           # the progress Param (sparkae.progress)
 
 
 class RankFailedError(RuntimeError):
@@ -142,21 +144,22 @@ def run_rank(job: TrainJob, rank: int = 0, world_size: int = 1,
             yield _to_device(b, device)
 
     epochs = job.config.epochs
-
-    def progress(entry: Dict) -> None:
-        v = entry["validation_mse"]
-        log.info("epoch %d/%d  train_mse=%.6f%s  %.0f rows/s", entry["epoch"], epochs,
-                 entry["train_mse"], "" if v is None else f"  validation_mse={v:.6f}",
-                 entry["rows_per_s"])
+    # Ranks of a distributed run write to a pipe the driver reads: log lines, not a bar.
+    mode = "log" if world_size > 1 and job.progress == "bar" else job.progress
+    progress = EpochProgress(mode, epochs, rank=rank,
+                             start_epoch=len(resume_state["history"]) if resume_state else 0)
 
     def save(epoch: int, state: Dict[str, Any]) -> None:
         if epoch % job.checkpoint_interval == 0 or epoch == epochs:
             ckpt.save(job.checkpoint_dir, epoch, state, job.meta)
 
     model = wrap(net) if wrap is not None else net
-    history = train(net, batches, job.config, valid, on_epoch=progress, model=model,
-                    reduce=reduce, resume_state=resume_state,
-                    checkpoint=save if job.checkpoint_dir and rank == 0 else None)
+    try:
+        history = train(net, batches, job.config, valid, on_epoch=progress, model=model,
+                        reduce=reduce, resume_state=resume_state,
+                        checkpoint=save if job.checkpoint_dir and rank == 0 else None)
+    finally:
+        progress.close()
     return {k: v.detach().cpu() for k, v in net.state_dict().items()}, history
 
 
