@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -156,3 +158,35 @@ def test_torch_batches_accepted():
     hist = train(net, lambda epoch: (t[i:i + 64] for i in range(0, ROWS, 64)),
                  TrainConfig(epochs=2, rate=0.01))
     assert [e["rows"] for e in hist] == [ROWS, ROWS]
+
+
+def test_noise_differs_by_rank_and_epoch_and_repeats_exactly():
+    from sparkae.train.loop import noise_generator
+
+    def draw(rank, epoch):
+        return torch.rand(5, generator=noise_generator(7, rank, epoch, torch.device("cpu")))
+
+    assert torch.equal(draw(0, 2), draw(0, 2))
+    assert not torch.equal(draw(0, 2), draw(1, 2))
+    assert not torch.equal(draw(0, 2), draw(0, 3))
+
+
+def test_a_resumed_denoising_fit_draws_the_noise_of_an_uninterrupted_one():
+    cfg = TrainConfig(epochs=4, seed=5, noise="gaussian", noise_level=0.2,
+                      input_dropout_ratio=0.1)
+    full = _net(1)
+    train(full, _batches(X), cfg)
+    saved = {}
+
+    def keep(epoch, state):
+        if epoch == 2:
+            saved.update({k: (v if k == "history" else
+                              (copy.deepcopy(v))) for k, v in state.items()})
+
+    first = _net(1)
+    train(first, _batches(X), TrainConfig(**{**cfg.__dict__, "epochs": 2}), checkpoint=keep)
+    resumed = _net(1)
+    resumed.load_state_dict(saved["model"])
+    train(resumed, _batches(X), cfg, resume_state=saved)
+    for k, v in full.state_dict().items():
+        assert torch.allclose(v, resumed.state_dict()[k], atol=1e-6), k

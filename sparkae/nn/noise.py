@@ -32,18 +32,19 @@ def corrupt_batch(z: torch.Tensor, kind: str, level: float, input_dropout_ratio:
         ``kind``).
     """
     out = z
+    draw = dict(generator=generator, device=z.device)
     if kind == "gaussian" and level > 0:
-        out = out + level * torch.randn(z.shape, generator=generator, dtype=z.dtype)
+        out = out + level * torch.randn(z.shape, dtype=z.dtype, **draw)
     elif kind == "masking" and level > 0:
-        out = out * (torch.rand(z.shape, generator=generator) >= level)
+        out = out * (torch.rand(z.shape, **draw) >= level)
     elif kind == "salt_pepper" and level > 0:
-        hit = torch.rand(z.shape, generator=generator) < level
-        salt = torch.rand(z.shape, generator=generator) < 0.5
+        hit = torch.rand(z.shape, **draw) < level
+        salt = torch.rand(z.shape, **draw) < 0.5
         low = lo if lo is not None else out.min(dim=0).values
         high = hi if hi is not None else out.max(dim=0).values
         out = torch.where(hit, torch.where(salt, high.expand_as(z), low.expand_as(z)), out)
     elif kind not in NOISE_KINDS:
         raise ValueError(f"noise: got {kind!r}, expected one of {', '.join(NOISE_KINDS)}")
     if input_dropout_ratio > 0:
-        out = out * (torch.rand(z.shape, generator=generator) >= input_dropout_ratio)
+        out = out * (torch.rand(z.shape, **draw) >= input_dropout_ratio)
     return out

@@ -157,7 +157,8 @@ def run_rank(job: TrainJob, rank: int = 0, world_size: int = 1,
     try:
         history = train(net, batches, job.config, valid, on_epoch=progress, model=model,
                         reduce=reduce, resume_state=resume_state,
-                        checkpoint=save if job.checkpoint_dir and rank == 0 else None)
+                        checkpoint=save if job.checkpoint_dir and rank == 0 else None,
+                        rank=rank)
     finally:
         progress.close()
     return {k: v.detach().cpu() for k, v in net.state_dict().items()}, history

@@ -115,6 +115,16 @@ def _drop_missing(x: torch.Tensor) -> torch.Tensor:
     return x[~torch.isnan(x).any(dim=1)] if not x.is_sparse and x.layout == torch.strided else x
 
 
+def noise_generator(seed: int, rank: int, epoch: int, device: torch.device) -> torch.Generator:
+    """The input-noise generator of one rank and epoch, on the batches' device.
+
+    Seeded from ``(seed, rank, epoch)``: every rank corrupts its rows differently, and a
+    fit resumed at any epoch draws exactly the noise an uninterrupted fit would have."""
+    gen = torch.Generator(device=device)
+    gen.manual_seed(int(np.random.SeedSequence([seed, rank, epoch]).generate_state(1)[0]))
+    return gen
+
+
 def scaled_batch(net: torch.nn.Module, x: torch.Tensor, skip_missing: bool) -> torch.Tensor:
     """Scale a raw batch for ``net``; CSR batches stay sparse unless the network needs
     dense rows (``dense_input``: the convolutional, variational and adversarial families,
@@ -289,7 +299,8 @@ def train(net: AutoencoderNet, train_batches: Batches, cfg: TrainConfig,
           model: Optional[torch.nn.Module] = None,
           reduce: Optional[Callable[[List[float]], List[float]]] = None,
           start_epoch: int = 0, resume_state: Optional[Dict[str, Any]] = None,
-          checkpoint: Optional[Callable[[int, Dict[str, Any]], None]] = None) -> List[Dict]:
+          checkpoint: Optional[Callable[[int, Dict[str, Any]], None]] = None,
+          rank: int = 0) -> List[Dict]:
     """Train ``net`` in place and return the per-epoch history.
 
     Parameters
@@ -343,7 +354,8 @@ def train(net: AutoencoderNet, train_batches: Batches, cfg: TrainConfig,
         family.load_state(resume_state.get("family_optimizers"))
         family.initial = None   # prior_mmd_initial belongs to a fit's first epoch only
         start_epoch = len(history)
-    gen = torch.Generator().manual_seed(cfg.seed)
+    gen: Optional[torch.Generator] = None
+    gen_epoch = -1
     noisy = cfg.noise != "none" or cfg.input_dropout_ratio > 0
     c = cfg.coding_layer - 1
     samples = sum(h["rows"] for h in history)
@@ -356,6 +368,8 @@ def train(net: AutoencoderNet, train_batches: Batches, cfg: TrainConfig,
         family.start_epoch()
         for batch in train_batches(epoch):
             z = scaled_batch(net, _tensor(batch), cfg.skip_missing)
+            if noisy and gen_epoch != epoch:
+                gen, gen_epoch = noise_generator(cfg.seed, rank, epoch, z.device), epoch
             inp = corrupt_batch(z, cfg.noise, cfg.noise_level, cfg.input_dropout_ratio,
                                 net.scaler.lo, net.scaler.hi, gen) if noisy else z
             y, acts = model(inp)
