@@ -16,7 +16,7 @@ from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable, MLRead
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from sparkae import paths, persistence, scoring
+from sparkae import paths, persistence, scoring, tracking
 from sparkae.data.cache import CACHE_DIR_CONF  # noqa: F401 - re-exported
 from sparkae.data.training_data import materialize_for_training
 from sparkae.data.prepare import InputInfo, compute_stats, prepare, prepare_like
@@ -122,6 +122,8 @@ class Autoencoder(Estimator, AutoencoderParams, DefaultParamsReadable, DefaultPa
         for name in ("checkpoint_dir", "cache_dir"):
             if values[name]:
                 paths.check_writable(values[name], name)
+        if values.get("mlflow_tracking"):
+            tracking.require()   # missing MLflow fails here, before any Spark job
         seed = values["seed"] if values["seed"] is not None else random.randrange(2**31)
         vectors, info, stats = prepare(dataset, values["features_col"], values["features_cols"])
         scaling = compute_scaling(stats, values["standardize"], values["ignore_const_cols"])
@@ -177,6 +179,7 @@ class Autoencoder(Estimator, AutoencoderParams, DefaultParamsReadable, DefaultPa
             log.info("anomaly threshold: the %g quantile of training errors = %.6g",
                      values["anomaly_quantile"], threshold)
         model._threshold = threshold
+        model._tracking = tracking.log_fit(model, values)
         return model
 
 
@@ -289,6 +292,7 @@ class AutoencoderModel(Model, AutoencoderParams, MLReadable, MLWritable):
         self._threshold: Optional[float] = None
         self._payload: Optional[bytes] = None
         self._key = uuid.uuid4().hex
+        self._tracking: Optional[Dict[str, str]] = None
 
     @classmethod
     def _create(cls, spec: Dict[str, Any], state: Dict[str, torch.Tensor], info: InputInfo,
@@ -317,6 +321,13 @@ class AutoencoderModel(Model, AutoencoderParams, MLReadable, MLWritable):
     @property
     def input_info(self) -> InputInfo:
         return self._info
+
+    @property
+    def tracking(self) -> Optional[Dict[str, str]]:
+        """Where the fit was logged to MLflow (``run_id``, ``model_uri`` of the pyfunc
+        model, ``artifact_uri`` of the sparkae directory), or None (see
+        :mod:`sparkae.tracking`)."""
+        return self._tracking
 
     def network(self) -> torch.nn.Module:
         """A Torch copy of the trained network (evaluation mode)."""

@@ -175,6 +175,11 @@ class AutoencoderParams(Params):
                   "'log' (one 'sparkae' log line per epoch), 'none', or 'auto' (log under "
                   "spark-submit or when stderr is not a terminal, else bar)",
                   TypeConverters.toString)
+    # MLflow (issue 8)
+    mlflow_tracking = _p("mlflow_tracking", "log the Params, per-epoch metrics and the model "
+                         "(a sparkae directory and an MLflow pyfunc model) to MLflow; needs "
+                         "sparkae[mlflow]. A fit inside an active MLflow run logs to it even "
+                         "when False", TypeConverters.toBoolean)
 
     def __init__(self) -> None:
         super().__init__()
@@ -197,6 +202,7 @@ class AutoencoderParams(Params):
             image_shape=None, conv_filters=[16, 32], kernel_size=3, prior="gaussian",
         )
         self._setDefault(progress="auto")
+        self._setDefault(mlflow_tracking=False)
 
     def param_values(self) -> Dict[str, Any]:
         """Return every Param's current value (set or default) by name."""
@@ -309,6 +315,7 @@ RULES: Dict[str, Callable[[Any], Optional[str]]] = {
     else "an odd integer >= 1",
     "prior": _one_of(PRIORS),
     "progress": _one_of(PROGRESS),
+    "mlflow_tracking": lambda v: None if isinstance(v, bool) else "True or False",
 }
 
 

@@ -155,6 +155,12 @@ def run_train(spark: SparkSession, settings: Dict[str, Any],
         summary["report"] = write_report(model, source, written, settings,
                                          os.path.join(out, "report.html"))
     _write_json(summary, os.path.join(out, "summary.json"))
+    if model.tracking:   # the fit was logged to MLflow: add the run's report and summary
+        from sparkae import tracking
+
+        tracking.log_files(model.tracking["run_id"],
+                           [p for p in (summary.get("report"), os.path.join(out, "summary.json"))
+                            if p])
     source.unpersist()
     return summary
 

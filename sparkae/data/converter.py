@@ -43,13 +43,20 @@ def materialize(vectors: DataFrame, directory: str,
     """Write the prepared ``features`` column of ``vectors`` as Parquet under ``directory``.
 
     The data is written to a sibling temporary directory and renamed into place, so a
-    reader never sees a partial copy. ``meta`` = ``(file name, text)`` is written into the
+    reader never sees a partial copy. Under Spark Connect the server writes the files:
+    ``directory`` must be a path this process sees too (the training ranks read it). ``meta`` = ``(file name, text)`` is written into the
     directory before the rename. Returns ``directory``.
     """
     tmp = f"{directory.rstrip('/')}.tmp-{uuid.uuid4().hex[:8]}"
     try:
         (vectors.select(FEATURES).write.option("parquet.block.size", ROW_GROUP_BYTES)
          .parquet(tmp))
+        if not os.path.isdir(tmp):  # Spark Connect: the server wrote it somewhere else
+            raise FileNotFoundError(
+                f"cache_dir: Spark wrote the materialized data to '{tmp}', which this Python "
+                "process cannot see (a Spark Connect server on another machine?); set the "
+                "cache_dir Param (or spark.sparkae.cacheDir) to a directory that both the "
+                "Spark cluster and this process see, e.g. a /dbfs or /Volumes path")
         if meta is not None:
             with open(os.path.join(tmp, meta[0]), "w") as f:
                 f.write(meta[1])

@@ -3,7 +3,9 @@
 ``num_workers=1`` trains in the driver process (:func:`run_rank`, no process group): the
 fastest path for small data and tests. ``num_workers=N`` starts N ranks with PySpark's
 ``TorchDistributor``: N local processes on the driver when the master is ``local[...]``,
-N barrier tasks on a cluster. Each rank runs :func:`sparkae.train.worker.rank_main`:
+N barrier tasks on a cluster. Under Spark Connect TorchDistributor runs the same way
+(local ranks start beside the Python client, which must see the materialized data; see
+:func:`sparkae.data.converter.materialize`). Each rank runs :func:`sparkae.train.worker.rank_main`:
 DistributedDataParallel over gloo (CPU) or nccl (GPU, the device Spark assigned to its
 task), its own shard of the materialized Parquet, and rank 0 returns weights and
 history as safetensors bytes and JSON. Local runs rendezvous on 127.0.0.1.
@@ -403,7 +405,8 @@ def _threads_per_rank(job: TrainJob, spark: Any, local: bool) -> int:
     if local:
         total, _ = task_slots(spark)
         return max(1, min(total, os.cpu_count() or 1) // job.num_workers)
-    return max(1, int(spark.sparkContext.getConf().get("spark.task.cpus", "1")))
+    # the session's conf, not the SparkContext's: Spark Connect clients have no SparkContext
+    return max(1, int(spark.conf.get("spark.task.cpus", "1") or 1))
 
 
 def _launch_distributed(job: TrainJob) -> Tuple[Dict[str, torch.Tensor], List[Dict]]:
