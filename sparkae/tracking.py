@@ -145,12 +145,14 @@ def log_fit(model: Any, values: Dict[str, Any]) -> Optional[Dict[str, str]]:
             totals["threshold"] = model.threshold
         mlflow.log_metrics({k: float(v) for k, v in totals.items()})
         mlflow.log_dict(s.to_json(), "summary.json")
-        from sparkae.pyfunc import ARTIFACT, AutoencoderPyfunc
+        from sparkae.pyfunc import ARTIFACT
 
         path = os.path.join(tmp, ARTIFACT)
         model.save(path)
         mlflow.log_artifacts(path, artifact_path=ARTIFACT)
-        kwargs = dict(python_model=AutoencoderPyfunc(), artifacts={ARTIFACT: path},
+        # models from code: MLflow keeps the entry file, not a pickled PythonModel
+        code = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pyfunc_model.py")
+        kwargs = dict(python_model=code, artifacts={ARTIFACT: path},
                       pip_requirements=requirements())
         named = "name" in inspect.signature(mlflow.pyfunc.log_model).parameters
         kwargs["name" if named else "artifact_path"] = "model"

@@ -72,6 +72,10 @@ def test_fit_logs_params_metrics_and_models(spark, small_dense, mlflow, tmp_path
     assert not [a for a in saved if a.endswith((".pkl", ".pickle"))]
 
     scorer = mlflow.pyfunc.load_model(model.tracking["model_uri"])
+    local = mlflow.artifacts.download_artifacts(model.tracking["model_uri"])
+    logged = [os.path.join(b, f) for b, _, fs in os.walk(local) for f in fs]
+    assert any(f.endswith("pyfunc_model.py") for f in logged)          # models from code
+    assert not [f for f in logged if f.endswith((".pkl", ".pickle"))], logged
     rows = df.orderBy("id").limit(50).toPandas()
     got = scorer.predict(rows[["arr"]])
     want = model.transform(df.orderBy("id").limit(50)).orderBy("id").toPandas()
