@@ -154,7 +154,7 @@ class PathPartitions:
         live = self.location(value)
         self.files.makedirs(_join(self.root, STAGING))
         try:
-            df.write.mode("errorifexists").parquet(staged)
+            df.write.parquet(staged)   # default mode: fail if it exists
             self._swap(staged, live, old)
         except BaseException:
             self.files.delete(staged)

@@ -20,7 +20,8 @@ def get_session(master: str = "local[2]", app_name: str = "sparkae",
 
     Under ``spark-submit`` the master and conf given there win; a plain ``python`` run
     gets ``master`` and the loopback settings of :data:`LOOPBACK_CONF` (every service
-    binds 127.0.0.1). ``conf`` entries are applied in both cases.
+    binds 127.0.0.1). With ``SPARK_REMOTE`` set (``sc://host:port``), a Spark Connect
+    session to that server. ``conf`` entries are applied in every case.
     """
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     os.environ.setdefault("PYARROW_IGNORE_TIMEZONE", "1")
@@ -28,6 +29,12 @@ def get_session(master: str = "local[2]", app_name: str = "sparkae",
     from pyspark import SparkConf
     from pyspark.sql import SparkSession
 
+    remote = os.environ.get("SPARK_REMOTE")
+    if remote:   # Spark Connect (e.g. sc://127.0.0.1:15002): the server owns master and conf
+        builder = SparkSession.builder.remote(remote).appName(app_name)
+        for key, value in (conf or {}).items():
+            builder = builder.config(key, str(value))
+        return builder.getOrCreate()
     builder = SparkSession.builder.appName(app_name)
     # Under spark-submit the driver connects to the launcher's JVM (PYSPARK_GATEWAY_PORT);
     # a Python SparkConf made before that connection is empty, so check the variable too.

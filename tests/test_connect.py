@@ -173,3 +173,28 @@ def test_two_rank_fit(connect_run):
 def test_materialized_data_removed(connect_run):
     results, _ = connect_run
     assert results["cache_left"] == []
+
+
+def test_the_scoring_job_runs_under_connect(connect_run, connect_url, mnist_sample, tmp_path):
+    """jobs/score.py with SPARK_REMOTE set: the job's session is a Connect session and the
+    run-date partition it writes holds the saved model's scores."""
+    import pandas as pd
+
+    _, out = _step(connect_run, "fit_one_rank")
+    src = tmp_path / "input.parquet"
+    mnist_sample.where("id < 200").select("id", "features").write.parquet(str(src))
+    env = dict(os.environ, SPARK_REMOTE=connect_url,
+               PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    env.pop("SPARK_CONNECT_MODE_ENABLED", None)
+    scores = tmp_path / "scores"
+    proc = subprocess.run([sys.executable, "jobs/score.py", "--model", str(out / "model1"),
+                           "--input", str(src), "--output", str(scores), "--id-cols", "id",
+                           "--run-date", "2024-05-01", "--outputs", "reconstruction_mse",
+                           "--log-level", "WARNING"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    assert "scored 200 of 200 rows for 2024-05-01" in proc.stdout
+    got = pd.read_parquet(scores / "run_date=2024-05-01").sort_values("id")
+    _, ref = _torch_scores(out / "model1", np.arange(200), ["reconstruction_mse"])
+    np.testing.assert_allclose(got["reconstruction_mse"].to_numpy(), ref["reconstruction_mse"],
+                               rtol=1e-5, atol=1e-5)
