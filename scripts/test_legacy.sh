@@ -17,8 +17,8 @@ names = [m.name for m in pkgutil.walk_packages(sparkae.__path__, "sparkae.")]
 for name in names:
     try:
         importlib.import_module(name)
-    except ImportError as exc:   # optional extras (ray) may be absent here
-        if "ray" not in str(exc):
+    except ImportError as exc:   # optional extras (ray, mlflow) may be absent here
+        if not any(extra in str(exc) for extra in ("ray", "mlflow")):
             raise
 print(f"legacy: {len(names)} sparkae modules import on this stack")
 PY
