@@ -358,6 +358,19 @@ class AutoencoderModel(Model, AutoencoderParams, MLReadable, MLWritable):
                              skip_missing=self.getOrDefault("missing_values_handling") == "skip",
                              **kwargs)
 
+    def _score_parquet(self, spark: Any, path: str, schema: Any, outputs: List[str],
+                       layer: Optional[int] = None, threshold: Optional[float] = None,
+                       **kwargs: Any) -> DataFrame:
+        """Score the local Parquet table at ``path`` with workers reading its row groups
+        (see :func:`sparkae.scoring.score_parquet`); as :meth:`_score` otherwise."""
+        if self._payload is None:
+            self._payload = scoring.pack(self._spec, self._state)
+        return scoring.score_parquet(
+            spark, path, schema, self._payload, self._key, self._info, outputs,
+            self._layer(layer), self.getOrDefault("scoring_batch_size"),
+            self._threshold if threshold is None else threshold,
+            skip_missing=self.getOrDefault("missing_values_handling") == "skip", **kwargs)
+
     def _transform(self, dataset: DataFrame) -> DataFrame:
         outputs = list(self.getOrDefault("outputs"))
         validate({"outputs": outputs})

@@ -537,3 +537,97 @@ def _via_map_in_arrow(df, expr, name, keep, outputs, status_col, fields, args) -
             yield pa.RecordBatch.from_arrays(carried + arrays, names=out_names)
 
     return feed.mapInArrow(_score, T.StructType(result_fields))
+
+
+# -- direct Parquet reading ------------------------------------------------------------------
+
+def parquet_pieces(path: str) -> List[Tuple[str, int, int]]:
+    """``(file, row group, rows)`` of every Parquet file under the local ``path``, or ``[]``
+    when ``path`` is not a plain local Parquet table (then the caller lets Spark read it):
+    not local, Hive-partitioned (``col=value`` directories carry columns the files lack),
+    or unreadable by pyarrow."""
+    import os
+
+    import pyarrow.parquet as pq
+
+    from sparkae.partitions import is_local
+
+    if not is_local(path):
+        return []
+    root = path[len("file:"):] if path.startswith("file:") else path
+    files: List[str] = []
+    if os.path.isfile(root):
+        files = [root]
+    else:
+        for base, dirs, names in os.walk(root):
+            dirs[:] = sorted(d for d in dirs if not d.startswith(("_", ".")))
+            if base != root and "=" in os.path.basename(base):
+                return []
+            files += [os.path.join(base, n) for n in sorted(names)
+                      if not n.startswith(("_", ".")) and n.endswith(".parquet")]
+    pieces = []
+    try:
+        for f in files:
+            meta = pq.ParquetFile(f).metadata
+            pieces += [(f, g, meta.row_group(g).num_rows) for g in range(meta.num_row_groups)]
+    except Exception:  # noqa: BLE001 - not something pyarrow reads: Spark will say why
+        return []
+    return pieces
+
+
+def score_parquet(spark: Any, path: str, schema: T.StructType, payload: bytes, key: str,
+                  info: InputInfo, outputs: List[str], layer: int, batch_size: int = 1024,
+                  threshold: Optional[float] = None, threads: int = 1, *,
+                  skip_missing: bool = False, status_col: Optional[str] = None,
+                  carry: Optional[List[str]] = None,
+                  pieces: Optional[List[Tuple[str, int, int]]] = None) -> DataFrame:
+    """Like :func:`score` on ``spark.read.parquet(path)``, but the Python workers read the
+    Parquet row groups themselves with pyarrow: the JVM only hands out the list of row
+    groups, instead of decoding every row and converting it to Arrow (the cost that
+    dominates scoring). ``path`` must be a plain local (or shared) Parquet table, see
+    :func:`parquet_pieces`; ``schema`` is its Spark schema (for the carried columns).
+    """
+    if info.kind not in ("vector", "array"):
+        raise ValueError("score_parquet: features_cols input is scored through Spark")
+    pieces = pieces if pieces is not None else parquet_pieces(path)
+    if not pieces:
+        raise ValueError(f"score_parquet: '{path}' is not a plain local Parquet table")
+    carry = list(carry or [])
+    column = info.column
+    get_payload = _payload_getter(spark.range(1), key, payload)
+    fault = _fail_at(spark.range(1))
+    fields = [schema[c] for c in carry] + [T.StructField(o, OUTPUT_TYPES[o]) for o in outputs]
+    if status_col is not None:
+        fields.append(T.StructField(status_col, T.ByteType()))
+    names = carry + list(outputs) + ([status_col] if status_col is not None else [])
+    outs, with_status, skip = list(outputs), status_col is not None, bool(skip_missing)
+    try:   # rows per Arrow batch read, as Spark's own Arrow batches (bounded memory)
+        read_rows = int(spark.conf.get("spark.sql.execution.arrow.maxRecordsPerBatch",
+                                       "10000") or 10000)
+    except Exception:  # noqa: BLE001
+        read_rows = 10000
+    read_rows = max(1, read_rows)
+
+    def _score(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        import pyarrow.parquet as pq
+
+        for batch in batches:
+            for f, g in zip(batch.column(0).to_pylist(), batch.column(1).to_pylist()):
+                reader = pq.ParquetFile(f)
+                for part in reader.iter_batches(batch_size=read_rows, row_groups=[g],
+                                                columns=[column] + carry,
+                                                use_pandas_metadata=False):
+                    _check_fault(fault)
+                    scorer = _scorer(key, get_payload, threads)
+                    _, arrays = _score_column(part.column(0), scorer, outs, layer, threshold,
+                                              batch_size, with_status, skip)
+                    carried = [part.column(i + 1) for i in range(len(carry))]
+                    yield pa.RecordBatch.from_arrays(carried + arrays, names=names)
+
+    try:
+        slots = int(spark.sparkContext.defaultParallelism)
+    except Exception:  # noqa: BLE001 - Spark Connect: no SparkContext here
+        slots = int(spark.conf.get("spark.default.parallelism", "2") or 2)
+    tasks = max(1, min(len(pieces), slots * 4))
+    listing = spark.createDataFrame([(f, g) for f, g, _ in pieces], "file string, row_group int")
+    return listing.repartition(tasks).mapInArrow(_score, T.StructType(fields))
