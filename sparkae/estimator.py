@@ -315,7 +315,17 @@ class AutoencoderModel(Model, AutoencoderParams, MLReadable, MLWritable):
 
     @property
     def threshold(self) -> Optional[float]:
-        """Anomaly threshold on ``reconstruction_mse`` (None when the model has none)."""
+        """Anomaly threshold on ``reconstruction_mse`` (None when the model has none).
+
+        Set at fit time (``anomaly_threshold``, or ``anomaly_quantile`` of the training
+        errors); a scoring-time value overrides it the Spark ML way:
+        ``model.transform(df, {model.anomaly_threshold: 0.05})`` or
+        ``model.copy({model.anomaly_threshold: 0.05})``.
+        """
+        if self.isSet(self.anomaly_threshold):
+            value = self.getOrDefault(self.anomaly_threshold)
+            if value is not None:
+                return float(value)
         return self._threshold
 
     @property
@@ -354,7 +364,7 @@ class AutoencoderModel(Model, AutoencoderParams, MLReadable, MLWritable):
             self._payload = scoring.pack(self._spec, self._state)
         return scoring.score(df, self._payload, self._key, self._info, outputs,
                              self._layer(layer), self.getOrDefault("scoring_batch_size"),
-                             self._threshold if threshold is None else threshold,
+                             self.threshold if threshold is None else threshold,
                              skip_missing=self.getOrDefault("missing_values_handling") == "skip",
                              **kwargs)
 
@@ -368,13 +378,13 @@ class AutoencoderModel(Model, AutoencoderParams, MLReadable, MLWritable):
         return scoring.score_parquet(
             spark, path, schema, self._payload, self._key, self._info, outputs,
             self._layer(layer), self.getOrDefault("scoring_batch_size"),
-            self._threshold if threshold is None else threshold,
+            self.threshold if threshold is None else threshold,
             skip_missing=self.getOrDefault("missing_values_handling") == "skip", **kwargs)
 
     def _transform(self, dataset: DataFrame) -> DataFrame:
         outputs = list(self.getOrDefault("outputs"))
         validate({"outputs": outputs})
-        if (self._threshold is not None and "reconstruction_mse" in outputs
+        if (self.threshold is not None and "reconstruction_mse" in outputs
                 and "is_anomaly" not in outputs):
             outputs.append("is_anomaly")
         return self._score(dataset, outputs)
@@ -497,7 +507,7 @@ class AutoencoderModel(Model, AutoencoderParams, MLReadable, MLWritable):
         params = {k: v for k, v in self.param_values().items()}
         return {"uid": self.uid, "params": params, "spec": self._spec,
                 "input": self._info.to_json(),
-                "summary": self._summary.to_json(), "threshold": self._threshold}
+                "summary": self._summary.to_json(), "threshold": self.threshold}
 
 
 class _ModelWriter(MLWriter):

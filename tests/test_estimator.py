@@ -128,3 +128,14 @@ def test_scoring_a_table_of_the_wrong_width_fails_clearly(spark, fitted):
     bad = spark.createDataFrame([(0, Vectors.dense([1.0, 2.0]))], ["id", "vec"])
     with pytest.raises(Exception, match="a row has 2 features where the model expects 12"):
         fitted[2].transform(bad).collect()
+
+
+def test_a_threshold_given_at_scoring_time_overrides_the_models(fitted):
+    _, df, model = fitted
+    assert model.threshold is None
+    scored = model.transform(df, {model.anomaly_threshold: 0.0}).select(
+        "reconstruction_mse", "is_anomaly").toPandas()
+    assert scored["is_anomaly"].tolist() == (scored["reconstruction_mse"] > 0.0).tolist()
+    high = model.copy({model.anomaly_threshold: 1e9})
+    assert high.threshold == 1e9 and model.threshold is None
+    assert not any(high.transform(df).select("is_anomaly").toPandas()["is_anomaly"])
