@@ -22,6 +22,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))  # run from a checkout without installing
 
 from sparkae import score_config  # noqa: E402
+from sparkae.config import setup_logging  # noqa: E402
 
 
 def parse_args(argv):
@@ -50,10 +51,7 @@ def parse_args(argv):
 
 def main(argv=None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("py4j", "pyspark"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    setup_logging(args.log_level)
     flags = {k: getattr(args, k) for k in score_config.FLAGS}
     try:
         settings = score_config.load(args.config, args.set, flags)

@@ -13,7 +13,6 @@ leaderboard.png, report.html, best_params.json, best_model/. Running it again re
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 
@@ -21,6 +20,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))  # run from a checkout without installing
 
 from sparkae import tune_config  # noqa: E402
+from sparkae.config import setup_logging  # noqa: E402
 
 
 def parse_args(argv):
@@ -39,10 +39,7 @@ def parse_args(argv):
 
 def main(argv=None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("py4j", "pyspark", "ray", "filelock"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    setup_logging(args.log_level, quiet=("py4j", "pyspark", "ray", "filelock"))
     try:
         settings = tune_config.load(args.config, args.set)
     except (ValueError, FileNotFoundError) as exc:

@@ -6,13 +6,12 @@ import logging
 from dataclasses import dataclass
 from typing import List, Optional
 
-import numpy as np
 from pyspark.ml.feature import PCA, PCAModel
 from pyspark.ml.functions import array_to_vector, vector_to_array
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from sparkae.data.prepare import FEATURES, input_column, prepare
+from sparkae.data.prepare import input_column, prepare
 from sparkae.nn.scaling import compute_scaling
 
 log = logging.getLogger("sparkae")

@@ -10,8 +10,10 @@ come as ``section.key=value`` strings whose values are parsed as YAML
 from __future__ import annotations
 
 import copy
+import logging
 import os
-from typing import Any, Dict, Iterable, List, Optional
+import sys
+from typing import Any, Callable, Dict, Iterable, List, Optional
 
 import yaml
 
@@ -105,6 +107,44 @@ def read_sections(path: Optional[str], sections: Iterable[str]) -> tuple[Dict[st
     return raw, where
 
 
+Merge = Callable[[Dict[str, Any], str, Dict[str, Any], str], None]
+
+
+def apply_layers(settings: Dict[str, Any], raw: Dict[str, Any], where: str,
+                 overrides: Iterable[str], merge: Merge) -> None:
+    """Merge a config file's sections (``raw``, from :func:`read_sections`), then the
+    ``--set section.key=value`` overrides, into ``settings`` with ``merge(settings,
+    section, values, where)``. ``--set spark.conf.<name>=value`` sets one Spark setting.
+
+    Raises
+    ------
+    ValueError
+        A section that is not a mapping, an unknown section, or what ``merge`` refuses.
+    """
+    for section, values in raw.items():
+        if values is None:
+            continue
+        if not isinstance(values, dict):
+            raise ValueError(f"{where}: section '{section}' must be a mapping, got {values!r}")
+        merge(settings, section, values, where)
+    for item in overrides:
+        parts, value = parse_override(item)
+        check_known([parts[0]], list(settings), "--set")
+        if parts[0] == "spark" and parts[1] == "conf" and len(parts) > 2:
+            settings["spark"]["conf"][".".join(parts[2:])] = value
+            continue
+        merge(settings, parts[0], {".".join(parts[1:]): value}, "--set")
+
+
+def setup_logging(level: str, quiet: Iterable[str] = ("py4j", "pyspark")) -> None:
+    """A job's logging: ``level`` on stderr with timestamps; the ``quiet`` loggers at
+    WARNING."""
+    logging.basicConfig(level=level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for name in quiet:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def load(path: Optional[str] = None, overrides: Iterable[str] = ()) -> Dict[str, Dict[str, Any]]:
     """Read a YAML config (or the defaults), apply overrides and validate.
 
@@ -131,20 +171,7 @@ def load(path: Optional[str] = None, overrides: Iterable[str] = ()) -> Dict[str,
     raw, where = read_sections(path, DEFAULTS)
     settings = copy.deepcopy(DEFAULTS)
     settings["model"] = model_defaults()
-    for section, values in raw.items():
-        if values is None:
-            continue
-        if not isinstance(values, dict):
-            raise ValueError(f"{where}: section '{section}' must be a mapping, got "
-                             f"{values!r}")
-        _merge(settings, section, values, where)
-    for item in overrides:
-        parts, value = parse_override(item)
-        check_known([parts[0]], list(DEFAULTS), "--set")
-        if parts[0] == "spark" and parts[1] == "conf" and len(parts) > 2:
-            settings["spark"]["conf"][".".join(parts[2:])] = value
-            continue
-        _merge(settings, parts[0], {".".join(parts[1:]): value}, "--set")
+    apply_layers(settings, raw, where, overrides, _merge)
     _validate(settings)
     return settings
 

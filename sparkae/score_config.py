@@ -16,7 +16,7 @@ from typing import Any, Dict, Iterable, List, Optional
 
 import yaml
 
-from sparkae.config import parse_override, read_sections
+from sparkae.config import apply_layers, read_sections
 from sparkae.params import check_known
 from sparkae.scoring import OUTPUT_TYPES
 
@@ -84,19 +84,7 @@ def load(path: Optional[str] = None, overrides: Iterable[str] = (),
     """
     raw, where = read_sections(path, DEFAULTS)
     settings = copy.deepcopy(DEFAULTS)
-    for section, values in raw.items():
-        if values is None:
-            continue
-        if not isinstance(values, dict):
-            raise ValueError(f"{where}: section '{section}' must be a mapping, got {values!r}")
-        _merge(settings, section, values, where)
-    for item in overrides:
-        parts, value = parse_override(item)
-        check_known([parts[0]], list(DEFAULTS), "--set")
-        if parts[0] == "spark" and parts[1] == "conf" and len(parts) > 2:
-            settings["spark"]["conf"][".".join(parts[2:])] = value
-            continue
-        _merge(settings, parts[0], {".".join(parts[1:]): value}, "--set")
+    apply_layers(settings, raw, where, overrides, _merge)
     for flag, value in (flags or {}).items():
         if value is None:
             continue

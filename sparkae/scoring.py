@@ -313,10 +313,10 @@ def _check_fault(fault: Optional[Tuple[Optional[Tuple[int, int]], float]]) -> No
 
 # -- driver side ---------------------------------------------------------------------------
 
-def _payload_getter(df: DataFrame, key: str, payload: bytes) -> Callable[[], bytes]:
+def _payload_getter(spark: Any, key: str, payload: bytes) -> Callable[[], bytes]:
     """Broadcast the model once per SparkContext; without one (Spark Connect) use a closure."""
     try:
-        sc = df.sparkSession.sparkContext
+        sc = spark.sparkContext
     except Exception:  # Spark Connect has no SparkContext
         return lambda: payload
     bc = _BROADCASTS.get((key, id(sc)))
@@ -325,16 +325,16 @@ def _payload_getter(df: DataFrame, key: str, payload: bytes) -> Callable[[], byt
     return lambda: bc.value
 
 
-def _conf(df: DataFrame, name: str) -> Optional[str]:
+def _conf(spark: Any, name: str) -> Optional[str]:
     try:
-        return df.sparkSession.conf.get(name, None)
+        return spark.conf.get(name, None)
     except Exception:  # noqa: BLE001 - no conf, no hook
         return None
 
 
-def _fail_at(df: DataFrame) -> Optional[Tuple[Optional[Tuple[int, int]], float]]:
+def _fail_at(spark: Any) -> Optional[Tuple[Optional[Tuple[int, int]], float]]:
     """The test hooks set in the session (:data:`FAIL_CONF`, :data:`DELAY_CONF`), or None."""
-    raw, delay = _conf(df, FAIL_CONF), _conf(df, DELAY_CONF)
+    raw, delay = _conf(spark, FAIL_CONF), _conf(spark, DELAY_CONF)
     if not raw and not delay:
         return None
     fail_at = None
@@ -462,8 +462,8 @@ def score(df: DataFrame, payload: bytes, key: str, info: InputInfo, outputs: Lis
         raise ValueError(f"engine: got {engine!r}, expected one of {', '.join(ENGINES)}")
     expr, name = _input_expr(df, info, "scoring input")
     outputs = list(outputs)
-    get_payload = _payload_getter(df, key, payload)
-    fail_at = _fail_at(df)
+    get_payload = _payload_getter(df.sparkSession, key, payload)
+    fail_at = _fail_at(df.sparkSession)
     with_status = status_col is not None
     fields = [T.StructField(o, OUTPUT_TYPES[o]) for o in outputs]
     if with_status:
@@ -594,8 +594,8 @@ def score_parquet(spark: Any, path: str, schema: T.StructType, payload: bytes, k
         raise ValueError(f"score_parquet: '{path}' is not a plain local Parquet table")
     carry = list(carry or [])
     column = info.column
-    get_payload = _payload_getter(spark.range(1), key, payload)
-    fault = _fail_at(spark.range(1))
+    get_payload = _payload_getter(spark, key, payload)
+    fault = _fail_at(spark)
     fields = [schema[c] for c in carry] + [T.StructField(o, OUTPUT_TYPES[o]) for o in outputs]
     if status_col is not None:
         fields.append(T.StructField(status_col, T.ByteType()))

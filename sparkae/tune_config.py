@@ -25,7 +25,7 @@ from typing import Any, Dict, Iterable, List, Optional
 import yaml
 
 from sparkae import config as train_config
-from sparkae.config import parse_override, read_sections
+from sparkae.config import apply_layers, read_sections
 from sparkae.params import check_known
 
 #: Defaults of every setting of the tuning job (``model`` defaults: the Autoencoder's).
@@ -66,19 +66,7 @@ def load(path: Optional[str] = None, overrides: Iterable[str] = ()) -> Dict[str,
     raw, where = read_sections(path, DEFAULTS)
     settings = copy.deepcopy(DEFAULTS)
     settings["model"] = train_config.model_defaults()
-    for section, values in raw.items():
-        if values is None:
-            continue
-        if not isinstance(values, dict):
-            raise ValueError(f"{where}: section '{section}' must be a mapping, got {values!r}")
-        _merge(settings, section, values, where)
-    for item in overrides:
-        parts, value = parse_override(item)
-        check_known([parts[0]], list(DEFAULTS), "--set")
-        if parts[0] == "spark" and parts[1] == "conf" and len(parts) > 2:
-            settings["spark"]["conf"][".".join(parts[2:])] = value
-            continue
-        _merge(settings, parts[0], {".".join(parts[1:]): value}, "--set")
+    apply_layers(settings, raw, where, overrides, _merge)
     validate(settings)
     return settings
 

@@ -37,7 +37,7 @@ def test_the_two_notebooks_are_generated_from_one_source_and_match():
         assert api in text, api
 
 
-def test_the_notebook_runs_end_to_end_on_the_sample(tmp_path):
+def test_the_notebook_runs_end_to_end_on_the_sample(tmp_path, monkeypatch):
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
     pytest.importorskip("ipykernel")
@@ -47,19 +47,12 @@ def test_the_notebook_runs_end_to_end_on_the_sample(tmp_path):
            "SPARKAE_EXAMPLE_GRID": "[[16]]",   # one Ray trial: tests/test_tune.py covers more
            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
            "PYSPARK_PYTHON": sys.executable, "SPARK_LOCAL_IP": "127.0.0.1"}
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)     # the kernel inherits this process's environment
+    for k, v in env.items():    # the kernel inherits this process's environment
+        monkeypatch.setenv(k, v)
     t0 = time.perf_counter()
-    try:
-        client = nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
-                                         resources={"metadata": {"path": str(ROOT / "examples")}})
-        client.execute()
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    client = nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
+                                     resources={"metadata": {"path": str(ROOT / "examples")}})
+    client.execute()
     wall = time.perf_counter() - t0
     code = [c for c in nb.cells if c.cell_type == "code"]
     errors = [o for c in code for o in c.outputs if o.output_type == "error"]

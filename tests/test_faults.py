@@ -21,6 +21,7 @@ from sparkae import Autoencoder
 from sparkae.scoring import DELAY_CONF
 from sparkae.train import checkpoint
 from tests.conftest import ROOT
+from tests.test_score_job import snapshot
 
 pytestmark = pytest.mark.cluster
 
@@ -134,16 +135,6 @@ def _scores(out, date):
     return df.sort_values("id").reset_index(drop=True)
 
 
-def _snapshot(directory):
-    out = {}
-    for base, _, files in os.walk(directory):
-        for f in files:
-            p = os.path.join(base, f)
-            with open(p, "rb") as fh:
-                out[os.path.relpath(p, directory)] = fh.read()
-    return out
-
-
 def test_scoring_survives_a_killed_executor_and_a_killed_driver(spark_cluster, fault_env,
                                                                 tmp_path):
     root, out = fault_env, tmp_path / "scores"
@@ -172,7 +163,7 @@ def test_scoring_survives_a_killed_executor_and_a_killed_driver(spark_cluster, f
     assert again["is_anomaly"].tolist() == clean["is_anomaly"].tolist()
 
     # the driver killed mid-job: earlier partitions intact, nothing partial visible
-    before = _snapshot(out)
+    before = snapshot(out)
     log_path = tmp_path / "driver.log"
     proc = _submit(spark_cluster, "jobs/score.py", _score_args(root, out, "2024-01-03"),
                    log_path, SLOW)
@@ -182,7 +173,7 @@ def test_scoring_survives_a_killed_executor_and_a_killed_driver(spark_cluster, f
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=60)
     assert not (out / "run_date=2024-01-03").exists()
-    after = {k: v for k, v in _snapshot(out).items() if k in before}
+    after = {k: v for k, v in snapshot(out).items() if k in before}
     assert after == before, "a previous partition changed"
     visible = pd.read_parquet(out)
     assert sorted(visible["run_date"].astype(str).unique()) == ["2024-01-01", "2024-01-02"]

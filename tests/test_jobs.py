@@ -9,7 +9,6 @@ import subprocess
 import sys
 
 import pandas as pd
-import pytest
 
 from tests.browser import chromium_or_skip, find_chromium
 from tests.conftest import ROOT

@@ -165,7 +165,7 @@ def test_train_job_logs_the_report(spark, small_dense, mlflow, tmp_path):
     _, df = small_dense
     data = tmp_path / "in.parquet"
     df.select("id", "arr").write.parquet(str(data))
-    settings = config.load(None, [f"input.source=parquet", f"input.path={data}",
+    settings = config.load(None, ["input.source=parquet", f"input.path={data}",
                                   "input.label_col=null", "evaluation.source=none",
                                   "model.features_col=arr", "model.hidden=[4]",
                                   "model.epochs=1", "model.mlflow_tracking=true",

@@ -78,22 +78,10 @@ class WTADenseNet(AutoencoderNet):
         super().__init__(*args, **kwargs)
         self.wta_sparsity, self.coding = float(wta_sparsity), int(coding)
 
-    def hidden_activations(self, z: torch.Tensor, upto: Optional[int] = None) -> List[torch.Tensor]:
-        from sparkae.nn import sparse
-
-        outs = []
-        for i, (layer, act, drop) in enumerate(zip(self.layers, self.acts, self.dropouts)):
-            if upto is not None and i >= upto:
-                break
-            if i == 0 and sparse.is_sparse(z):
-                h = act(sparse.first_layer(layer, z, sparse.offset(self.scaler)))
-            else:
-                h = act(layer(z))
-            if self.training and i == self.coding - 1:
-                h = wta.lifetime(h, self.wta_sparsity)
-            outs.append(h)
-            z = drop(h)
-        return outs
+    def after_activation(self, index: int, h: torch.Tensor) -> torch.Tensor:
+        if self.training and index == self.coding - 1:
+            return wta.lifetime(h, self.wta_sparsity)
+        return h
 
 
 # -- convolutional -------------------------------------------------------------------------

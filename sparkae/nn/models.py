@@ -160,9 +160,15 @@ class AutoencoderNet(nn.Module):
                 h = act(sparse.first_layer(layer, z, sparse.offset(self.scaler)))
             else:
                 h = act(layer(z))
+            h = self.after_activation(i, h)
             outs.append(h)
             z = drop(h)
         return outs
+
+    def after_activation(self, index: int, h: torch.Tensor) -> torch.Tensor:
+        """Hook on hidden layer ``index``'s (0-based) activations; identity here
+        (winner-take-all networks mask the coding layer)."""
+        return h
 
     def decode_from_last(self, h: torch.Tensor) -> torch.Tensor:
         y = self.output(self.dropouts[-1](h))

@@ -234,6 +234,7 @@ def _launch_local(world: int, train_path: str, args: List[str]) -> None:
                 OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
     base[STORE_ENV] = "file://" + os.path.join(store_dir, "store")
     procs: List[Any] = []
+    failed: List[Tuple[int, int, int]] = []   # (rank, exit code, pid), first failure first
     lock = threading.Lock()
     tails: Dict[int, List[str]] = {}
 
@@ -257,7 +258,6 @@ def _launch_local(world: int, train_path: str, args: List[str]) -> None:
                  for r, p in enumerate(procs)]
         for t in pumps:
             t.start()
-        failed: List[Tuple[int, int, int]] = []
         while True:
             codes = [p.poll() for p in procs]
             for rank, code in enumerate(codes):
