@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import difflib
+import json
 import logging
 import random
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Any, Dict, List, Optional
 
 import torch
@@ -18,7 +20,7 @@ from pyspark.sql import functions as F
 
 from sparkae import paths, persistence, scoring, tracking
 from sparkae.data.cache import CACHE_DIR_CONF  # noqa: F401 - re-exported
-from sparkae.data.training_data import materialize_for_training
+from sparkae.data.training_data import TrainingData, materialize_for_training
 from sparkae.data.prepare import InputInfo, compute_stats, prepare, prepare_like
 from sparkae.nn.families import conv_hidden, spec_coding_layer
 from sparkae.nn.models import build_network, coding_layer
@@ -118,69 +120,160 @@ class Autoencoder(Estimator, AutoencoderParams, DefaultParamsReadable, DefaultPa
     def _fit(self, dataset: DataFrame) -> "AutoencoderModel":
         t0 = time.perf_counter()
         values = self.param_values()
+        check_values(values)
+        prepared = prepare_input(dataset, values, getattr(self, "_validation_df", None))
+        try:
+            model = self.fit_prepared(prepared, resume=getattr(self, "_resume", False),
+                                      started=t0, track=False)
+        finally:
+            prepared.data.release()
+        if model._threshold is None and values["anomaly_quantile"] is not None:
+            model._threshold = model.error_quantile(dataset, values["anomaly_quantile"])
+            log.info("anomaly threshold: the %g quantile of training errors = %.6g",
+                     values["anomaly_quantile"], model._threshold)
+        model._tracking = tracking.log_fit(model, values)
+        return model
+
+    def fit_prepared(self, prepared: "PreparedInput", resume: bool = False,
+                     started: Optional[float] = None, track: bool = True) -> "AutoencoderModel":
+        """Train on input already prepared and materialized by :func:`prepare_input`.
+
+        This step runs no Spark job (``num_workers=1`` trains in this process; more ranks
+        need an active SparkSession for TorchDistributor), so tuning trials use it to share
+        one preparation. The anomaly threshold is the ``anomaly_threshold`` Param only:
+        ``anomaly_quantile`` needs the table (see :meth:`AutoencoderModel.error_quantile`).
+
+        Parameters
+        ----------
+        prepared : PreparedInput
+            From :func:`prepare_input` with these Params' feature and loader settings.
+        resume : bool, default False
+            As in :meth:`fit`.
+        started : float, optional
+            ``time.perf_counter()`` when the fit began (the summary's wall time).
+        track : bool, default True
+            Log the fit to MLflow when ``mlflow_tracking`` is set.
+
+        Raises
+        ------
+        ValueError
+            Bad Params (see :meth:`fit`).
+        """
+        t0 = time.perf_counter() if started is None else started
+        values = self.param_values()
         validate(values)
-        for name in ("checkpoint_dir", "cache_dir"):
-            if values[name]:
-                paths.check_writable(values[name], name)
-        if values.get("mlflow_tracking"):
-            tracking.require()   # missing MLflow fails here, before any Spark job
+        info, stats = prepared.info, prepared.stats
+        data = prepared.data
         seed = values["seed"] if values["seed"] is not None else random.randrange(2**31)
-        vectors, info, stats = prepare(dataset, values["features_col"], values["features_cols"])
         scaling = compute_scaling(stats, values["standardize"], values["ignore_const_cols"])
-        valid_vectors, valid_rows, vstats = None, 0, None
-        validation_df = getattr(self, "_validation_df", None)
-        if validation_df is not None:
-            valid_vectors = prepare_like(validation_df, info, "validation_df")
-            vstats = compute_stats(valid_vectors, info, role="validation_df")
-            if len(vstats.mean) != info.size:
-                raise ValueError(f"validation_df: vectors have {len(vstats.mean)} features; the "
-                                 f"training data has {info.size}")
-            valid_rows = vstats.count
         spec = _network_spec(values, info, scaling)
         if spec.get("architecture", "dense") != "dense":
             log.info("architecture %s: %s", spec["architecture"],
                      {k: v for k, v in spec.items() if k not in ("input_size", "kept")})
-        data = materialize_for_training(
-            dataset.sparkSession, vectors, stats, valid_vectors, vstats, info.size,
-            cache_dir=values["cache_dir"], keep=values["keep_cache"],
-            data_loader=values["data_loader"],
-            noisy=values["noise"] != "none" or values["input_dropout_ratio"] > 0)
-        try:
-            meta = {"spec": spec, "seed": seed, "data": data.fingerprint}
-            resume_from, resumed_seed = resume_point(values["checkpoint_dir"],
-                                                     getattr(self, "_resume", False), meta,
-                                                     values["seed"])
-            if resumed_seed is not None:
-                seed = meta["seed"] = resumed_seed
-            job = TrainJob(
-                train_path=data.train, valid_path=data.valid, spec=spec,
-                scaling=scaling.tensors(),
-                config=_train_config(values, seed, spec),
-                batch_size=values["mini_batch_size"], seed=seed,
-                num_threads=values["num_threads"], num_workers=values["num_workers"],
-                use_gpu=values["use_gpu"], loader=data.loader, sparse=data.sparse,
-                checkpoint_dir=values["checkpoint_dir"],
-                checkpoint_interval=values["checkpoint_interval"], resume_from=resume_from,
-                meta=meta)
-            job.progress = values["progress"]
-            log.info("training %s on %d rows x %d features (%d modelled), seed %d", spec["hidden"],
-                     stats.count, info.size, spec["kept"], seed)
-            state, history = launch(job)
-        finally:
-            data.release()
+        meta = {"spec": spec, "seed": seed, "data": data.fingerprint}
+        resume_from, resumed_seed = resume_point(values["checkpoint_dir"], resume, meta,
+                                                 values["seed"])
+        if resumed_seed is not None:
+            seed = meta["seed"] = resumed_seed
+        job = TrainJob(
+            train_path=data.train, valid_path=data.valid, spec=spec,
+            scaling=scaling.tensors(),
+            config=_train_config(values, seed, spec),
+            batch_size=values["mini_batch_size"], seed=seed,
+            num_threads=values["num_threads"], num_workers=values["num_workers"],
+            use_gpu=values["use_gpu"], loader=data.loader, sparse=data.sparse,
+            checkpoint_dir=values["checkpoint_dir"],
+            checkpoint_interval=values["checkpoint_interval"], resume_from=resume_from,
+            meta=meta)
+        job.progress = values["progress"]
+        log.info("training %s on %d rows x %d features (%d modelled), seed %d", spec["hidden"],
+                 stats.count, info.size, spec["kept"], seed)
+        state, history = launch(job)
         summary = TrainingSummary(history=history, train_rows=stats.count,
-                                  validation_rows=valid_rows, seed=seed,
+                                  validation_rows=prepared.valid_rows, seed=seed,
                                   wall_time_s=time.perf_counter() - t0)
         model = AutoencoderModel._create(spec, state, info, summary)
         self._copyValues(model)
-        threshold = values["anomaly_threshold"]
-        if threshold is None and values["anomaly_quantile"] is not None:
-            threshold = model.error_quantile(dataset, values["anomaly_quantile"])
-            log.info("anomaly threshold: the %g quantile of training errors = %.6g",
-                     values["anomaly_quantile"], threshold)
-        model._threshold = threshold
-        model._tracking = tracking.log_fit(model, values)
+        model._threshold = values["anomaly_threshold"]
+        if track:
+            model._tracking = tracking.log_fit(model, values)
         return model
+
+
+@dataclass
+class PreparedInput:
+    """A fit's input, prepared and materialized once (see :func:`prepare_input`): plain,
+    picklable values that a process without Spark can train from."""
+
+    info: InputInfo
+    stats: Any                 # FeatureStats of the training rows
+    valid_rows: int
+    data: TrainingData
+
+
+def check_values(values: Dict[str, Any]) -> None:
+    """Driver-side checks of a fit's Param values before any Spark job.
+
+    Raises
+    ------
+    ValueError
+        A bad Param value, an unwritable ``checkpoint_dir``/``cache_dir``, or MLflow
+        tracking without MLflow installed.
+    """
+    validate(values)
+    for name in ("checkpoint_dir", "cache_dir"):
+        if values[name]:
+            paths.check_writable(values[name], name)
+    if values.get("mlflow_tracking"):
+        tracking.require()   # missing MLflow fails here, before any Spark job
+
+
+#: The Params that decide what :func:`prepare_input` writes; fits that agree on them can
+#: share one prepared input.
+PREPARATION_PARAMS = ("features_col", "features_cols", "data_loader", "cache_dir",
+                      "keep_cache")
+
+
+def preparation_key(values: Dict[str, Any]) -> str:
+    """What fits must agree on to share one :func:`prepare_input` (its settings, and
+    whether input noise forces dense batches)."""
+    noisy = values["noise"] != "none" or values["input_dropout_ratio"] > 0
+    return json.dumps([[values.get(k) for k in PREPARATION_PARAMS], noisy], default=str)
+
+
+def prepare_input(dataset: DataFrame, values: Dict[str, Any],
+                  validation_df: Optional[DataFrame] = None) -> PreparedInput:
+    """Prepare and materialize a fit's training (and validation) input: the Spark side of
+    a fit. Release ``result.data`` when done with it.
+
+    Parameters
+    ----------
+    dataset, validation_df : DataFrame
+        As in :meth:`Autoencoder.fit`.
+    values : dict
+        The estimator's Param values (``features_col(s)``, ``cache_dir``, ``keep_cache``,
+        ``data_loader``, ``noise``, ``input_dropout_ratio``).
+
+    Raises
+    ------
+    ValueError
+        A missing or badly typed feature column, or validation rows of another width.
+    """
+    vectors, info, stats = prepare(dataset, values["features_col"], values["features_cols"])
+    valid_vectors, valid_rows, vstats = None, 0, None
+    if validation_df is not None:
+        valid_vectors = prepare_like(validation_df, info, "validation_df")
+        vstats = compute_stats(valid_vectors, info, role="validation_df")
+        if len(vstats.mean) != info.size:
+            raise ValueError(f"validation_df: vectors have {len(vstats.mean)} features; the "
+                             f"training data has {info.size}")
+        valid_rows = vstats.count
+    data = materialize_for_training(
+        dataset.sparkSession, vectors, stats, valid_vectors, vstats, info.size,
+        cache_dir=values["cache_dir"], keep=values["keep_cache"],
+        data_loader=values["data_loader"],
+        noisy=values["noise"] != "none" or values["input_dropout_ratio"] > 0)
+    return PreparedInput(info, stats, valid_rows, data)
 
 
 def _checked(kwargs: Dict[str, Any]) -> Dict[str, Any]:

@@ -2,12 +2,12 @@
 
 Design (issue 6):
 
-- **Data once.** The driver writes the training (and validation) rows, pruned to the feature
-  column(s), to Parquet once under a work directory. Each trial opens its own local
-  SparkSession in its Ray worker, reads that Parquet and calls :meth:`Autoencoder.fit`
-  with ``cache_dir`` set to a shared directory and ``keep_cache=True``, so the prepared
-  features are materialized by the first fit and reused by the others (where the plan key
-  matches). No trial re-reads the source table.
+- **Data once.** The driver prepares the input (feature checks, statistics) and
+  materializes it as Parquet once (:func:`sparkae.estimator.prepare_input`, once per
+  distinct preparation: trials that vary only training Params share one) under a work
+  directory. Each trial trains from it with :meth:`Autoencoder.fit_prepared`: no Spark
+  job and no JVM in the trial (a trial with ``num_workers`` > 1 opens a local SparkSession
+  only to start its ranks). No trial re-reads the source table.
 - **Ray.** On a local Spark master: a local Ray instance on 127.0.0.1 sized from the
   master (``local[N]``), dashboard off. On a cluster master (``spark://``, ``yarn``, ...):
   Ray on Spark (``ray.util.spark.setup_ray_cluster``) sized from the cluster; then the
@@ -18,11 +18,10 @@ Design (issue 6):
 - **Record.** Every trial appends a JSON line to ``<store>/trials.jsonl`` (key = a hash of
   all the trial's Param values). With ``storage_path``, a later call with the same grid
   skips every trial whose last record is final (ok, error, stopped): that is the resume.
-- **ASHA.** With ``scheduler="asha"`` a trial trains epoch by epoch (``fit(epochs=e,
-  checkpoint_dir=..., resume=True)`` for e = 1..epochs: each call continues from the
-  previous checkpoint) and reports the MSE of every epoch, so ASHA can stop it at a rung.
-  This costs one preparation pass (a Spark aggregation) per epoch; without a scheduler a
-  trial is one plain fit that reports once.
+- **ASHA.** With ``scheduler="asha"`` a trial trains epoch by epoch (``fit_prepared``
+  with ``epochs=e``, ``checkpoint_dir`` and ``resume=True`` for e = 1..epochs: each call
+  continues from the previous checkpoint) and reports the MSE of every epoch, so ASHA can
+  stop it at a rung; without a scheduler a trial is one fit that reports once.
 """
 
 from __future__ import annotations
@@ -213,15 +212,17 @@ def _run_trial(config: Dict[str, Any], ctx: Dict[str, Any]) -> None:
         return full
 
     try:
-        spark = _trial_session(cpus)
-        train = spark.read.parquet(ctx["train"])
-        valid = spark.read.parquet(ctx["valid"]) if ctx["valid"] else None
+        prepared = ctx["prepared"][ctx["prep_of"][index]]
+        if isinstance(prepared, str):   # the driver could not prepare this trial's input
+            tune.report(_metrics(record("error", error=prepared)))
+            return
         params.update(cache_dir=ctx["cache_dir"], keep_cache=True, num_threads=cpus)
+        if int(params.get("num_workers") or 1) > 1:
+            spark = _trial_session(cpus)   # TorchDistributor starts the ranks from a session
         if not ctx["asha"]:
-            model = Autoencoder(**params).fit(train, validation_df=valid)
+            model = Autoencoder(**params).fit_prepared(prepared)
             model.write().overwrite().save(model_dir)
-            full = record("ok", model)
-            tune.report(_metrics(full))
+            tune.report(_metrics(record("ok", model)))
             return
         epochs = int(params.get("epochs", 10))
         params["checkpoint_dir"] = os.path.join(ctx["work"], "checkpoints", key)
@@ -229,8 +230,8 @@ def _run_trial(config: Dict[str, Any], ctx: Dict[str, Any]) -> None:
             params["seed"] = ctx["seed"] if ctx["seed"] is not None else random.randrange(2**31)
         done = 0
         for epoch in range(1, epochs + 1):
-            model = Autoencoder(**dict(params, epochs=epoch)).fit(
-                train, validation_df=valid, resume=epoch > 1)
+            model = Autoencoder(**dict(params, epochs=epoch)).fit_prepared(
+                prepared, resume=epoch > 1)
             if model.summary.epochs <= done:  # the loop stopped early (stopping_rounds)
                 break
             done = model.summary.epochs
@@ -451,6 +452,11 @@ def grid_search(estimator: Autoencoder, train_df: DataFrame, param_grid: Dict[st
                       seed, include_dashboard)
         board, best = _leaderboard(store, combos, keys, varying, validation_df is not None)
         best_model = AutoencoderModel.load(best["model"]) if best else None
+        quantile = estimator.getOrDefault("anomaly_quantile")
+        if best_model is not None and best_model.threshold is None and quantile is not None:
+            # trials train without Spark: the quantile of the training errors is taken
+            # here, once, for the model that is returned
+            best_model._threshold = best_model.error_quantile(train_df, quantile)
         best_params = dict(best["params"]) if best else {}
         if best is None:
             log.warning("every trial failed; see the leaderboard's error column")
@@ -464,22 +470,17 @@ def _run_grid(spark, train_df, validation_df, estimator, combos, keys, todo, var
               include_dashboard) -> None:
     from ray import tune
 
-    cols = _feature_columns(estimator)
     t0 = time.perf_counter()
-    train_path = os.path.join(work, "data", "train")
-    _export(train_df, cols, train_path)
-    valid_path = None
-    if validation_df is not None:
-        valid_path = os.path.join(work, "data", "valid")
-        _export(validation_df, cols, valid_path)
-    log.info("tuning: exported the data once in %.1f s; %d trials to run",
-             time.perf_counter() - t0, len(todo))
-    ctx = {"base": {k: v for k, v in estimator.param_values().items() if k not in _OWNED},
-           "combos": combos, "keys": keys, "cpus": trial_cpus, "store": store, "work": work,
-           "train": train_path, "valid": valid_path, "cache_dir": os.path.join(work, "cache"),
+    base = {k: v for k, v in estimator.param_values().items() if k not in _OWNED}
+    if seed is not None and base.get("seed") is None:
+        base["seed"] = seed
+    cache_dir = os.path.join(work, "cache")
+    prepared, prep_of = _prepare_once(train_df, validation_df, base, combos, todo, cache_dir)
+    log.info("tuning: prepared the input once in %.1f s (%d preparation(s)); %d trials to run",
+             time.perf_counter() - t0, len(prepared), len(todo))
+    ctx = {"base": base, "combos": combos, "keys": keys, "cpus": trial_cpus, "store": store,
+           "work": work, "prepared": prepared, "prep_of": prep_of, "cache_dir": cache_dir,
            "asha": scheduler == "asha", "seed": seed}
-    if seed is not None and ctx["base"].get("seed") is None:
-        ctx["base"]["seed"] = seed
     sched = None
     if scheduler == "asha":
         from ray.tune.schedulers import ASHAScheduler
@@ -537,17 +538,35 @@ def _env(**values: str) -> Iterator[None]:
                 os.environ[k] = v
 
 
-def _feature_columns(estimator: Autoencoder) -> List[str]:
-    cols = estimator.getOrDefault("features_cols")
-    return list(cols) if cols else [estimator.getOrDefault("features_col")]
+def _prepare_once(train_df: DataFrame, validation_df: Optional[DataFrame],
+                  base: Dict[str, Any], combos: List[Dict[str, Any]], todo: List[int],
+                  cache_dir: str) -> tuple:
+    """Prepare and materialize the input once per distinct preparation (usually one for the
+    whole grid) on the driver. Returns the prepared inputs (a :class:`PreparedInput`, or the
+    error text when preparing failed: those trials are reported with it) and, per trial
+    index, which one it trains from."""
+    from sparkae.estimator import prepare_input, preparation_key
 
-
-def _export(df: DataFrame, cols: List[str], path: str) -> None:
-    missing = [c for c in cols if c not in df.columns]
-    if missing:  # let the trials report the estimator's own error for a bad column
-        df.write.mode("overwrite").parquet(path)
-    else:
-        df.select(*[f"`{c}`" for c in cols]).write.mode("overwrite").parquet(path)
+    prepared: List[Any] = []
+    by_key: Dict[str, int] = {}
+    prep_of: Dict[int, int] = {}
+    for i in todo:
+        try:
+            values = Autoencoder(**dict(base, **combos[i], cache_dir=cache_dir,
+                                        keep_cache=True)).param_values()
+            pkey = preparation_key(values)
+        except Exception as exc:  # noqa: BLE001 - a bad value: the trial reports it
+            prep_of[i] = len(prepared)
+            prepared.append(f"{type(exc).__name__}: {exc}"[:2000])
+            continue
+        if pkey not in by_key:
+            by_key[pkey] = len(prepared)
+            try:
+                prepared.append(prepare_input(train_df, values, validation_df))
+            except Exception as exc:  # noqa: BLE001 - e.g. a missing features_col
+                prepared.append(f"{type(exc).__name__}: {exc}"[:2000])
+        prep_of[i] = by_key[pkey]
+    return prepared, prep_of
 
 
 def _leaderboard(store: str, combos: List[Dict[str, Any]], keys: List[str],

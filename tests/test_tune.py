@@ -123,3 +123,21 @@ def test_tune_configs():
         tune_config.load("conf/grid_hidden.yaml", ["tune.schedular=asha"])
     with pytest.raises(ValueError, match="tune.cpus_per_trial"):
         tune_config.load("conf/grid_hidden.yaml", ["tune.cpus_per_trial=0"])
+
+
+def test_input_prepared_once_and_bad_features_col_is_a_failed_trial(local_ray, split, caplog):
+    train, valid = split
+    with caplog.at_level("INFO", logger="sparkae"):
+        res = grid_search(_est(hidden=[4], anomaly_quantile=0.9), train,
+                          {"features_col": ["vec", "nope"], "l2": [0.0, 1e-4]},
+                          validation_df=valid)
+    # 4 trials, 2 feature settings: the driver prepared each once, the trials trained on it
+    assert "prepared the input once" in caplog.text and "(2 preparation(s))" in caplog.text
+    board = res.leaderboard
+    assert list(board["status"]) == ["ok", "ok", "error", "error"]
+    assert (board.iloc[:2]["features_col"] == "vec").all()
+    assert all("nope" in e for e in board.iloc[2:]["error"])
+    # trials train without Spark; the best model's quantile threshold is taken once here
+    errors = res.best_model.transform(train).select("reconstruction_mse").toPandas()
+    expected = errors["reconstruction_mse"].quantile(0.9)
+    assert res.best_model.threshold == pytest.approx(expected, rel=0.05)
