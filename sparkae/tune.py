@@ -492,8 +492,10 @@ def _run_grid(spark, train_df, validation_df, estimator, combos, keys, todo, var
         trainable = tune.with_resources(tune.with_parameters(_run_trial, ctx=ctx), resources)
         tuner = tune.Tuner(
             trainable, param_space={"trial": tune.grid_search(todo)},
+            # reuse_actors: a Ray worker runs trial after trial, importing Torch once
             tune_config=tune.TuneConfig(metric="mse", mode="min", scheduler=sched,
-                                        max_concurrent_trials=max_concurrent_trials),
+                                        max_concurrent_trials=max_concurrent_trials,
+                                        reuse_actors=True),
             run_config=tune.RunConfig(name="grid", storage_path=os.path.join(work, "ray"),
                                       verbose=0, callbacks=[_progress_callback(
                                           combos, varying, len(set(keys)),
