@@ -412,9 +412,9 @@ def run(quick: bool = False, archs: List[List[int]] = None, grid: List[List[int]
         + f". {verdict}")
     notes = []
     if quick:
-        notes.append("Quick run (1 epoch, 1,000 rows, small architectures): a check that the "
-                     "single-model and `h2o.grid` paths run; the targets are only evaluated in "
-                     "full runs.")
+        notes.append(f"Quick run ({ep}, {len(x):,} rows, small architectures): a check that "
+                     "the single-model and `h2o.grid` paths run; the targets are only evaluated "
+                     "in full runs.")
     notes.append(
         ("H2O trained every model to the end (no time cap). " if ho["budget_s"] is None else
          f"H2O time budget: {ho['budget_s']:.0f} s of training in all (`{BUDGET_ENV}`), each "
