@@ -3,8 +3,13 @@
 An entry is a module ``bench/bench_<name>.py`` exposing ``def run(quick: bool = False) ->
 dict``. Optional module attributes: ``TITLE`` (section title in BENCHMARKS.md) and
 ``SMOKE = True`` (part of ``python -m bench smoke``, which runs its members with
-``quick=True`` and must finish in under 2 minutes). Keys of the returned dict that the
-report understands (all optional; anything else is listed as measured values):
+``quick=True`` and must finish in under 2 minutes) and ``IN_ALL = False`` (left out of
+``python -m bench all``, run only by name: the load soak test). ``all`` must finish in
+:data:`ALL_TARGET_MIN` minutes on the 2-core benchmark machine; it runs its members in name
+order except :data:`RUN_LAST`, and writes a record of the whole run (each entry's status
+and seconds, the total) to ``<results>/runs/all-<YYYYmmdd-HHMMSS>[-quick].json``, which the
+report's overview compares with the target. Keys of the returned dict that the report
+understands (all optional; anything else is listed as measured values):
 
 - ``summary``: one or two sentences (markdown) shown first;
 - ``targets``: ``[{name, value, target, met}]``; a missed target is called out;
@@ -40,6 +45,11 @@ RESULTS_DIR = BENCH_DIR / "results"
 CHARTS_DIR = BENCH_DIR / "charts"
 REPORT = common.ROOT / "BENCHMARKS.md"
 PREFIX = "bench_"
+#: Minutes ``python -m bench all`` may take on the 2-core benchmark machine.
+ALL_TARGET_MIN = 30.0
+#: Entries ``all`` runs after the others: bench_scoring stops the shared Spark session (it
+#: needs its own), so the others run before it in one session with one warm-up.
+RUN_LAST = ("scoring",)
 
 
 def discover() -> List[str]:
@@ -63,6 +73,40 @@ def smoke_members() -> List[str]:
         except Exception as exc:  # noqa: BLE001 - report and go on
             log.error("bench_%s does not import: %s", name, exc)
     return out
+
+
+def all_members() -> List[str]:
+    """Entries ``python -m bench all`` runs, in its order: every entry except those that
+    declare ``IN_ALL = False``, by name, :data:`RUN_LAST` last (an entry that fails to
+    import stays in, so that its failure is recorded)."""
+    out = []
+    for name in discover():
+        try:
+            if not getattr(load(name), "IN_ALL", True):
+                continue
+        except Exception as exc:  # noqa: BLE001 - run it anyway: the run records the error
+            log.error("bench_%s does not import: %s", name, exc)
+        out.append(name)
+    return sorted(out, key=lambda n: (n in RUN_LAST, RUN_LAST.index(n) if n in RUN_LAST
+                                      else 0, n))
+
+
+def write_run_record(records: List[Dict[str, Any]], total_s: float, quick: bool,
+                     started: str, load_start: Optional[List[float]],
+                     results_dir: Path = RESULTS_DIR) -> Path:
+    """Record one ``python -m bench all``: entries, statuses, seconds and the total."""
+    run = {"run": "all", "quick": bool(quick), "started": started,
+           "finished": common.now_iso(), "total_s": round(total_s, 1),
+           "target_min": ALL_TARGET_MIN, "machine": _MACHINE,
+           "load_avg_start": load_start, "load_avg_end": common.load_average(),
+           "entries": [{"entry": r["entry"], "status": r["status"],
+                        "duration_s": r["duration_s"],
+                        "result": os.path.basename(r.get("_path", ""))} for r in records]}
+    out = Path(results_dir) / "runs"
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"all-{time.strftime('%Y%m%d-%H%M%S')}{'-quick' if quick else ''}.json"
+    path.write_text(json.dumps(run, indent=1, default=str) + "\n")
+    return path
 
 
 _MACHINE: Optional[Dict[str, Any]] = None
@@ -126,8 +170,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         prog="python -m bench",
         description="Run sparkae benchmarks, record results, regenerate BENCHMARKS.md.")
     parser.add_argument("names", nargs="+", metavar="NAME",
-                        help="an entry (bench/bench_NAME.py), 'all', 'smoke' (the quick CI "
-                             "subset), 'list', or 'report' (regenerate BENCHMARKS.md only)")
+                        help="an entry (bench/bench_NAME.py), 'all' (every entry except "
+                             "those marked IN_ALL = False, i.e. the 'load' soak test, which "
+                             f"runs only by name; target: {ALL_TARGET_MIN:g} minutes on 2 "
+                             "cores), 'smoke' (the quick CI subset), 'list', or 'report' "
+                             "(regenerate BENCHMARKS.md only)")
     parser.add_argument("--quick", action="store_true", help="small sizes (smoke implies it)")
     parser.add_argument("--mnist", metavar="DIR", help="directory of the official MNIST test "
                         f"set (default ${common.MNIST_ENV} or {common.DEFAULT_MNIST_DIR})")
@@ -158,23 +205,26 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     names, quick = list(args.names), args.quick
     if names == ["list"]:
-        smoke = set(smoke_members())
+        smoke, in_all = set(smoke_members()), set(all_members())
         for name in discover():
-            print(f"{name}{'  (smoke)' if name in smoke else ''}")
+            tags = [t for t, on in (("smoke", name in smoke), ("not in all", name not in in_all))
+                    if on]
+            print(name + (f"  ({', '.join(tags)})" if tags else ""))
         return 0
     if names == ["report"]:
         print(report.write_report(args.results_dir, args.report, args.charts_dir))
         return 0
     if names == ["smoke"]:
         names, quick = smoke_members(), True
-    elif names == ["all"]:
-        names = discover()
+    run_all = names == ["all"]
+    if run_all:
+        names = all_members()
     unknown = [n for n in names if n not in discover()]
     if unknown:
         parser.error(f"unknown entry {', '.join(unknown)}; entries: {', '.join(discover())}, "
                      "or all, smoke, list, report")
 
-    t0 = time.perf_counter()
+    t0, started, load_start = time.perf_counter(), common.now_iso(), common.load_average()
     records = []
     try:
         for name in names:
@@ -184,10 +234,21 @@ def main(argv: Optional[List[str]] = None) -> int:
     finally:
         _stop_spark()
     total = time.perf_counter() - t0
+    if run_all:
+        run_path = write_run_record(records, total, quick, started, load_start,
+                                    args.results_dir)
+        log.info("bench all: %.1f min (target %g min) -> %s", total / 60, ALL_TARGET_MIN,
+                 run_path)
+        if not args.no_report:          # the overview states this run's total
+            report.write_report(args.results_dir, args.report, args.charts_dir)
     width = max(len(r["entry"]) for r in records) if records else 0
     for r in records:
         extra = r.get("error") or r.get("reason") or ""
         print(f"{r['entry']:<{width}}  {r['status']:<7}  {r['duration_s']:>7.1f} s  {extra}")
-    print(f"total {total:.1f} s; results in {args.results_dir}"
+    print(f"total {total:.1f} s ({total / 60:.1f} min"
+          + (f"; target for all: {ALL_TARGET_MIN:g} min, "
+             f"{'met' if total <= 60 * ALL_TARGET_MIN else 'MISSED'}" if run_all and not quick
+             else "")
+          + f"); results in {args.results_dir}"
           + ("" if args.no_report else f"; report {args.report}"))
     return 1 if any(r["status"] == "error" for r in records) else 0

@@ -34,12 +34,15 @@ section; systems compared in one table were measured in the same run, so read th
 ratios first: absolute times move with the machine and its load (the load average
 before and after each run is given).
 
-Rerun: `pip install -e '.[bench]'`, then `python -m bench all` or `python -m bench NAME`
-for one entry; `python -m bench smoke` is the quick subset CI runs (under 2 minutes);
-`python -m bench report` regenerates this file from `bench/results/`. H2O's training is
-capped at `$SPARKAE_BENCH_H2O_BUDGET_S` seconds (480) unless `SPARKAE_BENCH_H2O_GRID=1`.
-The official MNIST test set is read from `--mnist DIR` (default
-`$SPARKAE_MNIST_DIR`, else `../shared/data/mnist`).
+Rerun: `pip install -e '.[bench]'`, then `python -m bench all` (every entry except the
+`load` soak test; target: under 30 minutes on 2 quiet cores, its total is recorded in
+`bench/results/runs/`) or `python -m bench NAME` for one entry (`python -m bench load` runs
+the 10M-row soak test, about 5 minutes); `python -m bench smoke` is the quick subset CI
+runs (under 2 minutes); `python -m bench report` regenerates this file from
+`bench/results/`. H2O trains every model to the end (about 11 of `all`'s minutes); setting
+`$SPARKAE_BENCH_H2O_BUDGET_S` caps its training at that many seconds. The official MNIST
+test set is read from `--mnist DIR` (default `$SPARKAE_MNIST_DIR`, else
+`../shared/data/mnist`).
 
 _This file is generated; edit `bench/report.py` or the entries instead._
 """
@@ -57,6 +60,22 @@ def load_records(results_dir: Path) -> List[Dict[str, Any]]:
         except (OSError, ValueError) as exc:
             log.warning("skipping unreadable result %s: %s", path, exc)
     return out
+
+
+def latest_all_run(results_dir: Path) -> Optional[Dict[str, Any]]:
+    """The newest record of a full ``python -m bench all`` (``<results>/runs/all-*.json``,
+    quick runs left out), or None."""
+    runs = []
+    for path in sorted((Path(results_dir) / "runs").glob("all-*.json")):
+        try:
+            run = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            log.warning("skipping unreadable run record %s: %s", path, exc)
+            continue
+        if not run.get("quick"):
+            run["_path"] = str(path)
+            runs.append(run)
+    return max(runs, key=lambda r: r.get("finished") or "") if runs else None
 
 
 def _key(rec: Dict[str, Any]) -> str:
@@ -327,6 +346,7 @@ def render(results_dir: Path, report_path: Path, charts_dir: Path,
                    "were shared with other work when it exceeds the core count)." if any(
                        (r.get("load_avg_start") or [0])[0] > max(c or 1 for c in cores)
                        for r in shown) else "."), ""]
+    out += [_all_time(chosen, names, results_dir), ""]
     missing = [n for n in names if n not in chosen or chosen[n].get("status") != "ok"]
     if missing:
         out += ["Not run (or failed) in the results on disk: "
@@ -335,6 +355,47 @@ def render(results_dir: Path, report_path: Path, charts_dir: Path,
         if name in chosen:
             out.append(section(name, chosen[name], charts_dir, report_path))
     return "\n".join(out).rstrip() + "\n"
+
+
+def _all_time(chosen: Dict[str, Dict[str, Any]], names: List[str],
+              results_dir: Path) -> str:
+    """The overview's paragraph on how long ``python -m bench all`` takes vs its target."""
+    from bench.harness import ALL_TARGET_MIN, all_members
+
+    members = [n for n in all_members() if n in names]
+    left_out = [n for n in names if n not in members]
+    full = {n: chosen[n] for n in members if n in chosen and chosen[n].get("status") == "ok"
+            and not chosen[n].get("quick")}
+    text = [f"**Time of `python -m bench all`** ({len(members)} entries"
+            + (f"; {', '.join(f'`{n}`' for n in left_out)} run only by name" if left_out
+               else "") + f"), target under {ALL_TARGET_MIN:g} minutes on 2 cores: "]
+    run = latest_all_run(results_dir)
+    if run is not None:
+        mins = (run.get("total_s") or 0) / 60
+        failed = [e["entry"] for e in run.get("entries", []) if e.get("status") != "ok"]
+        la = (run.get("load_avg_start") or ["?"])[0]
+        text.append(f"the last full run ({(run.get('started') or '?')[:16].replace('T', ' ')}, "
+                    f"load average {la} at its start) took **{mins:.1f} minutes**, "
+                    + ("within the target" if mins <= ALL_TARGET_MIN else
+                       "**over the target**")
+                    + (f" (not ok: {', '.join(failed)})" if failed else "") + ". ")
+    else:
+        text.append("no full `python -m bench all` is recorded yet (`bench/results/runs/`). ")
+    if full:
+        mins = sum(r.get("duration_s") or 0 for r in full.values()) / 60
+        missing = [n for n in members if n not in full]
+        busy = [n for n, r in full.items() if (r.get("load_avg_start") or [0])[0] > 2]
+        text.append(f"The full runs shown of its entries add up to {mins:.1f} minutes ("
+                    + ("within" if mins <= ALL_TARGET_MIN else "over") + " the target"
+                    + (f"; {', '.join(missing)} without a full run" if missing else "") + ")"
+                    + (", measured in separate sessions"
+                       + (f", {len(busy)} of them on cores shared with other work (load "
+                          "average above 2 at the start)" if busy else "") if run is None
+                       or any(r.get("_path", "").rsplit("/", 1)[-1] not in
+                              {e.get("result") for e in run.get("entries", [])}
+                              for r in full.values()) else "")
+                    + ".")
+    return "".join(text)
 
 
 def _anchor(title: str) -> str:
