@@ -269,6 +269,43 @@ def _local_cpus(master: str) -> Optional[int]:
     return os.cpu_count() or 1 if inside == "*" else max(1, int(inside))
 
 
+def _loopback_driver(spark: Any) -> bool:
+    """True when ``spark.driver.host`` resolves to a loopback address."""
+    import ipaddress
+    import socket
+
+    host = spark.sparkContext.getConf().get("spark.driver.host", "") or ""
+    try:
+        return ipaddress.ip_address(socket.gethostbyname(host)).is_loopback if host else False
+    except (OSError, ValueError):
+        return False
+
+
+def _cluster_slots(spark: Any) -> int:
+    from sparkae.train.distributed import task_slots
+
+    return task_slots(spark)[0]
+
+
+def _executor_resources(spark: Any) -> tuple:
+    """``(cpus, gpus)`` of one executor: what a Ray worker node on it may take.
+
+    Ray on Spark's default is the worker machine's physical cores, which a task cannot get
+    when an executor has fewer (a standalone worker started with ``--cores 1``): its
+    worker-node job would wait for ever. ``spark.executor.cores`` when set, else the
+    cluster's task slots times ``spark.task.cpus`` over its executors."""
+    from sparkae.train.distributed import task_slots
+
+    conf = spark.sparkContext.getConf()
+    gpus = int(float(conf.get("spark.executor.resource.gpu.amount", "0") or 0))
+    if conf.get("spark.executor.cores"):
+        return max(1, int(conf.get("spark.executor.cores"))), gpus
+    total, _ = task_slots(spark)
+    task_cpus = int(conf.get("spark.task.cpus", "1") or 1)
+    executors = max(1, len(spark.sparkContext._jsc.sc().statusTracker().getExecutorInfos()) - 1)
+    return max(1, total * task_cpus // executors), gpus
+
+
 @contextlib.contextmanager
 def ray_for(spark: Any, include_dashboard: bool = False) -> Iterator[int]:
     """Start Ray for ``spark``'s master and yield its CPU count; tear it down at the end.
@@ -278,6 +315,14 @@ def ray_for(spark: Any, include_dashboard: bool = False) -> Iterator[int]:
     """
     master = spark.sparkContext.master
     cpus = _local_cpus(master)
+    if cpus is None and _loopback_driver(spark):
+        # A cluster whose driver is on loopback is on one machine. Ray worker nodes cannot
+        # join a head over loopback (`ray start --address` resolves 127.0.0.1 to the
+        # machine's outward address, or refuses in single-node mode), so Ray runs locally
+        # on 127.0.0.1 with the cluster's task slots, capped at the machine's cores.
+        cpus = max(1, min(_cluster_slots(spark), os.cpu_count() or 1))
+        log.info("tuning: the Spark driver of %s is on loopback: Ray runs on 127.0.0.1 "
+                 "with %d CPU(s) instead of Ray on Spark", master, cpus)
     if cpus is not None and "ray" not in sys.modules:
         # Ray reads this at import: without it, "127.0.0.1" is resolved to the machine's
         # outward address and Ray's servers listen there. Child processes inherit it.
@@ -303,8 +348,17 @@ def ray_for(spark: Any, include_dashboard: bool = False) -> Iterator[int]:
             from ray.util.spark import MAX_NUM_WORKER_NODES, setup_ray_cluster
 
             cluster = True
+            bindir = os.path.dirname(sys.executable)
+            if shutil.which("ray") is None and os.path.exists(os.path.join(bindir, "ray")):
+                # Ray on Spark runs the `ray` command found on PATH (a virtual environment's
+                # Python may be run without it); the executors need it on their PATH too
+                os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
+            node_cpus, node_gpus = _executor_resources(spark)
+            log.info("tuning: starting Ray on Spark on the workers of %s (a Ray node per "
+                     "executor: %d CPU(s), %d GPU(s))", master, node_cpus, node_gpus)
             address, _ = setup_ray_cluster(
                 max_worker_nodes=MAX_NUM_WORKER_NODES,
+                num_cpus_worker_node=node_cpus, num_gpus_worker_node=node_gpus,
                 head_node_options={"include_dashboard": include_dashboard})
             ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
             cpus = int(ray.cluster_resources().get("CPU", 1))

@@ -100,7 +100,9 @@ def spark_cluster(tmp_path_factory):
     home = os.path.dirname(pyspark.__file__)
     work = tmp_path_factory.mktemp("spark-cluster")
     env = dict(os.environ, SPARK_LOCAL_IP="127.0.0.1", SPARK_HOME=home,
-               SPARK_LOG_DIR=str(work), PYSPARK_PYTHON=sys.executable, SPARK_NO_DAEMONIZE="1")
+               SPARK_LOG_DIR=str(work), PYSPARK_PYTHON=sys.executable, SPARK_NO_DAEMONIZE="1",
+               # executors run the project's tools (Ray on Spark's `ray` command) from PATH
+               PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
     port, ui = _free_port(), _free_port()
     url = f"spark://127.0.0.1:{port}"
     procs = []
