@@ -186,6 +186,10 @@ class Autoencoder(Estimator, AutoencoderParams, DefaultParamsReadable, DefaultPa
             checkpoint_interval=values["checkpoint_interval"], resume_from=resume_from,
             meta=meta)
         job.progress = values["progress"]
+        if values.get("reconstruction_sampling") is not None and not data.sparse:
+            log.info("reconstruction_sampling=%d: the batches are dense (the input is not "
+                     "wide and sparse, or input noise is set), so the loss is the exact "
+                     "one", values["reconstruction_sampling"])
         log.info("training %s on %d rows x %d features (%d modelled), seed %d", spec["hidden"],
                  stats.count, info.size, spec["kept"], seed)
         state, history = launch(job)
@@ -365,7 +369,8 @@ def _train_config(values: Dict[str, Any], seed: int,
         overwrite_with_best_model=values["overwrite_with_best_model"],
         skip_missing=values["missing_values_handling"] == "skip", seed=seed,
         architecture=values.get("architecture", "dense"), kl_beta=values.get("kl_beta", 1.0),
-        contractive_lambda=values.get("contractive_lambda", 0.0))
+        contractive_lambda=values.get("contractive_lambda", 0.0),
+        reconstruction_sampling=values.get("reconstruction_sampling"))
 
 
 class AutoencoderModel(Model, AutoencoderParams, MLReadable, MLWritable):

@@ -44,6 +44,24 @@ def _to_optional_int(value: Any) -> Any:
     return None if value is None else TypeConverters.toInt(value)
 
 
+#: What ``reconstruction_sampling`` accepts (its error messages say it).
+SAMPLING_ALLOWED = ("None (the exact loss) or an integer >= 1: the zero columns sampled per "
+                    "row of a sparse batch")
+
+
+def _to_sampling(value: Any) -> Any:
+    """``reconstruction_sampling``: None, or a whole number (3 or 3.0) as an int; anything
+    else is a ValueError naming the Param."""
+    integral = (isinstance(value, (int, float)) and not isinstance(value, bool)
+                and math.isfinite(value) and value == int(value))
+    if value is None:
+        return None
+    if not integral or value < 1:
+        raise ValueError(f"Autoencoder param 'reconstruction_sampling': got {value!r}, "
+                         f"expected {SAMPLING_ALLOWED}")
+    return int(value)
+
+
 class AutoencoderParams(Params):
     """Params shared by :class:`~sparkae.Autoencoder` and :class:`~sparkae.AutoencoderModel`."""
 
@@ -170,6 +188,14 @@ class AutoencoderParams(Params):
                      TypeConverters.toInt)
     prior = _p("prior", f"adversarial: the codings' prior, {' or '.join(PRIORS)} (N(0, I) or "
                "uniform on [-1, 1])", TypeConverters.toString)
+    # wide sparse input (issue 4)
+    reconstruction_sampling = _p(
+        "reconstruction_sampling", "sparse batches: train on each row's stored columns plus "
+        "this many columns drawn uniformly from its zero columns, weighted (zero columns / k) "
+        "so the loss is an unbiased estimate of the full reconstruction MSE (Dauphin, Glorot "
+        "& Bengio 2011); the output layer computes only those entries and, on 1 rank, only "
+        "their weights are updated. None = the exact loss. Validation and scoring stay exact",
+        _to_sampling)
     # progress (issue 8)
     progress = _p("progress", "training progress: 'bar' (tqdm; a widget in notebooks), "
                   "'log' (one 'sparkae' log line per epoch), 'none', or 'auto' (log under "
@@ -201,7 +227,7 @@ class AutoencoderParams(Params):
             architecture="dense", kl_beta=1.0, contractive_lambda=0.0, wta_sparsity=None,
             image_shape=None, conv_filters=[16, 32], kernel_size=3, prior="gaussian",
         )
-        self._setDefault(progress="auto")
+        self._setDefault(progress="auto", reconstruction_sampling=None)
         self._setDefault(mlflow_tracking=False)
 
     def param_values(self) -> Dict[str, Any]:
@@ -316,6 +342,9 @@ RULES: Dict[str, Callable[[Any], Optional[str]]] = {
     "prior": _one_of(PRIORS),
     "progress": _one_of(PROGRESS),
     "mlflow_tracking": lambda v: None if isinstance(v, bool) else "True or False",
+    "reconstruction_sampling": _optional(
+        lambda v: None if isinstance(v, int) and not isinstance(v, bool) and v >= 1
+        else SAMPLING_ALLOWED),
 }
 
 
@@ -404,6 +433,10 @@ def _family_checks(values: Dict[str, Any]) -> None:
                              "convolutional architectures only")
     if arch == "dense":
         return
+    if values.get("reconstruction_sampling") is not None:
+        raise ValueError(f"Autoencoder param 'reconstruction_sampling': set to "
+                         f"{values['reconstruction_sampling']!r} but architecture='{arch}', "
+                         "whose batches are dense; it applies to the dense architecture only")
     activation = values.get("activation", "tanh")
     if activation.endswith("_with_dropout") or values.get("hidden_dropout_ratios"):
         raise ValueError(f"Autoencoder param 'activation': got {activation!r} (or "

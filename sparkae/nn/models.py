@@ -8,7 +8,7 @@ All reconstruction errors are computed in the scaled space, as H2O's Reconstruct
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -150,13 +150,19 @@ class AutoencoderNet(nn.Module):
             nn.init.xavier_uniform_(layer.weight)
             nn.init.zeros_(layer.bias)
 
-    def hidden_activations(self, z: torch.Tensor, upto: Optional[int] = None) -> List[torch.Tensor]:
-        """Activations of hidden layers 1..upto (all by default) for scaled inputs ``z``."""
+    def hidden_activations(self, z: torch.Tensor, upto: Optional[int] = None,
+                           first: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
+                           ) -> List[torch.Tensor]:
+        """Activations of hidden layers 1..upto (all by default) for scaled inputs ``z``;
+        ``first(z)``, when given, computes the first layer's pre-activation instead of its
+        weights (the lazy sparse step of :mod:`sparkae.train.lazy`)."""
         outs = []
         for i, (layer, act, drop) in enumerate(zip(self.layers, self.acts, self.dropouts)):
             if upto is not None and i >= upto:
                 break
-            if i == 0 and sparse.is_sparse(z):
+            if i == 0 and first is not None:
+                h = act(first(z))
+            elif i == 0 and sparse.is_sparse(z):
                 h = act(sparse.first_layer(layer, z, sparse.offset(self.scaler)))
             else:
                 h = act(layer(z))
@@ -174,8 +180,33 @@ class AutoencoderNet(nn.Module):
         y = self.output(self.dropouts[-1](h))
         return self.output_act(y) if self.output_act is not None else y
 
-    def forward(self, z: torch.Tensor) -> Tuple[torch.Tensor, List[torch.Tensor]]:
-        """Reconstruct scaled inputs ``z``; return ``(reconstruction, hidden activations)``."""
+    def decode_entries(self, h: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor,
+                       weight_rows: Optional[torch.Tensor] = None,
+                       bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The reconstruction of the ``(rows[e], cols[e])`` entries only, in the unshifted
+        space of a sparse batch (:mod:`sparkae.nn.sampling`): the output weight's rows of
+        those columns are gathered, never a batch x width output. ``weight_rows`` (entries
+        x last hidden width) and ``bias`` (entries) replace the gathered output weights."""
+        h = self.dropouts[-1](h)
+        if weight_rows is None:   # embedding: a gather whose backward is a fast scatter
+            weight_rows = nn.functional.embedding(cols, self.output.weight)
+            bias = self.output.bias.index_select(0, cols)
+        y = (nn.functional.embedding(rows, h) * weight_rows).sum(dim=1) + bias
+        if self.output_act is not None:
+            y = self.output_act(y)
+        return y + sparse.offset(self.scaler).index_select(0, cols)
+
+    def forward(self, z: torch.Tensor, entries: Optional[Tuple[torch.Tensor, torch.Tensor]] = None
+                ) -> Tuple[torch.Tensor, List[torch.Tensor]]:
+        """Reconstruct scaled inputs ``z``; return ``(reconstruction, hidden activations)``.
+
+        ``entries = (rows, cols)`` (a sparse ``z`` only) returns the reconstruction of those
+        entries alone (:meth:`decode_entries`), for reconstruction sampling."""
+        if entries is not None:
+            if not sparse.is_sparse(z):
+                raise ValueError("entries: a sampled reconstruction needs a sparse CSR batch")
+            acts = self.hidden_activations(z)
+            return self.decode_entries(acts[-1], *entries), acts
         acts = self.hidden_activations(z)
         y = self.decode_from_last(acts[-1])
         if sparse.is_sparse(z):  # the reconstruction in the sparse batch's unshifted space

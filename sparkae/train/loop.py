@@ -21,6 +21,8 @@ from sparkae.nn.losses import (contractive_penalty, kl_sparsity, reconstruction_
                                weight_penalty)
 from sparkae.nn.models import AutoencoderNet
 from sparkae.nn.noise import corrupt_batch
+from sparkae.nn.sampling import sample_entries, sampled_mse
+from sparkae.train.lazy import LazyStep, lazy_eligible
 
 log = logging.getLogger("sparkae")
 
@@ -66,6 +68,9 @@ class TrainConfig:
     architecture: str = "dense"
     kl_beta: float = 1.0
     contractive_lambda: float = 0.0
+    # sparse batches: stored columns plus this many sampled zero columns per row in the
+    # training loss (None = the exact loss); see sparkae.nn.sampling
+    reconstruction_sampling: Optional[int] = None
 
 
 def make_optimizer(net: torch.nn.Module, cfg: TrainConfig,
@@ -115,13 +120,16 @@ def _drop_missing(x: torch.Tensor) -> torch.Tensor:
     return x[~torch.isnan(x).any(dim=1)] if not x.is_sparse and x.layout == torch.strided else x
 
 
-def noise_generator(seed: int, rank: int, epoch: int, device: torch.device) -> torch.Generator:
+def noise_generator(seed: int, rank: int, epoch: int, device: torch.device,
+                    stream: int = 0) -> torch.Generator:
     """The input-noise generator of one rank and epoch, on the batches' device.
 
     Seeded from ``(seed, rank, epoch)``: every rank corrupts its rows differently, and a
-    fit resumed at any epoch draws exactly the noise an uninterrupted fit would have."""
+    fit resumed at any epoch draws exactly the noise an uninterrupted fit would have.
+    ``stream`` > 0 gives other independent draws (1: reconstruction sampling)."""
     gen = torch.Generator(device=device)
-    gen.manual_seed(int(np.random.SeedSequence([seed, rank, epoch]).generate_state(1)[0]))
+    entropy = [seed, rank, epoch] + ([stream] if stream else [])
+    gen.manual_seed(int(np.random.SeedSequence(entropy).generate_state(1)[0]))
     return gen
 
 
@@ -331,7 +339,8 @@ def train(net: AutoencoderNet, train_batches: Batches, cfg: TrainConfig,
     -------
     list of dict
         One entry per epoch: ``epoch``, ``train_mse`` (row-weighted mean of the epoch's
-        batch losses), ``validation_mse`` (None when not scored), ``rows``, ``seconds``,
+        batch losses; with ``reconstruction_sampling``, of their unbiased sampled
+        estimates), ``validation_mse`` (None when not scored), ``rows``, ``seconds``,
         ``rows_per_s``, ``coding_activations`` (mean activation of each coding unit),
         ``best`` (True on the epoch whose weights the model keeps).
 
@@ -343,7 +352,28 @@ def train(net: AutoencoderNet, train_batches: Batches, cfg: TrainConfig,
     model = model if model is not None else net
     reduce = reduce or (lambda values: values)
     family = _Family(net, cfg)
-    opt = make_optimizer(net, cfg, family.parameters())
+    k = cfg.reconstruction_sampling
+    lazy_off = lazy_eligible(net, model, cfg) if k else "off"
+    # with sampling, the lazy step for sparse batches; replaced at the first batch by the
+    # usual optimizer when the batches turn out dense
+    opt: Any = (LazyStep(net, cfg, lambda ps: make_optimizer(net, cfg, ps))
+                if lazy_off is None else make_optimizer(net, cfg, family.parameters()))
+    checked = False
+
+    def optimizer(z: torch.Tensor) -> Any:
+        nonlocal opt, checked
+        if not checked:
+            checked = True
+            if isinstance(opt, LazyStep) and not sparse.is_sparse(z):
+                opt = make_optimizer(net, cfg, family.parameters())
+                if resume_state:
+                    opt.load_state_dict(resume_state["optimizer"])
+            elif k and sparse.is_sparse(z):
+                log.info("reconstruction_sampling=%d: %s", k,
+                         "lazy row-wise updates of the wide layers" if lazy_off is None else
+                         f"sampled loss with dense gradients ({lazy_off})")
+        return opt
+
     history: List[Dict] = []
     stopper = _Stopper(cfg)
     if resume_state:
@@ -356,6 +386,8 @@ def train(net: AutoencoderNet, train_batches: Batches, cfg: TrainConfig,
         start_epoch = len(history)
     gen: Optional[torch.Generator] = None
     gen_epoch = -1
+    sample_gen: Optional[torch.Generator] = None
+    sample_epoch = -1
     noisy = cfg.noise != "none" or cfg.input_dropout_ratio > 0
     c = cfg.coding_layer - 1
     samples = sum(h["rows"] for h in history)
@@ -366,14 +398,28 @@ def train(net: AutoencoderNet, train_batches: Batches, cfg: TrainConfig,
         loss_sum, rows = 0.0, 0
         act_sum: Optional[torch.Tensor] = None
         family.start_epoch()
+        if isinstance(opt, LazyStep):
+            opt.refresh()
         for batch in train_batches(epoch):
             z = scaled_batch(net, _tensor(batch), cfg.skip_missing)
+            opt = optimizer(z)
             if noisy and gen_epoch != epoch:
                 gen, gen_epoch = noise_generator(cfg.seed, rank, epoch, z.device), epoch
             inp = corrupt_batch(z, cfg.noise, cfg.noise_level, cfg.input_dropout_ratio,
                                 net.scaler.lo, net.scaler.hi, gen) if noisy else z
-            y, acts = model(inp)
-            mse = reconstruction_mse(y, z)
+            if k and sparse.is_sparse(z) and sparse.is_sparse(inp):
+                if sample_gen is None or sample_epoch != epoch:
+                    sample_gen = noise_generator(cfg.seed, rank, epoch, z.device, stream=1)
+                    sample_epoch = epoch
+                entries = sample_entries(z, k, sample_gen)
+                if isinstance(opt, LazyStep):
+                    mse, acts = opt.forward(inp, entries)
+                else:
+                    y, acts = model(inp, entries=(entries.rows, entries.cols))
+                    mse = sampled_mse(y, entries)
+            else:
+                y, acts = model(inp)
+                mse = reconstruction_mse(y, z)
             loss = mse
             extra = family.loss_terms(inp, acts, z.shape[0])
             if extra is not None:
