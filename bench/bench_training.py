@@ -31,6 +31,11 @@ from bench import common
 
 TITLE = "Distributed training: fit vs plain Torch, 1 vs 2 ranks, sparse vs dense"
 SMOKE = False
+#: The second, smaller reconstruction-sampling k (the first is the stored entries per row).
+SMALL_K = 20
+#: A sampled fit counts for the speed target when its exact MSE after the epoch is within
+#: this factor of the exact-loss sparse fit's.
+QUALITY_SLACK = 1.05
 log = logging.getLogger("bench")
 
 _CHILD = r"""
@@ -57,9 +62,21 @@ _, hist = launch(TrainJob(train_path=path, valid_path=None, spec=spec, scaling=s
                                              reconstruction_sampling=sampling),
                           batch_size=64, seed=1, num_threads=2, sparse=sparse))
 peak = status_mib("VmHWM")
+# after the peak is read: the exact reconstruction MSE of the trained weights on the table
+# (sampled and exact fits compared on the same loss)
+from sparkae.data.converter import ParquetBatches, read_unit_arrow
+from sparkae.nn.models import build_network
+from sparkae.train.loop import evaluate
+net = build_network(spec)
+net.scaler.set_statistics(**stats)
+net.load_state_dict(_)
+reader = ParquetBatches(path, spec["input_size"], 64, shuffle=False, role="check",
+                        sparse=True, reader=read_unit_arrow)
+exact = evaluate(net, reader.epoch(0))
 print(json.dumps({"rows_per_s": hist[0]["rows_per_s"], "seconds": hist[0]["seconds"],
                   "train_mse": hist[0]["train_mse"], "peak_rss_mib": peak,
-                  "rss_after_imports_mib": base, "peak_above_imports_mib": peak - base}))
+                  "rss_after_imports_mib": base, "peak_above_imports_mib": peak - base,
+                  "exact_mse": exact}))
 """
 
 
@@ -108,17 +125,19 @@ def _child(spec, sparse: bool, path: str, stats, sampling=None) -> Dict[str, Any
 
 def sparse_vs_dense(work: str, n: int, width: int = 100_000, nnz: int = 100) -> Dict[str, Any]:
     """Train one epoch with CSR batches (exact loss, and reconstruction sampling of ``nnz``
-    columns per row) and with dense batches on the same table; rows/s and peak memory of
-    each (fresh processes)."""
+    and of :data:`SMALL_K` columns per row) and with dense batches on the same table;
+    rows/s, peak memory (fresh processes) and the exact MSE of each trained model."""
     path = os.path.join(work, "sparse")
     stats = _write_sparse_table(path, n, width, nnz)
     spec = {"input_size": width, "kept": len(stats["keep"]), "hidden": [100],
             "activation": "tanh", "output_activation": "linear"}
     res = {"sparse": _child(spec, True, path, stats),
            "sampled": _child(spec, True, path, stats, sampling=nnz),
+           "sampled_small": _child(spec, True, path, stats, sampling=SMALL_K),
            "dense": _child(spec, False, path, stats)}
     res["rows"], res["width"], res["density"], res["kept"] = n, width, nnz / width, spec["kept"]
     res["sampling_k"] = nnz
+    res["sampling_k_small"] = SMALL_K
     res["input_batch_bytes"] = {"sparse": 64 * nnz * (4 + 8) + 65 * 8, "dense": 64 * width * 4}
     return res
 
@@ -175,15 +194,18 @@ def run(quick: bool = False) -> Dict[str, Any]:
                    for w, f in fits.items()]
     train_rows.append(["plain Torch loop (in memory)", r(plain["seconds"]), r(torch_rate), 1.0])
     s, q, d = sd["sparse"], sd["sampled"], sd["dense"]
+    q2 = sd["sampled_small"]
 
     def sd_row(name, x, kind):
         return [name, r(x["seconds"]), r(x["rows_per_s"]), r(x["rows_per_s"] / d["rows_per_s"]),
                 r(x["peak_rss_mib"]), r(x["peak_above_imports_mib"]),
                 r(x["peak_above_imports_mib"] / d["peak_above_imports_mib"]),
-                sd["input_batch_bytes"][kind]]
+                r(x["exact_mse"]), sd["input_batch_bytes"][kind]]
 
     sd_rows = [sd_row("sparse CSR batches (exact loss)", s, "sparse"),
                sd_row(f"sparse CSR + reconstruction sampling (k={sd['sampling_k']})", q,
+                      "sparse"),
+               sd_row(f"sparse CSR + reconstruction sampling (k={sd['sampling_k_small']})", q2,
                       "sparse"),
                sd_row("dense batches", d, "dense")]
     tables = [
@@ -193,7 +215,7 @@ def run(quick: bool = False) -> Dict[str, Any]:
                   f"density, {sd['rows']:,} rows, 1 epoch, [100]",
          "columns": ["batches", "seconds", "rows/s", "speed vs dense", "peak RSS MiB",
                      "peak above imports MiB", "vs dense (above imports)",
-                     "input batch bytes"],
+                     "exact MSE after the epoch", "input batch bytes"],
          "rows": sd_rows},
     ]
     if loaders:
@@ -203,13 +225,22 @@ def run(quick: bool = False) -> Dict[str, Any]:
                                 for k, v in loaders.items()]})
     speed = s["rows_per_s"] / d["rows_per_s"]
     mem = s["peak_rss_mib"] / d["peak_rss_mib"]
+    # the target is judged on the fastest sampled fit whose exact MSE after the epoch is
+    # within QUALITY_SLACK of the exact-loss fit's (a fast fit that learns less does not count)
+    fair = [x for x in (q, q2) if x["exact_mse"] <= QUALITY_SLACK * s["exact_mse"]]
+    if fair:
+        q = max(fair, key=lambda x: x["rows_per_s"])
+    k_used = sd["sampling_k"] if q is sd["sampled"] else sd["sampling_k_small"]
     q_speed = q["rows_per_s"] / d["rows_per_s"]
     q_mem = q["peak_above_imports_mib"] / d["peak_above_imports_mib"]
     q_whole = q["peak_rss_mib"] / d["peak_rss_mib"]
-    verdict = (f"issue 4's target (>= 10x faster, <= 1/10 of the peak memory above imports): "
-               f"speed {'met' if q_speed >= 10 else 'MISSED'} ({q_speed:.2f}x), memory "
-               f"{'met' if q_mem <= 0.1 else 'MISSED'} ({q_mem:.2f}x above imports, "
-               f"{q_whole:.2f}x whole process)")
+    quality = (f"k={k_used}, exact MSE {q['exact_mse']:.4g} vs {s['exact_mse']:.4g} with the "
+               f"exact loss" + ("" if fair else f", more than {QUALITY_SLACK:g}x it: no "
+                                "sampled fit qualifies"))
+    verdict = (f"issue 4's target (>= 10x faster, <= 1/10 of the peak memory above imports; "
+               f"{quality}): speed {'met' if fair and q_speed >= 10 else 'MISSED'} "
+               f"({q_speed:.2f}x), memory {'met' if fair and q_mem <= 0.1 else 'MISSED'} "
+               f"({q_mem:.2f}x above imports, {q_whole:.2f}x whole process)")
     return {
         "summary": (f"fit (1 rank) trains at **{fits[1]['loop_rows_per_s'] / torch_rate:.2f}x** "
                     f"the plain Torch loop's rows/s (whole call "
@@ -217,7 +248,7 @@ def run(quick: bool = False) -> Dict[str, Any]:
                     f"{fits[2]['loop_rows_per_s'] / fits[1]['loop_rows_per_s']:.2f}x 1 rank's "
                     f"loop rate; sparse batches at {sd['width']:,} columns: {speed:.2f}x the "
                     f"dense speed at {mem:.2f}x its peak memory (exact loss); with "
-                    f"reconstruction sampling {q_speed:.2f}x at {q_mem:.2f}x its peak above "
+                    f"reconstruction sampling (k={k_used}) {q_speed:.2f}x at {q_mem:.2f}x its peak above "
                     f"imports ({q_whole:.2f}x whole process). {verdict}."),
         "config": {"rows": rows, "epochs": epochs, "hidden": [100], "batch_size": 64,
                    "spark_master": "local[2]", "torch_threads": common.CORES,
