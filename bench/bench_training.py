@@ -57,7 +57,7 @@ with open(sys.argv[1]) as f:
 torch.set_num_threads(2)
 base = status_mib("VmRSS")
 t0 = time.perf_counter()
-_, hist = launch(TrainJob(train_path=path, valid_path=None, spec=spec, scaling=stats,
+state, hist = launch(TrainJob(train_path=path, valid_path=None, spec=spec, scaling=stats,
                           config=TrainConfig(epochs=1, seed=1, stopping_rounds=0,
                                              reconstruction_sampling=sampling),
                           batch_size=64, seed=1, num_threads=2, sparse=sparse))
@@ -69,7 +69,7 @@ from sparkae.nn.models import build_network
 from sparkae.train.loop import evaluate
 net = build_network(spec)
 net.scaler.set_statistics(**stats)
-net.load_state_dict(_)
+net.load_state_dict(state)
 reader = ParquetBatches(path, spec["input_size"], 64, shuffle=False, role="check",
                         sparse=True, reader=read_unit_arrow)
 exact = evaluate(net, reader.epoch(0))

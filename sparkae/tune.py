@@ -281,12 +281,6 @@ def _loopback_driver(spark: Any) -> bool:
         return False
 
 
-def _cluster_slots(spark: Any) -> int:
-    from sparkae.train.distributed import task_slots
-
-    return task_slots(spark)[0]
-
-
 def _executor_resources(spark: Any) -> tuple:
     """``(cpus, gpus)`` of one executor: what a Ray worker node on it may take.
 
@@ -320,7 +314,9 @@ def ray_for(spark: Any, include_dashboard: bool = False) -> Iterator[int]:
         # join a head over loopback (`ray start --address` resolves 127.0.0.1 to the
         # machine's outward address, or refuses in single-node mode), so Ray runs locally
         # on 127.0.0.1 with the cluster's task slots, capped at the machine's cores.
-        cpus = max(1, min(_cluster_slots(spark), os.cpu_count() or 1))
+        from sparkae.train.distributed import task_slots
+
+        cpus = max(1, min(task_slots(spark)[0], os.cpu_count() or 1))
         log.info("tuning: the Spark driver of %s is on loopback: Ray runs on 127.0.0.1 "
                  "with %d CPU(s) instead of Ray on Spark", master, cpus)
     if cpus is not None and "ray" not in sys.modules:
@@ -501,7 +497,7 @@ def grid_search(estimator: Autoencoder, train_df: DataFrame, param_grid: Dict[st
             log.info("resuming from %s: %d of %d trials already finished", store,
                      len(set(keys) & finished), len(set(keys)))
         if todo:
-            _run_grid(spark, train_df, validation_df, estimator, combos, keys, todo, varying,
+            _run_grid(spark, train_df, validation_df, base, combos, keys, todo, varying,
                       work, store, trial_cpus, resources, max_concurrent_trials, scheduler,
                       seed, include_dashboard)
         board, best = _leaderboard(store, combos, keys, varying, validation_df is not None)
@@ -519,15 +515,12 @@ def grid_search(estimator: Autoencoder, train_df: DataFrame, param_grid: Dict[st
     return TuneResult(board, best_params, best_model, storage_path)
 
 
-def _run_grid(spark, train_df, validation_df, estimator, combos, keys, todo, varying, work,
+def _run_grid(spark, train_df, validation_df, base, combos, keys, todo, varying, work,
               store, trial_cpus, resources, max_concurrent_trials, scheduler, seed,
               include_dashboard) -> None:
     from ray import tune
 
     t0 = time.perf_counter()
-    base = {k: v for k, v in estimator.param_values().items() if k not in _OWNED}
-    if seed is not None and base.get("seed") is None:
-        base["seed"] = seed
     cache_dir = os.path.join(work, "cache")
     prepared, prep_of = _prepare_once(train_df, validation_df, base, combos, todo, cache_dir)
     log.info("tuning: prepared the input once in %.1f s (%d preparation(s)); %d trials to run",
