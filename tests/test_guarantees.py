@@ -423,3 +423,21 @@ def test_a_rank_killed_by_a_signal_is_named_before_the_ranks_that_failed_after_i
     assert str(err).startswith("training failed on rank 1 of 2: its process was killed by "
                                "signal 9 (SIGKILL)")
     assert "rank(s) 0 failed after it" in str(err) and "resume=True" in str(err)
+
+
+def test_a_rank_that_only_lost_its_peer_is_not_named_as_the_cause():
+    from sparkae.train.distributed import rank_failure
+    from sparkae.train.worker import MARKER
+
+    lost = ('{"rank": 0, "world_size": 2, "type": "RuntimeError", "message": "[pair.cc:553] '
+            'Connection closed by peer [127.0.0.1]:12707", "tail": [], "time": 1.0}')
+    own = ('{"rank": 1, "world_size": 2, "type": "ValueError", "message": "bad batch", '
+           '"tail": ["x"], "time": 2.0}')
+    # rank 0 reported first, but only because rank 1 went away: rank 1's own error leads
+    err = rank_failure(RuntimeError(f"{MARKER}{lost}\n{MARKER}{own}\n"), None, 2)
+    assert err.rank == 1 and str(err).startswith("training failed on rank 1 of 2: ValueError: "
+                                                 "bad batch (rank(s) 0 failed after it)")
+    # only the consequence reached the driver: the message says so
+    err = rank_failure(RuntimeError(f"{MARKER}{lost}\n"), None, 2)
+    assert err.rank == 0
+    assert "lost its connection to another rank, which failed or was killed first" in str(err)

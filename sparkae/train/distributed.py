@@ -522,11 +522,19 @@ def rank_failure(exc: BaseException, run_dir: Optional[str], world: int) -> Exce
         return RankFailedError(f"distributed training with {world} ranks failed before a rank "
                                f"reported an error: {type(exc).__name__}: "
                                f"{text[-3000:]}")
-    reports.sort(key=lambda r: r.get("time", 0))
+    from sparkae.train.worker import lost_peer
+
+    # the earliest report, but a rank that only lost its peer is a consequence: a rank
+    # with its own error comes first
+    reports.sort(key=lambda r: (lost_peer(r.get("message", "")),
+                                r.get("time", 0)))
     first = reports[0]
     tail = "\n".join("    " + line for line in first.get("tail", [])[-40:])
     others = sorted({r["rank"] for r in reports[1:]} - {first["rank"]})
     also = f" (rank(s) {', '.join(map(str, others))} failed after it)" if others else ""
+    if lost_peer(first.get("message", "")):
+        also += (" (this rank lost its connection to another rank, which failed or was "
+                 "killed first; that rank's own error did not reach the driver)")
     message = (f"training failed on rank {first['rank']} of {first.get('world_size', world)}: "
                f"{first['type']}: {first['message']}{also}\n"
                f"last lines of rank {first['rank']}'s log:\n{tail}")

@@ -72,6 +72,17 @@ def unpack_result(result: Dict[str, Any]) -> Tuple[Dict[str, torch.Tensor], List
     return load(result["weights"]), json.loads(result["history"])
 
 
+#: Seconds a rank that lost a peer waits before failing (see :func:`rank_main`).
+PEER_LOST_GRACE_S = 5.0
+
+
+def lost_peer(message: str) -> bool:
+    """True for a collective's error message saying another rank went away (gloo/nccl),
+    i.e. this rank's failure is a consequence, not the cause."""
+    return any(s in message for s in ("Connection closed by peer", "Connection reset by peer",
+                                   "remote worker crashing", "NCCL communicator was aborted"))
+
+
 def _report(exc: BaseException, rank: int, world: int, tail: Deque[str],
             run_dir: Optional[str]) -> None:
     tb = traceback.format_exception(type(exc), exc, exc.__traceback__)
@@ -192,6 +203,10 @@ def rank_main(job: Any) -> Optional[Dict[str, Any]]:
     except BaseException as exc:  # noqa: BLE001 - every failure is reported, then the rank ends
         _report(exc, rank, world, tail, job.run_dir)
         logging.shutdown()
+        if world > 1 and lost_peer(str(exc)):
+            # another rank died first: give its own failure (the root cause, e.g. a kill
+            # signal) time to reach the driver before this one ends its task
+            time.sleep(PEER_LOST_GRACE_S)
         os._exit(1)
     if local_rank != 0:
         # Ranks that share a torchrun with local rank 0 (local mode, several GPUs per task)
