@@ -11,7 +11,9 @@ imports, i.e. in the legacy environment).
   reconstruction sampling (``sparkae.nn.sampling``, k = the stored entries per row; lazy
   row-wise updates, ``sparkae.train.lazy``) and with dense batches, each in a fresh process
   (no Spark) so that its peak resident memory is its own: the whole process's peak RSS and
-  the peak above the process's RSS after its imports (the training's own memory).
+  the peak above the process's RSS after its imports (the training's own memory). Two more
+  fresh processes read and batch the same epoch without a model (sparse and dense), the
+  data path's own memory.
 """
 
 from __future__ import annotations
@@ -53,9 +55,26 @@ def status_mib(key):
 
 
 with open(sys.argv[1]) as f:
-    spec, sparse, path, stats, sampling = json.load(f)
+    spec, sparse, path, stats, sampling, mode = json.load(f)
 torch.set_num_threads(2)
+# imports that training would otherwise pull in on first use (torch.optim builds Adam by
+# way of torch._dynamo, ~70 MiB): imports, not training memory
+from sparkae.data.converter import ParquetBatches, read_unit_arrow
+from sparkae.nn.models import build_network
+from sparkae.train.loop import evaluate
+torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))])
 base = status_mib("VmRSS")
+if mode == "read":
+    # the data path alone: read and batch one epoch, no model
+    t0 = time.perf_counter()
+    reader = ParquetBatches(path, spec["input_size"], 64, shuffle=True, seed=1,
+                            role="training data", sparse=sparse, reader=read_unit_arrow)
+    rows = sum(int(b.shape[0]) for b in reader.epoch(0))
+    secs = time.perf_counter() - t0
+    peak = status_mib("VmHWM")
+    print(json.dumps({"rows": rows, "seconds": secs, "peak_rss_mib": peak,
+                      "rss_after_imports_mib": base, "peak_above_imports_mib": peak - base}))
+    sys.exit(0)
 t0 = time.perf_counter()
 state, hist = launch(TrainJob(train_path=path, valid_path=None, spec=spec, scaling=stats,
                           config=TrainConfig(epochs=1, seed=1, stopping_rounds=0,
@@ -64,9 +83,6 @@ state, hist = launch(TrainJob(train_path=path, valid_path=None, spec=spec, scali
 peak = status_mib("VmHWM")
 # after the peak is read: the exact reconstruction MSE of the trained weights on the table
 # (sampled and exact fits compared on the same loss)
-from sparkae.data.converter import ParquetBatches, read_unit_arrow
-from sparkae.nn.models import build_network
-from sparkae.train.loop import evaluate
 net = build_network(spec)
 net.scaler.set_statistics(**stats)
 net.load_state_dict(state)
@@ -112,10 +128,11 @@ def _write_sparse_table(directory: str, n: int, width: int, nnz: int, seed: int 
             "scale": (1.0 / rng_[keep]).tolist(), "fill": mean.tolist()}
 
 
-def _child(spec, sparse: bool, path: str, stats, sampling=None) -> Dict[str, Any]:
-    args = os.path.join(os.path.dirname(path), f"args-{int(sparse)}-{sampling}.json")
+def _child(spec, sparse: bool, path: str, stats, sampling=None, mode: str = "train"
+           ) -> Dict[str, Any]:
+    args = os.path.join(os.path.dirname(path), f"args-{int(sparse)}-{sampling}-{mode}.json")
     with open(args, "w") as f:
-        json.dump([spec, sparse, path, stats, sampling], f)
+        json.dump([spec, sparse, path, stats, sampling, mode], f)
     out = subprocess.run([sys.executable, "-c", _CHILD, args], capture_output=True, text=True,
                          timeout=1800, cwd=str(common.ROOT))
     if out.returncode != 0:
@@ -134,8 +151,14 @@ def sparse_vs_dense(work: str, n: int, width: int = 100_000, nnz: int = 100) -> 
     res = {"sparse": _child(spec, True, path, stats),
            "sampled": _child(spec, True, path, stats, sampling=nnz),
            "sampled_small": _child(spec, True, path, stats, sampling=SMALL_K),
-           "dense": _child(spec, False, path, stats)}
+           "dense": _child(spec, False, path, stats),
+           "read_sparse": _child(spec, True, path, stats, mode="read"),
+           "read_dense": _child(spec, False, path, stats, mode="read")}
     res["rows"], res["width"], res["density"], res["kept"] = n, width, nnz / width, spec["kept"]
+    # what the model itself holds, in MiB: the two wide (kept x 100) matrices as weights,
+    # plus (dense step) their gradients and Adam's two moments, or (lazy step) the moments
+    wide = 2 * spec["kept"] * 100 * 4 / 2 ** 20
+    res["model_mib"] = {"dense": 4 * wide, "lazy": 3 * wide}
     res["sampling_k"] = nnz
     res["sampling_k_small"] = SMALL_K
     res["input_batch_bytes"] = {"sparse": 64 * nnz * (4 + 8) + 65 * 8, "dense": 64 * width * 4}
@@ -196,18 +219,22 @@ def run(quick: bool = False) -> Dict[str, Any]:
     s, q, d = sd["sparse"], sd["sampled"], sd["dense"]
     q2 = sd["sampled_small"]
 
-    def sd_row(name, x, kind):
+    def sd_row(name, x, kind, step):
         return [name, r(x["seconds"]), r(x["rows_per_s"]), r(x["rows_per_s"] / d["rows_per_s"]),
                 r(x["peak_rss_mib"]), r(x["peak_above_imports_mib"]),
                 r(x["peak_above_imports_mib"] / d["peak_above_imports_mib"]),
-                r(x["exact_mse"]), sd["input_batch_bytes"][kind]]
+                r(sd["model_mib"][step]), r(x["exact_mse"]), sd["input_batch_bytes"][kind]]
 
-    sd_rows = [sd_row("sparse CSR batches (exact loss)", s, "sparse"),
+    sd_rows = [sd_row("sparse CSR batches (exact loss)", s, "sparse", "dense"),
                sd_row(f"sparse CSR + reconstruction sampling (k={sd['sampling_k']})", q,
-                      "sparse"),
+                      "sparse", "lazy"),
                sd_row(f"sparse CSR + reconstruction sampling (k={sd['sampling_k_small']})", q2,
-                      "sparse"),
-               sd_row("dense batches", d, "dense")]
+                      "sparse", "lazy"),
+               sd_row("dense batches", d, "dense", "dense")]
+    rs, rd = sd["read_sparse"], sd["read_dense"]
+    read_rows = [[name, r(x["seconds"]), r(x["peak_above_imports_mib"]),
+                  r(x["peak_above_imports_mib"] / rd["peak_above_imports_mib"])]
+                 for name, x in (("sparse CSR batches", rs), ("dense batches", rd))]
     tables = [
         {"title": f"Training: [100] tanh, batch 64, {epochs} epochs, {rows:,} shifted digits",
          "columns": ["system", "seconds", "rows/s", "vs plain Torch"], "rows": train_rows},
@@ -215,8 +242,12 @@ def run(quick: bool = False) -> Dict[str, Any]:
                   f"density, {sd['rows']:,} rows, 1 epoch, [100]",
          "columns": ["batches", "seconds", "rows/s", "speed vs dense", "peak RSS MiB",
                      "peak above imports MiB", "vs dense (above imports)",
-                     "exact MSE after the epoch", "input batch bytes"],
+                     "wide weights + optimizer state MiB", "exact MSE after the epoch",
+                     "input batch bytes"],
          "rows": sd_rows},
+        {"title": "The data path alone: read and batch the same epoch, no model",
+         "columns": ["batches", "seconds", "peak above imports MiB", "vs dense"],
+         "rows": read_rows},
     ]
     if loaders:
         tables.append({"title": "Loaders (1 rank, legacy environment)",
@@ -234,13 +265,18 @@ def run(quick: bool = False) -> Dict[str, Any]:
     q_speed = q["rows_per_s"] / d["rows_per_s"]
     q_mem = q["peak_above_imports_mib"] / d["peak_above_imports_mib"]
     q_whole = q["peak_rss_mib"] / d["peak_rss_mib"]
+    floor = sd["model_mib"]["lazy"] / d["peak_above_imports_mib"]
+    read_mem = rs["peak_above_imports_mib"] / rd["peak_above_imports_mib"]
     quality = (f"k={k_used}, exact MSE {q['exact_mse']:.4g} vs {s['exact_mse']:.4g} with the "
                f"exact loss" + ("" if fair else f", more than {QUALITY_SLACK:g}x it: no "
                                 "sampled fit qualifies"))
     verdict = (f"issue 4's target (>= 10x faster, <= 1/10 of the peak memory above imports; "
                f"{quality}): speed {'met' if fair and q_speed >= 10 else 'MISSED'} "
-               f"({q_speed:.2f}x), memory {'met' if fair and q_mem <= 0.1 else 'MISSED'} "
-               f"({q_mem:.2f}x above imports, {q_whole:.2f}x whole process)")
+               f"({q_speed:.2f}x), training memory "
+               f"{'met' if fair and q_mem <= 0.1 else 'MISSED'} ({q_mem:.2f}x above imports, "
+               f"{q_whole:.2f}x whole process; the wide weights and Adam moments alone are "
+               f"{floor:.2f}x), data path memory {'met' if read_mem <= 0.1 else 'MISSED'} "
+               f"({read_mem:.3f}x)")
     return {
         "summary": (f"fit (1 rank) trains at **{fits[1]['loop_rows_per_s'] / torch_rate:.2f}x** "
                     f"the plain Torch loop's rows/s (whole call "
@@ -270,9 +306,13 @@ def run(quick: bool = False) -> Dict[str, Any]:
                   "model's. Reconstruction sampling (k sampled zero columns per row, weighted "
                   "for an unbiased loss) computes only the stored and sampled outputs and, on "
                   "1 rank, updates only their rows of the two wide matrices (lazy Adam); the "
-                  "weights and the optimizer state (2 x 2 x kept x 100 floats) still exist in "
-                  "full, which bounds its memory. The memory target is judged on the peak "
-                  "above the process's RSS after imports (torch and pyarrow alone take about "
-                  "330 MiB in every process); the whole-process ratio is given too. "
+                  "weights and Adam's two moments (3 x 2 x kept x 100 floats, the 'wide "
+                  "weights + optimizer state' column) exist in full, as in every fit of this "
+                  "model: that floor alone is more than 1/10 of the dense fit's peak, so the "
+                  "training-memory target cannot be met by any step that keeps the model "
+                  "(fp32 weights, Adam) the dense fit trains. The data path (reading and "
+                  "batching, second table) is what sparse batches change. Peaks are above "
+                  "the process's RSS after its imports (torch, pyarrow, Adam's torch._dynamo: "
+                  "about 400 MiB in every process); the whole-process ratio is given too. "
                   f"{verdict}."),
     }

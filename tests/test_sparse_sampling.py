@@ -160,6 +160,36 @@ def test_sampled_training_lowers_the_exact_loss(wrapped):
     assert hist[-1]["train_mse"] < hist[0]["train_mse"]
 
 
+def test_lazy_fit_gives_back_contiguous_weights_and_resumes_exactly(tmp_path):
+    """After a lazy fit the wide parameters are contiguous tensors of their own (not views
+    of the packed buffers); a fit checkpointed after epoch 2 (safetensors round trip) and
+    resumed ends with the weights of an uninterrupted one."""
+    from sparkae.train import checkpoint as ckpt
+
+    width = 600
+    batches = _wide_rows(96, width, 12, seed=2)
+    cfg = TrainConfig(epochs=4, rate=0.003, seed=1, reconstruction_sampling=8)
+    full = _net(width, hidden=(6,))
+    train(full, lambda e: batches, cfg)
+    for p in (full.layers[0].weight, full.output.weight, full.output.bias):
+        assert p.is_contiguous() and p.untyped_storage().nbytes() == p.numel() * p.element_size()
+
+    def keep(epoch, state):
+        ckpt.save(str(tmp_path), epoch, state, {})
+
+    first = _net(width, hidden=(6,))
+    train(first, lambda e: batches, TrainConfig(**{**cfg.__dict__, "epochs": 2}), checkpoint=keep)
+    epoch, state, _ = ckpt.load(ckpt.latest(str(tmp_path)))
+    assert epoch == 2 and state["optimizer"]["lazy"]
+    assert state["optimizer"]["rows"]["w1"].shape == (2, width, 6)   # (slots, wide, hidden)
+    resumed = _net(width, hidden=(6,), seed=9)
+    resumed.load_state_dict(state["model"])
+    hist = train(resumed, lambda e: batches, cfg, resume_state=state)
+    assert [h["epoch"] for h in hist] == [1, 2, 3, 4]
+    for k, v in full.state_dict().items():
+        torch.testing.assert_close(resumed.state_dict()[k], v, atol=1e-6, rtol=1e-5)
+
+
 class _Shapes(TorchDispatchMode):
     """Records the largest tensor any op produces."""
 

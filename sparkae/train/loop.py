@@ -276,6 +276,15 @@ class _Family:
             self.opt_g.load_state_dict(states[1])
 
 
+def copy_state(net: torch.nn.Module) -> Dict[str, Any]:
+    """A copy of ``net``'s state dict, each tensor contiguous and its own (a parameter that
+    is a view of a larger buffer, as in :mod:`sparkae.train.lazy`, copies its elements
+    only)."""
+    return {k: v.detach().clone(memory_format=torch.contiguous_format)
+            if isinstance(v, torch.Tensor) else copy.deepcopy(v)
+            for k, v in net.state_dict().items()}
+
+
 class _Stopper:
     """Early stopping on the scored metric, and the best weights seen."""
 
@@ -287,12 +296,13 @@ class _Stopper:
         self.since = state.get("since", 0)
         self.weights: Optional[Dict[str, torch.Tensor]] = None
 
-    def update(self, epoch: int, metric: float, net: AutoencoderNet) -> bool:
-        """Record a scoring event; return True when training should stop."""
+    def update(self, epoch: int, metric: float, net: AutoencoderNet, last: bool = False) -> bool:
+        """Record a scoring event; return True when training should stop. On the ``last``
+        epoch a best model is the network itself: no copy (``weights`` None)."""
         if metric < self.best * (1.0 - self.cfg.stopping_tolerance) or self.best_epoch == 0:
             self.best, self.best_epoch, self.since = metric, epoch, 0
             if self.cfg.overwrite_with_best_model:
-                self.weights = copy.deepcopy(net.state_dict())
+                self.weights = None if last else copy_state(net)
         else:
             self.since += 1
         return self.cfg.stopping_rounds > 0 and self.since >= self.cfg.stopping_rounds
@@ -365,6 +375,7 @@ def train(net: AutoencoderNet, train_batches: Batches, cfg: TrainConfig,
         if not checked:
             checked = True
             if isinstance(opt, LazyStep) and not sparse.is_sparse(z):
+                opt.close()
                 opt = make_optimizer(net, cfg, family.parameters())
                 if resume_state:
                     opt.load_state_dict(resume_state["optimizer"])
@@ -381,6 +392,10 @@ def train(net: AutoencoderNet, train_batches: Batches, cfg: TrainConfig,
         history = list(resume_state["history"])
         stopper = _Stopper(cfg, resume_state.get("stopper"))
         stopper.weights = resume_state.get("best_model")
+        if (stopper.weights is None and cfg.overwrite_with_best_model
+                and 0 < stopper.best_epoch == len(history)):
+            # the checkpoint's own model was the best (saved on what was the last epoch)
+            stopper.weights = copy_state(net)
         family.load_state(resume_state.get("family_optimizers"))
         family.initial = None   # prior_mmd_initial belongs to a fit's first epoch only
         start_epoch = len(history)
@@ -471,7 +486,7 @@ def train(net: AutoencoderNet, train_batches: Batches, cfg: TrainConfig,
                  **family.entry(family_totals, rows)}
         history.append(entry)
         stop = scored and stopper.update(epoch + 1, valid if valid is not None else train_mse,
-                                         net)
+                                         net, last=epoch + 1 == cfg.epochs)
         if on_epoch:
             on_epoch(entry)
         if checkpoint:
@@ -483,6 +498,8 @@ def train(net: AutoencoderNet, train_batches: Batches, cfg: TrainConfig,
             log.info("early stopping after epoch %d: no improvement in %d scoring rounds "
                      "(best epoch %d)", epoch + 1, cfg.stopping_rounds, stopper.best_epoch)
             break
+    if isinstance(opt, LazyStep):
+        opt.close()
     if cfg.overwrite_with_best_model and stopper.weights is not None:
         net.load_state_dict(stopper.weights)
     best = stopper.best_epoch if cfg.overwrite_with_best_model else len(history)
