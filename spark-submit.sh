@@ -7,7 +7,7 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 VENV="${SPARKAE_VENV:-$ROOT/.venv}"
-"$ROOT/scripts/bootstrap.sh" "${SPARKAE_EXTRAS:-dev,tune,connect,mlflow}"
+"$ROOT/scripts/bootstrap.sh" "${SPARKAE_EXTRAS:-dev,tune,connect,mlflow,fast}"
 
 export PYSPARK_PYTHON="$VENV/bin/python"
 export PYSPARK_DRIVER_PYTHON="$VENV/bin/python"

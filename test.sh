@@ -4,7 +4,7 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 VENV="${SPARKAE_VENV:-$ROOT/.venv}"
-"$ROOT/scripts/bootstrap.sh" dev,tune,connect,mlflow
+"$ROOT/scripts/bootstrap.sh" dev,tune,connect,mlflow,fast
 export SPARK_LOCAL_IP=127.0.0.1 GLOO_SOCKET_IFNAME=lo PYARROW_IGNORE_TIMEZONE=1
 cd "$ROOT"
 set +e

@@ -60,11 +60,14 @@ with open(sys.argv[1]) as f:
     spec, sparse, path, stats, sampling, mode = json.load(f)
 torch.set_num_threads(2)
 # imports that training would otherwise pull in on first use (torch.optim builds Adam by
-# way of torch._dynamo, ~70 MiB): imports, not training memory
+# way of torch._dynamo, ~70 MiB; Numba for the lazy step's row kernel, ~100 MiB): imports,
+# not training memory
 from sparkae.data.converter import ParquetBatches, read_unit_arrow
 from sparkae.nn.models import build_network
 from sparkae.train.loop import evaluate
 torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))])
+from sparkae.train import rowkernel
+rowkernel.kernel()     # Numba (when installed): its import and compiled-kernel load
 base = status_mib("VmRSS")
 if mode == "read":
     # the data path alone: read and batch one epoch, no model
@@ -340,7 +343,7 @@ def run(quick: bool = False) -> Dict[str, Any]:
                   "training-memory target cannot be met by any step that keeps the model "
                   "(fp32 weights, Adam) the dense fit trains. The data path (reading and "
                   "batching, second table) is what sparse batches change. Peaks are above "
-                  "the process's RSS after its imports (torch, pyarrow, Adam's torch._dynamo: "
-                  "about 400 MiB in every process); the whole-process ratio is given too. "
+                  "the process's RSS after its imports (torch, pyarrow, Adam's torch._dynamo, "
+                  "Numba: about 500 MiB in every process); the whole-process ratio is given too. "
                   f"{verdict}."),
     }

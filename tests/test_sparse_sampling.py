@@ -80,17 +80,21 @@ def test_entries_forward_matches_the_full_reconstruction():
         net(sparse.densify(z, sparse.offset(net.scaler)), entries=(e.rows, e.cols))
 
 
-@pytest.mark.parametrize("optimizer", ["adam", "adadelta", "sgd"])
-def test_lazy_step_is_the_reparametrized_dense_step(optimizer):
+@pytest.mark.parametrize("optimizer,row_kernel", [("adam", True), ("adam", False),
+                                                  ("adadelta", False), ("sgd", False)],
+                         ids=["adam-numba", "adam-torch", "adadelta", "sgd"])
+def test_lazy_step_is_the_reparametrized_dense_step(optimizer, row_kernel):
     """One lazy step equals a dense step of the same optimizer on (W1, b1 - W1 c, the rest)
-    with the same sampled entries (rows not touched get zero gradient and zero state)."""
+    with the same sampled entries (rows not touched get zero gradient and zero state);
+    adam both through the Numba row kernel and through Torch ops."""
     cfg = TrainConfig(optimizer=optimizer, rate=0.05, momentum_start=0.5 if optimizer == "sgd"
                       else 0.0)
     net = _net(40)
     ref = copy.deepcopy(net)
     z = net.scaler(_batch())
     e = sample_entries(z, 4, torch.Generator().manual_seed(3))
-    lazy = LazyStep(net, cfg, lambda ps: make_optimizer(net, cfg, ps))
+    lazy = LazyStep(net, cfg, lambda ps: make_optimizer(net, cfg, ps), row_kernel=row_kernel)
+    assert lazy.row_kernel == row_kernel
     loss, _ = lazy.forward(z, e)
     loss.backward()
     lazy.step()
@@ -116,6 +120,47 @@ def test_lazy_step_is_the_reparametrized_dense_step(optimizer):
         first.bias.copy_(b_eff + first.weight @ c)
     for a, b in zip(net.state_dict().values(), ref.state_dict().values()):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_row_kernel_is_torchs_adam_on_the_chosen_rows_only(dtype):
+    """Three Adam steps of rows.adam_rows on some rows of a packed (rows, 3, width) buffer
+    equal torch.optim.Adam on those rows; other rows stay as they were."""
+    from sparkae.train import rowkernel
+
+    g = torch.Generator().manual_seed(0)
+    buf = torch.zeros(50, 3, 7, dtype=dtype)
+    buf[:, 0] = torch.randn(50, 7, generator=g, dtype=dtype)
+    before = buf.clone()
+    idx = torch.tensor([3, 8, 9, 41])
+    p = torch.nn.Parameter(buf[idx, 0].clone())
+    opt = torch.optim.Adam([p], lr=0.01, betas=(0.8, 0.95), eps=1e-6)
+    for step in range(1, 4):
+        grad = torch.randn(4, 7, generator=g, dtype=dtype)
+        delta = torch.empty(4, 7, dtype=dtype)
+        old = buf[idx, 0].clone()
+        rowkernel.adam_rows(buf.numpy(), idx.numpy(), grad.numpy(), delta.numpy(), step,
+                            0.01, (0.8, 0.95), 1e-6)
+        torch.testing.assert_close(delta, buf[idx, 0] - old)
+        p.grad = grad
+        opt.step()
+    state = opt.state[p]
+    tol = dict(atol=1e-6, rtol=1e-5) if dtype == torch.float32 else dict(atol=1e-12, rtol=1e-10)
+    torch.testing.assert_close(buf[idx, 0], p.detach(), **tol)
+    torch.testing.assert_close(buf[idx, 1], state["exp_avg"], **tol)
+    torch.testing.assert_close(buf[idx, 2], state["exp_avg_sq"], **tol)
+    rest = torch.ones(50, dtype=torch.bool)
+    rest[idx] = False
+    assert torch.equal(buf[rest], before[rest])
+
+
+def test_row_kernel_can_be_turned_off(monkeypatch):
+    from sparkae.train import rowkernel
+
+    monkeypatch.setenv(rowkernel.ENV, "torch")
+    net = _net(40)
+    cfg = TrainConfig(rate=0.05)
+    assert not LazyStep(net, cfg, lambda ps: make_optimizer(net, cfg, ps)).row_kernel
 
 
 def _wide_rows(n: int, width: int, per_row: int, seed: int = 0) -> list:

@@ -29,7 +29,7 @@ all-reduce: there the loop keeps the sampled loss and dense gradients (see
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +38,7 @@ from torch.optim.adam import adam as adam_update
 from sparkae.nn import sparse
 from sparkae.nn.models import AutoencoderNet
 from sparkae.nn.sampling import SampledEntries, sampled_mse
+from sparkae.train import rowkernel
 
 log = logging.getLogger("sparkae")
 
@@ -75,13 +76,18 @@ class LazyStep:
     dense : callable
         ``dense(params)`` builds the usual optimizer over ``params``
         (:func:`sparkae.train.loop.make_optimizer`).
+    row_kernel : bool, optional
+        Update adam's rows in place with the Numba kernel of
+        :mod:`sparkae.train.rowkernel` (CPU; the rows then cross memory once, not three
+        times). Default: where Numba imports; False keeps Torch ops.
     """
 
     #: optimizer state slots per row: adam's ``exp_avg``, ``exp_avg_sq``; adadelta's
     #: ``square_avg``, ``acc_delta``; sgd's ``momentum_buffer`` (torch's names)
     SLOTS = {"adam": 2, "adadelta": 2, "sgd": 1}
 
-    def __init__(self, net: AutoencoderNet, cfg: Any, dense) -> None:
+    def __init__(self, net: AutoencoderNet, cfg: Any, dense,
+                 row_kernel: Optional[bool] = None) -> None:
         self.net, self.cfg = net, cfg
         first, out = net.layers[0], net.output
         slots = self.SLOTS[cfg.optimizer]
@@ -101,6 +107,13 @@ class LazyStep:
         others = [p for p in net.parameters() if id(p) not in skip]
         self.dense = dense(others + [self.bias_eff])
         self._scratch: Dict[str, torch.Tensor] = {}
+        cpu = all(b.device.type == "cpu" and b.dtype in (torch.float32, torch.float64)
+                  for b in self.buf.values())
+        if row_kernel is None or row_kernel:
+            row_kernel = (cfg.optimizer == "adam" and cpu and rowkernel.kernel() is not None)
+        self.row_kernel = bool(row_kernel)
+        log.info("lazy sparse step: %s", "Numba row kernel (adam in place)"
+                 if self.row_kernel else "Torch gathers and scatters")
         self.steps = 0
         self.refresh()
 
@@ -140,7 +153,9 @@ class LazyStep:
         self.index = {"w1": u1, "w2": u2, "b2": u2}
         # the batch's packed rows, gathered slot-major ((1 + slots) x rows x ...: every
         # slot contiguous for the update), and the parameter slices as leaves
-        self.rows = {w: self._gather(w, self.index[w]) for w in self.buf}
+        # (the row kernel reads the state where it lies: only the parameter is gathered)
+        self.rows = {w: self._gather(w, self.index[w], 1 if self.row_kernel else None)
+                     for w in self.buf}
         self.leaf = {w: r[0].detach().requires_grad_() for w, r in self.rows.items()}
         w1 = self.leaf["w1"]
 
@@ -159,7 +174,9 @@ class LazyStep:
         """Update the gathered rows (row-wise optimizer), then everything else."""
         self.steps += 1
         group = self.dense.param_groups[0]
-        for w, rows in self.rows.items():
+        if self.row_kernel:
+            self._kernel_step(group)
+        for w, rows in ({} if self.row_kernel else self.rows).items():
             leaf, idx = self.leaf[w], self.index[w]
             g = leaf.grad if leaf.grad is not None else torch.zeros_like(leaf)
             p = rows[0]             # the gathered parameter rows: updated in place
@@ -175,19 +192,41 @@ class LazyStep:
         self.net.layers[0].bias.copy_(self.bias_eff + self.wc)
         self.leaf, self.rows = {}, {}
 
-    def _gather(self, w: str, idx: torch.Tensor) -> torch.Tensor:
-        """Rows ``idx`` of the packed buffer ``w``, slot-major: ``(1 + slots) x len(idx) x
-        ...`` (each slot contiguous). The rows land in a buffer kept from step to step
-        (grown by a quarter when a batch needs more): a fresh multi-MiB tensor per step
-        would be page-faulted in by the allocator every time, a third of the step."""
+    def _kernel_step(self, group: Dict[str, Any]) -> None:
+        """Adam on the touched rows of every packed buffer, in place (Numba)."""
+        for w, buf in self.buf.items():
+            leaf, idx = self.leaf[w], self.index[w]
+            g = leaf.grad if leaf.grad is not None else torch.zeros_like(leaf)
+            n = idx.numel()
+            delta = self._scratch_for(f"{w}.delta", (1, n) + tuple(buf.shape[2:]), buf)[0]
+            rowkernel.adam_rows(buf.reshape(buf.shape[0], buf.shape[1], -1).numpy(),
+                                idx.numpy(), g.contiguous().reshape(n, -1).numpy(),
+                                delta.reshape(n, -1).numpy(), self.steps, group["lr"],
+                                group["betas"], group["eps"],
+                                threads=torch.get_num_threads())
+            if w == "w1":   # W c follows the changed columns
+                self.wc += delta.t() @ sparse.offset(self.net.scaler).index_select(0, idx)
+
+    def _scratch_for(self, key: str, shape: Tuple[int, ...], like: torch.Tensor
+                     ) -> torch.Tensor:
+        """A ``shape`` view of a buffer kept from step to step under ``key`` (grown by a
+        quarter when a batch needs more along dim 1): a fresh multi-MiB tensor per step
+        would be page-faulted in by the allocator every time."""
+        out = self._scratch.get(key)
+        if out is None or out.shape[0] != shape[0] or out.shape[1] < shape[1]:
+            out = torch.empty((shape[0], shape[1] + shape[1] // 4) + tuple(shape[2:]),
+                              dtype=like.dtype, device=like.device)
+            self._scratch[key] = out
+        return out[:, :shape[1]]
+
+    def _gather(self, w: str, idx: torch.Tensor, slots: Optional[int] = None) -> torch.Tensor:
+        """Rows ``idx`` of the packed buffer ``w`` (its first ``slots`` slots, default
+        all), slot-major: ``slots x len(idx) x ...``, each slot contiguous, in a buffer
+        kept from step to step (:meth:`_scratch_for`)."""
         buf, n = self.buf[w], idx.numel()
-        out = self._scratch.get(w)
-        if out is None or out.shape[1] < n:
-            out = torch.empty((buf.shape[1], n + n // 4) + tuple(buf.shape[2:]),
-                              dtype=buf.dtype, device=buf.device)
-            self._scratch[w] = out
-        rows = out[:, :n]
-        for k in range(buf.shape[1]):   # slot by slot: contiguous writes, 2x one strided
+        slots = buf.shape[1] if slots is None else slots
+        rows = self._scratch_for(w, (slots, n) + tuple(buf.shape[2:]), buf)
+        for k in range(slots):   # slot by slot: contiguous writes, 2x one strided
             torch.index_select(buf[:, k], 0, idx, out=rows[k])
         return rows
 

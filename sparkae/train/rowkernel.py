@@ -1,0 +1,118 @@
+"""In-place Adam updates of chosen rows of a packed buffer (NumPy + Numba; no Spark, no
+Torch).
+
+The lazy sparse step (:mod:`sparkae.train.lazy`) keeps each wide matrix and its Adam
+moments in one ``(rows, 3, ...)`` buffer: slot 0 the parameter, slots 1 and 2
+``exp_avg`` and ``exp_avg_sq``. With Torch ops an update of a batch's rows is a gather of
+the three slots, the fused Adam kernel and a scatter back: the rows cross memory three
+times. :func:`adam_rows` updates them where they lie, in one parallel pass, by the
+formulas of ``torch.optim.Adam`` (``fused=True``)::
+
+    m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2
+    p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
+
+Numba is optional (``pip install sparkae[fast]``): :func:`kernel` returns None without it
+and the lazy step keeps its Torch path.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from typing import Callable, Optional
+
+import numpy as np
+
+log = logging.getLogger("sparkae")
+
+_KERNEL: Optional[Callable] = None
+_SET_THREADS: Optional[Callable[[int], None]] = None
+_MAX_THREADS = 1
+_TRIED = False
+
+#: ``SPARKAE_ROW_KERNEL=torch`` turns the Numba kernel off (the Torch path is used).
+ENV = "SPARKAE_ROW_KERNEL"
+
+
+def _build() -> Callable:
+    import numba as nb
+
+    @nb.njit(parallel=True, cache=True)
+    def adam_rows(buf, idx, grad, delta, lr, b1, b2, eps, c1, c2_sqrt):  # pragma: no cover
+        n = grad.shape[0]
+        width = grad.shape[1]
+        step = lr / c1
+        for i in nb.prange(n):
+            j = idx[i]
+            for k in range(width):
+                g = grad[i, k]
+                m = buf[j, 1, k] + (1.0 - b1) * (g - buf[j, 1, k])   # torch's lerp
+                v = buf[j, 2, k] * b2 + (1.0 - b2) * g * g
+                buf[j, 1, k] = m
+                buf[j, 2, k] = v
+                d = -step * m / (math.sqrt(v) / c2_sqrt + eps)
+                buf[j, 0, k] += d
+                delta[i, k] = d
+
+    return adam_rows
+
+
+def kernel() -> Optional[Callable]:
+    """The compiled row kernel, or None when Numba does not import (or ``SPARKAE_ROW_KERNEL``
+    is ``torch``). The first call compiles it, or loads it from Numba's cache, and runs it
+    once on two rows, so that a fit's first epoch does not pay for it."""
+    global _KERNEL, _SET_THREADS, _MAX_THREADS, _TRIED
+    if os.environ.get(ENV, "").lower() == "torch":
+        return None
+    if not _TRIED:
+        _TRIED = True
+        try:
+            fn = _build()
+            for dtype in (np.float32, np.float64):   # compile (or load) and start threads
+                fn(np.zeros((2, 3, 1), dtype), np.arange(2), np.zeros((2, 1), dtype),
+                   np.zeros((2, 1), dtype), 0.0, 0.9, 0.999, 1e-8, 1.0, 1.0)
+            import numba
+
+            _KERNEL, _SET_THREADS = fn, numba.set_num_threads
+            _MAX_THREADS = numba.config.NUMBA_NUM_THREADS
+        except Exception as exc:   # ImportError, or a Numba that cannot compile here
+            log.info("lazy sparse step: Numba row kernel unavailable (%s); using Torch ops",
+                     exc)
+    return _KERNEL
+
+
+def adam_rows(buf: np.ndarray, idx: np.ndarray, grad: np.ndarray, delta: np.ndarray,
+              step: int, lr: float, betas: tuple, eps: float,
+              threads: Optional[int] = None) -> None:
+    """Adam step ``step`` (1-based) on rows ``idx`` of ``buf`` in place.
+
+    Parameters
+    ----------
+    buf : ndarray, shape (rows, 3, width)
+        Slot 0 the parameter rows, slots 1 and 2 Adam's ``exp_avg`` and ``exp_avg_sq``.
+    idx : ndarray of int64, shape (n,)
+        Distinct rows to update.
+    grad : ndarray, shape (n, width)
+        Their gradients, in the order of ``idx``.
+    delta : ndarray, shape (n, width)
+        Receives each row's change of the parameter.
+    step, lr, betas, eps
+        Adam's step count and settings.
+    threads : int, optional
+        Threads of the parallel loop (the caller's Torch threads, so that a rank stays
+        within its task's cores); default Numba's (the machine's cores).
+
+    Raises
+    ------
+    RuntimeError
+        When the kernel is unavailable (see :func:`kernel`).
+    """
+    fn = kernel()
+    if fn is None:
+        raise RuntimeError("the Numba row kernel is unavailable; install sparkae[fast]")
+    if threads is not None and _SET_THREADS is not None:
+        _SET_THREADS(max(1, min(int(threads), _MAX_THREADS)))
+    b1, b2 = betas
+    fn(buf, idx, grad, delta, float(lr), float(b1), float(b2), float(eps),
+       1.0 - b1 ** step, math.sqrt(1.0 - b2 ** step))
