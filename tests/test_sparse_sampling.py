@@ -154,6 +154,21 @@ def test_row_kernel_is_torchs_adam_on_the_chosen_rows_only(dtype):
     assert torch.equal(buf[rest], before[rest])
 
 
+def test_row_dot_matches_gather_multiply_sum_and_its_gradients():
+    """The Numba row dot of the lazy step's decoder: values and gradients (gradcheck in
+    float64, repeated rows and columns included)."""
+    from sparkae.train.lazy import _RowDot
+
+    g = torch.Generator().manual_seed(1)
+    h = torch.randn(5, 4, dtype=torch.float64, generator=g, requires_grad=True)
+    w = torch.randn(7, 4, dtype=torch.float64, generator=g, requires_grad=True)
+    rows = torch.tensor([0, 0, 1, 4, 4, 4, 2, 0])
+    cols = torch.tensor([3, 6, 3, 0, 1, 3, 6, 6])
+    ref = (h[rows] * w[cols]).sum(dim=1)
+    torch.testing.assert_close(_RowDot.apply(h, rows, w, cols), ref)
+    assert torch.autograd.gradcheck(lambda a, b: _RowDot.apply(a, rows, b, cols), (h, w))
+
+
 def test_row_kernel_can_be_turned_off(monkeypatch):
     from sparkae.train import rowkernel
 

@@ -181,17 +181,20 @@ class AutoencoderNet(nn.Module):
         return self.output_act(y) if self.output_act is not None else y
 
     def decode_entries(self, h: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor,
-                       weight_rows: Optional[torch.Tensor] = None,
+                       dot: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
                        bias: Optional[torch.Tensor] = None) -> torch.Tensor:
         """The reconstruction of the ``(rows[e], cols[e])`` entries only, in the unshifted
         space of a sparse batch (:mod:`sparkae.nn.sampling`): the output weight's rows of
-        those columns are gathered, never a batch x width output. ``weight_rows`` (entries
-        x last hidden width) and ``bias`` (entries) replace the gathered output weights."""
+        those columns are gathered, never a batch x width output. ``dot(h)`` (each entry's
+        row of ``h`` times its output weight row) and ``bias`` (entries) replace the
+        output layer's own weights (the lazy sparse step of :mod:`sparkae.train.lazy`)."""
         h = self.dropouts[-1](h)
-        if weight_rows is None:   # embedding: a gather whose backward is a fast scatter
-            weight_rows = nn.functional.embedding(cols, self.output.weight)
-            bias = self.output.bias.index_select(0, cols)
-        y = (nn.functional.embedding(rows, h) * weight_rows).sum(dim=1) + bias
+        if dot is None:   # embedding: a gather whose backward is a fast scatter
+            y = ((nn.functional.embedding(rows, h)
+                  * nn.functional.embedding(cols, self.output.weight)).sum(dim=1)
+                 + self.output.bias.index_select(0, cols))
+        else:
+            y = dot(h) + bias
         if self.output_act is not None:
             y = self.output_act(y)
         return y + sparse.offset(self.scaler).index_select(0, cols)

@@ -58,6 +58,28 @@ def lazy_eligible(net: torch.nn.Module, model: torch.nn.Module, cfg: Any) -> Opt
     return None
 
 
+class _RowDot(torch.autograd.Function):
+    """``h[rows[e]] . w[cols[e]]`` for every entry ``e`` (CPU, Numba): the sampled
+    decoder without Torch's entries x width gather-multiply-sum temporaries."""
+
+    @staticmethod
+    def forward(ctx, h: torch.Tensor, rows: torch.Tensor, w: torch.Tensor,
+                cols: torch.Tensor) -> torch.Tensor:
+        h, w = h.detach().contiguous(), w.detach().contiguous()
+        out = torch.empty(rows.shape[0], dtype=h.dtype)
+        rowkernel.row_dot(h.numpy(), rows.numpy(), w.numpy(), cols.numpy(), out.numpy())
+        ctx.save_for_backward(h, rows, w, cols)
+        return out
+
+    @staticmethod
+    def backward(ctx, gy: torch.Tensor):
+        h, rows, w, cols = ctx.saved_tensors
+        dh, dw = torch.empty_like(h), torch.empty_like(w)
+        rowkernel.row_dot_backward(gy.contiguous().numpy(), h.numpy(), rows.numpy(),
+                                   w.numpy(), cols.numpy(), dh.numpy(), dw.numpy())
+        return dh, None, dw, None
+
+
 class LazyStep:
     """The optimizer of a lazy sparse fit: row-wise state for the wide matrices, the
     loop's usual optimizer (``dense``) for everything else and the effective bias.
@@ -164,8 +186,14 @@ class LazyStep:
                                    per_sample_weights=val.to(w1.dtype)) + self.bias_eff
 
         acts = net.hidden_activations(z, first=first)
-        y = net.decode_entries(acts[-1], e.rows, e.cols,
-                               weight_rows=F.embedding(inv2, self.leaf["w2"]),
+        w2 = self.leaf["w2"]
+        if self.row_kernel:
+            def dot(h: torch.Tensor) -> torch.Tensor:
+                return _RowDot.apply(h, e.rows, w2, inv2)
+        else:
+            def dot(h: torch.Tensor) -> torch.Tensor:
+                return (F.embedding(e.rows, h) * F.embedding(inv2, w2)).sum(dim=1)
+        y = net.decode_entries(acts[-1], e.rows, e.cols, dot=dot,
                                bias=self.leaf["b2"].index_select(0, inv2))
         return sampled_mse(y, e), acts
 

@@ -1,5 +1,5 @@
-"""In-place Adam updates of chosen rows of a packed buffer (NumPy + Numba; no Spark, no
-Torch).
+"""Numba kernels of the lazy sparse step (NumPy + Numba; no Spark, no Torch): in-place
+Adam updates of chosen rows of a packed buffer, and the sampled decoder's row dots.
 
 The lazy sparse step (:mod:`sparkae.train.lazy`) keeps each wide matrix and its Adam
 moments in one ``(rows, 3, ...)`` buffer: slot 0 the parameter, slots 1 and 2
@@ -10,6 +10,10 @@ formulas of ``torch.optim.Adam`` (``fused=True``)::
 
     m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2
     p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
+
+:func:`row_dot` computes a sampled decoder's entries ``h[rows[e]] . w[cols[e]]`` (and
+:func:`row_dot_backward` their gradients) without the entries x width products that
+Torch's gather-multiply-sum allocates, reads and frees at every step.
 
 Numba is optional (``pip install sparkae[fast]``): :func:`kernel` returns None without it
 and the lazy step keeps its Torch path.
@@ -27,6 +31,7 @@ import numpy as np
 log = logging.getLogger("sparkae")
 
 _KERNEL: Optional[Callable] = None
+_ROW_DOT: Optional[tuple] = None
 _SET_THREADS: Optional[Callable[[int], None]] = None
 _MAX_THREADS = 1
 _TRIED = False
@@ -35,7 +40,7 @@ _TRIED = False
 ENV = "SPARKAE_ROW_KERNEL"
 
 
-def _build() -> Callable:
+def _build() -> tuple:
     import numba as nb
 
     @nb.njit(parallel=True, cache=True)
@@ -55,26 +60,49 @@ def _build() -> Callable:
                 buf[j, 0, k] += d
                 delta[i, k] = d
 
-    return adam_rows
+    @nb.njit(parallel=True, cache=True)
+    def row_dot(h, rows, w, cols, out):  # pragma: no cover
+        for e in nb.prange(rows.shape[0]):
+            r, c = rows[e], cols[e]
+            acc = 0.0
+            for k in range(h.shape[1]):
+                acc += h[r, k] * w[c, k]
+            out[e] = acc
+
+    @nb.njit(cache=True)
+    def row_dot_backward(gy, h, rows, w, cols, dh, dw):  # pragma: no cover
+        # serial: entries of one row (and of one column) may be anywhere in the list
+        dh[:] = 0.0
+        dw[:] = 0.0
+        for e in range(rows.shape[0]):
+            r, c, g = rows[e], cols[e], gy[e]
+            for k in range(h.shape[1]):
+                dh[r, k] += g * w[c, k]
+                dw[c, k] += g * h[r, k]
+
+    return adam_rows, row_dot, row_dot_backward
 
 
 def kernel() -> Optional[Callable]:
     """The compiled row kernel, or None when Numba does not import (or ``SPARKAE_ROW_KERNEL``
     is ``torch``). The first call compiles it, or loads it from Numba's cache, and runs it
     once on two rows, so that a fit's first epoch does not pay for it."""
-    global _KERNEL, _SET_THREADS, _MAX_THREADS, _TRIED
+    global _KERNEL, _ROW_DOT, _SET_THREADS, _MAX_THREADS, _TRIED
     if os.environ.get(ENV, "").lower() == "torch":
         return None
     if not _TRIED:
         _TRIED = True
         try:
-            fn = _build()
+            fn, dot, dot_back = _build()
             for dtype in (np.float32, np.float64):   # compile (or load) and start threads
-                fn(np.zeros((2, 3, 1), dtype), np.arange(2), np.zeros((2, 1), dtype),
-                   np.zeros((2, 1), dtype), 0.0, 0.9, 0.999, 1e-8, 1.0, 1.0)
+                two, idx = np.zeros((2, 1), dtype), np.arange(2)
+                fn(np.zeros((2, 3, 1), dtype), idx, two, two.copy(), 0.0, 0.9, 0.999, 1e-8,
+                   1.0, 1.0)
+                dot(two, idx, two, idx, np.zeros(2, dtype))
+                dot_back(np.zeros(2, dtype), two, idx, two, idx, two.copy(), two.copy())
             import numba
 
-            _KERNEL, _SET_THREADS = fn, numba.set_num_threads
+            _KERNEL, _ROW_DOT, _SET_THREADS = fn, (dot, dot_back), numba.set_num_threads
             _MAX_THREADS = numba.config.NUMBA_NUM_THREADS
         except Exception as exc:   # ImportError, or a Numba that cannot compile here
             log.info("lazy sparse step: Numba row kernel unavailable (%s); using Torch ops",
@@ -116,3 +144,18 @@ def adam_rows(buf: np.ndarray, idx: np.ndarray, grad: np.ndarray, delta: np.ndar
     b1, b2 = betas
     fn(buf, idx, grad, delta, float(lr), float(b1), float(b2), float(eps),
        1.0 - b1 ** step, math.sqrt(1.0 - b2 ** step))
+
+
+def row_dot(h: np.ndarray, rows: np.ndarray, w: np.ndarray, cols: np.ndarray,
+            out: np.ndarray) -> None:
+    """``out[e] = h[rows[e]] . w[cols[e]]`` without an entries x width temporary."""
+    kernel()
+    _ROW_DOT[0](h, rows, w, cols, out)
+
+
+def row_dot_backward(gy: np.ndarray, h: np.ndarray, rows: np.ndarray, w: np.ndarray,
+                     cols: np.ndarray, dh: np.ndarray, dw: np.ndarray) -> None:
+    """The gradients of :func:`row_dot` for the upstream gradient ``gy``: ``dh`` (the
+    shape of ``h``) and ``dw`` (the shape of ``w``), overwritten."""
+    kernel()
+    _ROW_DOT[1](gy, h, rows, w, cols, dh, dw)
