@@ -25,7 +25,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 import numpy as np
 
@@ -133,13 +133,13 @@ def _write_sparse_table(directory: str, n: int, width: int, nnz: int, seed: int 
             "scale": (1.0 / rng_[keep]).tolist(), "fill": mean.tolist()}
 
 
-def _child(spec, sparse: bool, path: str, stats, sampling=None, mode: str = "train"
-           ) -> Dict[str, Any]:
+def _child(spec, sparse: bool, path: str, stats, sampling=None, mode: str = "train",
+           env: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
     args = os.path.join(os.path.dirname(path), f"args-{int(sparse)}-{sampling}-{mode}.json")
     with open(args, "w") as f:
         json.dump([spec, sparse, path, stats, sampling, mode], f)
     out = subprocess.run([sys.executable, "-c", _CHILD, args], capture_output=True, text=True,
-                         timeout=1800, cwd=str(common.ROOT))
+                         timeout=1800, cwd=str(common.ROOT), env={**os.environ, **(env or {})})
     if out.returncode != 0:
         raise RuntimeError(f"sparse/dense child failed: {out.stderr[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -172,6 +172,9 @@ def sparse_vs_dense(work: str, n: int, width: int = 100_000, nnz: int = 100,
             "activation": "tanh", "output_activation": "linear"}
     configs = {"sparse": dict(sparse=True), "sampled": dict(sparse=True, sampling=nnz),
                "sampled_small": dict(sparse=True, sampling=SMALL_K),
+               # the same fit without the Numba kernels (sparkae.train.rowkernel)
+               "sampled_small_torch": dict(sparse=True, sampling=SMALL_K,
+                                           env={"SPARKAE_ROW_KERNEL": "torch"}),
                "dense": dict(sparse=False),
                "read_sparse": dict(sparse=True, mode="read"),
                "read_dense": dict(sparse=False, mode="read")}
@@ -179,7 +182,7 @@ def sparse_vs_dense(work: str, n: int, width: int = 100_000, nnz: int = 100,
     for _ in range(repeats):
         for name, kw in configs.items():
             runs[name].append(_child(spec, kw["sparse"], path, stats, kw.get("sampling"),
-                                     kw.get("mode", "train")))
+                                     kw.get("mode", "train"), kw.get("env")))
     res: Dict[str, Any] = {name: _best_of(r) for name, r in runs.items()}
     res["repeats"] = repeats
     res["rows"], res["width"], res["density"], res["kept"] = n, width, nnz / width, spec["kept"]
@@ -258,6 +261,8 @@ def run(quick: bool = False) -> Dict[str, Any]:
                       "sparse", "lazy"),
                sd_row(f"sparse CSR + reconstruction sampling (k={sd['sampling_k_small']})", q2,
                       "sparse", "lazy"),
+               sd_row(f"the same, Torch ops only (no Numba; k={sd['sampling_k_small']})",
+                      sd["sampled_small_torch"], "sparse", "lazy"),
                sd_row("dense batches", d, "dense", "dense")]
     rs, rd = sd["read_sparse"], sd["read_dense"]
     read_rows = [[name, r(x["seconds"]), r(x["peak_above_imports_mib"]),
