@@ -347,7 +347,10 @@ def run(quick: bool = False) -> Dict[str, Any]:
                   "model: that floor alone is more than 1/10 of the dense fit's peak, so the "
                   "training-memory target cannot be met by any step that keeps the model "
                   "(fp32 weights, Adam) the dense fit trains. The data path (reading and "
-                  "batching, second table) is what sparse batches change. Peaks are above "
+                  "batching, second table) is what sparse batches change; its sparse peak is "
+                  "mostly pyarrow's fixed cost of reading Parquet at all (about 20-25 MiB of "
+                  "thread pools and allocator arenas; the table itself is 2.4 MB). The 'Torch "
+                  "ops only' row is the lazy step without Numba (SPARKAE_ROW_KERNEL=torch). Peaks are above "
                   "the process's RSS after its imports (torch, pyarrow, Adam's torch._dynamo, "
                   "Numba: about 500 MiB in every process); the whole-process ratio is given too. "
                   f"{verdict}."),
