@@ -1,6 +1,6 @@
 """Training throughput: ``Autoencoder.fit`` vs a plain in-memory Torch loop, 1 vs 2 ranks,
-sparse vs dense batches for a wide sparse table (and arrow vs petastorm where Petastorm
-imports, i.e. in the legacy environment).
+sparse vs dense batches for a wide sparse table (arrow vs petastorm, which needs the legacy
+environment, is ``bench/bench_loaders.py``).
 
 - Digits: N shifted copies of the bundled digits (784 columns), hidden [100] tanh, Adam,
   batch 64, 2 cores: sparkae's fit with ``num_workers=1`` (2 Torch threads in the driver)
@@ -39,7 +39,7 @@ SMALL_K = 20
 #: this factor of the exact-loss sparse fit's.
 QUALITY_SLACK = 1.05
 #: Runs of every sparse/dense configuration (the fastest counts; see ``_best_of``).
-REPEATS = 3
+REPEATS = 2
 log = logging.getLogger("bench")
 
 _CHILD = r"""
@@ -179,8 +179,10 @@ def sparse_vs_dense(work: str, n: int, width: int = 100_000, nnz: int = 100,
                "read_sparse": dict(sparse=True, mode="read"),
                "read_dense": dict(sparse=False, mode="read")}
     runs: Dict[str, list] = {k: [] for k in configs}
-    for _ in range(repeats):
+    for round_ in range(repeats):
         for name, kw in configs.items():
+            if round_ and kw.get("mode") == "read":
+                continue        # memory only: one run each
             runs[name].append(_child(spec, kw["sparse"], path, stats, kw.get("sampling"),
                                      kw.get("mode", "train"), kw.get("env")))
     res: Dict[str, Any] = {name: _best_of(r) for name, r in runs.items()}
@@ -220,15 +222,6 @@ def run(quick: bool = False) -> Dict[str, Any]:
                              "loop_rows_per_s": model.summary.rows_per_s,
                              "fit_rows_per_s": rows * epochs / secs,
                              "train_mse": model.summary.train_mse}
-        loaders = {}
-        from sparkae.data import petastorm
-
-        if petastorm.available():
-            for loader in ("arrow", "petastorm"):
-                model, secs = common.fit_sparkae(df, [100], epochs=epochs, mini_batch_size=64,
-                                                 num_workers=1, cache_dir=cache,
-                                                 data_loader=loader, stopping_rounds=0)
-                loaders[loader] = {"fit_s": secs, "loop_rows_per_s": model.summary.rows_per_s}
         df.unpersist()
         from sparkae.datasets import shifted_digits
 
@@ -283,11 +276,6 @@ def run(quick: bool = False) -> Dict[str, Any]:
          "columns": ["batches", "seconds", "peak above imports MiB", "vs dense"],
          "rows": read_rows},
     ]
-    if loaders:
-        tables.append({"title": "Loaders (1 rank, legacy environment)",
-                       "columns": ["loader", "fit seconds", "loop rows/s"],
-                       "rows": [[k, r(v["fit_s"]), r(v["loop_rows_per_s"])]
-                                for k, v in loaders.items()]})
     speed = s["rows_per_s"] / d["rows_per_s"]
     mem = s["peak_rss_mib"] / d["peak_rss_mib"]
     # the target is judged on the fastest sampled fit whose exact MSE after the epoch is
@@ -327,7 +315,6 @@ def run(quick: bool = False) -> Dict[str, Any]:
         "training": {str(k): {kk: r(vv) for kk, vv in v.items()} for k, v in fits.items()},
         "plain_torch": {"seconds": r(plain["seconds"]), "rows_per_s": r(torch_rate)},
         "sparse_vs_dense": sd,
-        "loaders": loaders,
         "tables": tables,
         "notes": ("1 rank trains in the driver with 2 Torch threads; 2 ranks are 2 processes "
                   "with 1 thread each (the same 2 cores), plus TorchDistributor's fixed start "

@@ -10,7 +10,7 @@ update of ``torch.optim.SparseAdam``, here for adam, adadelta and sgd); every ot
 parameter goes through the usual optimizer. A step then costs the batch's entries, not
 the width. Each wide tensor and its state share one packed buffer for the fit (see
 :class:`LazyStep`), and with Numba the touched rows are updated where they lie
-(:mod:`sparkae.train.rowkernel`): on 2 cores at 100,000 columns a fit runs 13-14x the
+(:mod:`sparkae.train.rowkernel`): on 2 cores at 100,000 columns a fit runs 12-14x the
 dense fit's rows/s, 7-8x with Torch ops alone (``bench/bench_training.py``).
 
 The shift of the H2O scaling makes the first layer's exact gradient dense (a zero input
