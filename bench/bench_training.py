@@ -67,7 +67,7 @@ from sparkae.nn.models import build_network
 from sparkae.train.loop import evaluate
 torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))])
 from sparkae.train import rowkernel
-rowkernel.kernel()     # Numba (when installed): its import and compiled-kernel load
+rowkernel.available()  # Numba (when installed): its import and compiled-kernel load
 base = status_mib("VmRSS")
 if mode == "read":
     # the data path alone: read and batch one epoch, no model
@@ -151,9 +151,8 @@ def _best_of(runs):
     rest (the exact MSE is the same in every run: same seed) from the first."""
     fast = min(runs, key=lambda x: x["seconds"])
     out = dict(runs[0])
-    out.update({"seconds": fast["seconds"],
-                "rows_per_s": fast.get("rows_per_s", 0.0),
-                "peak_rss_mib": max(x["peak_rss_mib"] for x in runs),
+    out.update({k: fast[k] for k in ("seconds", "rows_per_s") if k in fast})
+    out.update({"peak_rss_mib": max(x["peak_rss_mib"] for x in runs),
                 "peak_above_imports_mib": max(x["peak_above_imports_mib"] for x in runs),
                 "runs_seconds": [x["seconds"] for x in runs]})
     return out
@@ -188,9 +187,9 @@ def sparse_vs_dense(work: str, n: int, width: int = 100_000, nnz: int = 100,
     res: Dict[str, Any] = {name: _best_of(r) for name, r in runs.items()}
     res["repeats"] = repeats
     res["rows"], res["width"], res["density"], res["kept"] = n, width, nnz / width, spec["kept"]
-    # what the model itself holds, in MiB: the two wide (kept x 100) matrices as weights,
+    # what the model itself holds, in MiB: the two wide (kept x hidden) matrices as weights,
     # plus (dense step) their gradients and Adam's two moments, or (lazy step) the moments
-    wide = 2 * spec["kept"] * 100 * 4 / 2 ** 20
+    wide = 2 * spec["kept"] * spec["hidden"][0] * 4 / 2 ** 20
     res["model_mib"] = {"dense": 4 * wide, "lazy": 3 * wide}
     res["sampling_k"] = nnz
     res["sampling_k_small"] = SMALL_K

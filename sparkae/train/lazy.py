@@ -132,7 +132,7 @@ class LazyStep:
         cpu = all(b.device.type == "cpu" and b.dtype in (torch.float32, torch.float64)
                   for b in self.buf.values())
         if row_kernel is None or row_kernel:
-            row_kernel = (cfg.optimizer == "adam" and cpu and rowkernel.kernel() is not None)
+            row_kernel = cfg.optimizer == "adam" and cpu and rowkernel.available()
         self.row_kernel = bool(row_kernel)
         log.info("lazy sparse step: %s", "Numba row kernel (adam in place)"
                  if self.row_kernel else "Torch gathers and scatters")
@@ -204,31 +204,38 @@ class LazyStep:
         group = self.dense.param_groups[0]
         if self.row_kernel:
             self._kernel_step(group)
-        for w, rows in ({} if self.row_kernel else self.rows).items():
-            leaf, idx = self.leaf[w], self.index[w]
-            g = leaf.grad if leaf.grad is not None else torch.zeros_like(leaf)
-            p = rows[0]             # the gathered parameter rows: updated in place
-            if w == "w1":
-                c = sparse.offset(self.net.scaler).index_select(0, idx)
-                self.wc -= p.t() @ c                  # W c follows the changed columns
-            self._update(p, g, rows[1:], group)
-            if w == "w1":
-                self.wc += p.t() @ c
-            for k in range(rows.shape[0]):
-                self.buf[w][:, k].index_copy_(0, idx, rows[k])
+        else:
+            self._torch_step(group)
         self.dense.step()
         self.net.layers[0].bias.copy_(self.bias_eff + self.wc)
         self.leaf, self.rows = {}, {}
 
+    def _grad(self, w: str) -> torch.Tensor:
+        leaf = self.leaf[w]
+        return leaf.grad if leaf.grad is not None else torch.zeros_like(leaf)
+
+    def _torch_step(self, group: Dict[str, Any]) -> None:
+        """The optimizer on the gathered rows, scattered back slot by slot (Torch ops)."""
+        for w, rows in self.rows.items():
+            idx = self.index[w]
+            p = rows[0]             # the gathered parameter rows: updated in place
+            if w == "w1":
+                c = sparse.offset(self.net.scaler).index_select(0, idx)
+                self.wc -= p.t() @ c                  # W c follows the changed columns
+            self._update(p, self._grad(w), rows[1:], group)
+            if w == "w1":
+                self.wc += p.t() @ c
+            for k in range(rows.shape[0]):
+                self.buf[w][:, k].index_copy_(0, idx, rows[k])
+
     def _kernel_step(self, group: Dict[str, Any]) -> None:
         """Adam on the touched rows of every packed buffer, in place (Numba)."""
         for w, buf in self.buf.items():
-            leaf, idx = self.leaf[w], self.index[w]
-            g = leaf.grad if leaf.grad is not None else torch.zeros_like(leaf)
+            idx = self.index[w]
             n = idx.numel()
             delta = self._scratch_for(f"{w}.delta", (1, n) + tuple(buf.shape[2:]), buf)[0]
             rowkernel.adam_rows(buf.reshape(buf.shape[0], buf.shape[1], -1).numpy(),
-                                idx.numpy(), g.contiguous().reshape(n, -1).numpy(),
+                                idx.numpy(), self._grad(w).contiguous().reshape(n, -1).numpy(),
                                 delta.reshape(n, -1).numpy(), self.steps, group["lr"],
                                 group["betas"], group["eps"],
                                 threads=torch.get_num_threads())

@@ -15,7 +15,7 @@ formulas of ``torch.optim.Adam`` (``fused=True``)::
 :func:`row_dot_backward` their gradients) without the entries x width products that
 Torch's gather-multiply-sum allocates, reads and frees at every step.
 
-Numba is optional (``pip install sparkae[fast]``): :func:`kernel` returns None without it
+Numba is optional (``pip install sparkae[fast]``): :func:`available` is False without it
 and the lazy step keeps its Torch path.
 """
 
@@ -30,8 +30,8 @@ import numpy as np
 
 log = logging.getLogger("sparkae")
 
-_KERNEL: Optional[Callable] = None
-_ROW_DOT: Optional[tuple] = None
+#: (adam_rows, row_dot, row_dot_backward) once compiled; None before or without Numba
+_KERNELS: Optional[tuple] = None
 _SET_THREADS: Optional[Callable[[int], None]] = None
 _MAX_THREADS = 1
 _TRIED = False
@@ -83,13 +83,16 @@ def _build() -> tuple:
     return adam_rows, row_dot, row_dot_backward
 
 
-def kernel() -> Optional[Callable]:
-    """The compiled row kernel, or None when Numba does not import (or ``SPARKAE_ROW_KERNEL``
-    is ``torch``). The first call compiles it, or loads it from Numba's cache, and runs it
-    once on two rows, so that a fit's first epoch does not pay for it."""
-    global _KERNEL, _ROW_DOT, _SET_THREADS, _MAX_THREADS, _TRIED
-    if os.environ.get(ENV, "").lower() == "torch":
-        return None
+def available() -> bool:
+    """Whether the kernels can be used: Numba imports, they compile, and
+    ``SPARKAE_ROW_KERNEL`` is not ``torch``. The first call compiles them, or loads them
+    from Numba's cache, and runs them once on two rows, so that a fit's first epoch does not
+    pay for it."""
+    return os.environ.get(ENV, "").lower() != "torch" and _load() is not None
+
+
+def _load() -> Optional[tuple]:
+    global _KERNELS, _SET_THREADS, _MAX_THREADS, _TRIED
     if not _TRIED:
         _TRIED = True
         try:
@@ -102,12 +105,19 @@ def kernel() -> Optional[Callable]:
                 dot_back(np.zeros(2, dtype), two, idx, two, idx, two.copy(), two.copy())
             import numba
 
-            _KERNEL, _ROW_DOT, _SET_THREADS = fn, (dot, dot_back), numba.set_num_threads
+            _KERNELS, _SET_THREADS = (fn, dot, dot_back), numba.set_num_threads
             _MAX_THREADS = numba.config.NUMBA_NUM_THREADS
         except Exception as exc:   # ImportError, or a Numba that cannot compile here
             log.info("lazy sparse step: Numba row kernel unavailable (%s); using Torch ops",
                      exc)
-    return _KERNEL
+    return _KERNELS
+
+
+def _kernels() -> tuple:
+    kernels = _load()
+    if kernels is None:
+        raise RuntimeError("the Numba kernels are unavailable; install sparkae[fast]")
+    return kernels
 
 
 def adam_rows(buf: np.ndarray, idx: np.ndarray, grad: np.ndarray, delta: np.ndarray,
@@ -134,11 +144,9 @@ def adam_rows(buf: np.ndarray, idx: np.ndarray, grad: np.ndarray, delta: np.ndar
     Raises
     ------
     RuntimeError
-        When the kernel is unavailable (see :func:`kernel`).
+        When the kernels are unavailable (see :func:`available`).
     """
-    fn = kernel()
-    if fn is None:
-        raise RuntimeError("the Numba row kernel is unavailable; install sparkae[fast]")
+    fn = _kernels()[0]
     if threads is not None and _SET_THREADS is not None:
         _SET_THREADS(max(1, min(int(threads), _MAX_THREADS)))
     b1, b2 = betas
@@ -149,13 +157,11 @@ def adam_rows(buf: np.ndarray, idx: np.ndarray, grad: np.ndarray, delta: np.ndar
 def row_dot(h: np.ndarray, rows: np.ndarray, w: np.ndarray, cols: np.ndarray,
             out: np.ndarray) -> None:
     """``out[e] = h[rows[e]] . w[cols[e]]`` without an entries x width temporary."""
-    kernel()
-    _ROW_DOT[0](h, rows, w, cols, out)
+    _kernels()[1](h, rows, w, cols, out)
 
 
 def row_dot_backward(gy: np.ndarray, h: np.ndarray, rows: np.ndarray, w: np.ndarray,
                      cols: np.ndarray, dh: np.ndarray, dw: np.ndarray) -> None:
     """The gradients of :func:`row_dot` for the upstream gradient ``gy``: ``dh`` (the
     shape of ``h``) and ``dw`` (the shape of ``w``), overwritten."""
-    kernel()
-    _ROW_DOT[1](gy, h, rows, w, cols, dh, dw)
+    _kernels()[2](gy, h, rows, w, cols, dh, dw)
