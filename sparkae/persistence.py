@@ -1,36 +1,38 @@
-"""The model directory: ``metadata.json`` plus ``weights.safetensors``. No pickle.
+"""The model directory, committed through :mod:`sparkae.io.commit`. No pickle.
 
-``metadata.json`` holds the format version, the class, the Params, the architecture, the
-input description, the training summary, the anomaly threshold and the sha256 of every
-other file; ``weights.safetensors`` holds every tensor of the network, input scaling
-included. A directory is written beside its destination and renamed into place, so an
-interrupted save never leaves a half-written model where a good one was.
+Layout (any location :mod:`sparkae.io` reaches: local, s3a://, hdfs://, dbfs:/, ...)::
+
+    <model>/_manifest.json              written last: the generation and every file's sha256
+    <model>/g-<time>-<id>/metadata.json format version, class, Params, architecture, input
+                                        description, training summary, anomaly threshold
+    <model>/g-<time>-<id>/weights.safetensors   every tensor of the network, scaling included
+    <model>/metadata/part-00000         Spark ML's pointer to the Python class (Pipelines)
+
+A save writes a new generation and then the manifest, so overwriting keeps the old model
+loadable until the new one is complete, and a killed save leaves no loadable half-model.
+Directories written by sparkae before the manifest (``metadata.json`` at the top, renamed
+into place whole) are still read.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import shutil
-import uuid
+import logging
 from typing import Any, Dict, Tuple
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load as load_bytes
+from safetensors.torch import save as save_bytes
 
-FORMAT_VERSION = 1
+from sparkae.io import commit, fs
+from sparkae.io.uri import join, parse
+
+log = logging.getLogger("sparkae")
+
+FORMAT_VERSION = 2
 METADATA = "metadata.json"
 WEIGHTS = "weights.safetensors"
 MODEL_CLASS = "sparkae.AutoencoderModel"
-
-
-def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def save_model(path: str, metadata: Dict[str, Any], state: Dict[str, torch.Tensor],
@@ -40,56 +42,43 @@ def save_model(path: str, metadata: Dict[str, Any], state: Dict[str, torch.Tenso
     Parameters
     ----------
     path : str
-        Destination directory (local or mounted file system).
+        Destination directory: a local path or a URI (``s3a://``, ``hdfs://``, ...).
     metadata : dict
         JSON-able description of the model (see the module docstring).
     state : dict of str to Tensor
         The network's tensors.
     overwrite : bool
-        Replace an existing directory; otherwise an existing path is an error.
+        Replace an existing model; otherwise an existing path is an error.
 
     Raises
     ------
     FileExistsError
         ``path`` exists and ``overwrite`` is False.
+    ValueError
+        ``path`` has a scheme sparkae cannot write.
     """
-    path = os.path.abspath(path)
-    if os.path.exists(path) and not overwrite:
+    path = parse(path, "model path").text
+    if fs.exists(path, "model path") and not overwrite:
         raise FileExistsError(f"model path '{path}' already exists; use "
                               "model.write().overwrite().save(path) to replace it")
-    parent = os.path.dirname(path)
-    os.makedirs(parent, exist_ok=True)
-    tmp = os.path.join(parent, f".{os.path.basename(path)}.tmp-{uuid.uuid4().hex[:8]}")
-    os.makedirs(tmp)
-    try:
-        save_file({k: v.detach().contiguous().cpu() for k, v in state.items()},
-                  os.path.join(tmp, WEIGHTS))
-        meta = dict(metadata, format_version=FORMAT_VERSION, **{"class": MODEL_CLASS},
-                    files={WEIGHTS: _sha256(os.path.join(tmp, WEIGHTS))})
-        with open(os.path.join(tmp, METADATA), "w") as f:
-            json.dump(meta, f, indent=1, sort_keys=True, default=_json_default)
-        _write_spark_ml_metadata(tmp, meta.get("uid"))
-        old = None
-        if os.path.exists(path):
-            old = os.path.join(parent, f".{os.path.basename(path)}.old-{uuid.uuid4().hex[:8]}")
-            os.replace(path, old)
-        os.replace(tmp, path)
-        if old:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    weights = save_bytes({k: v.detach().contiguous().cpu() for k, v in state.items()})
+    meta = dict(metadata, format_version=FORMAT_VERSION, **{"class": MODEL_CLASS})
+    body = json.dumps(meta, indent=1, sort_keys=True, default=_json_default).encode()
+    fs.write_bytes(join(path, "metadata", "part-00000"), _spark_ml_metadata(meta.get("uid")),
+                   "model path")
+    commit.commit(path, {METADATA: body, WEIGHTS: weights}, extra={"class": MODEL_CLASS},
+                  generations=True, what="model path")
+    log.info("saved model to %s", path)
 
 
-def _write_spark_ml_metadata(directory: str, uid: Any) -> None:
-    """A ``metadata/part-00000`` in Spark ML's format naming the Python class, so that a
+def _spark_ml_metadata(uid: Any) -> bytes:
+    """Spark ML's ``metadata/part-00000`` naming the Python class, so that a
     ``PipelineModel`` holding the model saves and loads with Spark's own ``save``/``load``
     (Spark's reader then calls :meth:`AutoencoderModel.load` on the directory)."""
-    os.makedirs(os.path.join(directory, "metadata"))
     line = json.dumps({"class": "sparkae.estimator.AutoencoderModel", "uid": uid,
                        "timestamp": 0, "sparkVersion": "", "paramMap": {},
                        "defaultParamMap": {}})
-    with open(os.path.join(directory, "metadata", "part-00000"), "w") as f:
-        f.write(line + "\n")
+    return (line + "\n").encode()
 
 
 def _json_default(obj: Any) -> Any:
@@ -108,19 +97,29 @@ def load_model(path: str) -> Tuple[Dict[str, Any], Dict[str, torch.Tensor]]:
     FileNotFoundError
         ``path`` does not exist.
     ValueError
-        ``path`` is not a sparkae model directory, was written by a newer format, or a
-        file's checksum does not match its metadata.
+        ``path`` is not a complete sparkae model directory (no manifest: an interrupted
+        save), was written by a newer format, or a file is missing, truncated or altered.
     """
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"model path '{path}' does not exist")
-    meta_path = os.path.join(path, METADATA)
-    if not os.path.isdir(path) or not os.path.isfile(meta_path):
-        raise ValueError(f"'{path}' is not a sparkae model directory: it has no {METADATA}")
+    path = parse(path, "model path").text
     try:
-        with open(meta_path) as f:
-            meta = json.load(f)
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ValueError(f"'{meta_path}' is not valid model metadata: {exc}") from None
+        manifest = commit.read_manifest(path, "model path")
+    except commit.IncompleteError as exc:
+        if fs.isfile(join(path, METADATA), "model path"):
+            return _load_legacy(path)
+        raise ValueError(f"'{path}' is not a loadable sparkae model: {exc}") from None
+    if manifest.get("class") != MODEL_CLASS:
+        raise ValueError(f"'{path}' is not a sparkae model directory: its manifest does not "
+                         f"describe a {MODEL_CLASS}")
+    try:
+        meta = json.loads(commit.read_file(path, manifest, METADATA, "model path"))
+        weights = commit.read_file(path, manifest, WEIGHTS, "model path")
+    except commit.IncompleteError as exc:
+        raise ValueError(f"model '{path}' cannot be loaded: {exc}") from None
+    _check_meta(path, meta)
+    return meta, load_bytes(weights)
+
+
+def _check_meta(path: str, meta: Any) -> None:
     if not isinstance(meta, dict) or meta.get("class") != MODEL_CLASS:
         raise ValueError(f"'{path}' is not a sparkae model directory: {METADATA} does not "
                          f"describe a {MODEL_CLASS}")
@@ -128,17 +127,22 @@ def load_model(path: str) -> Tuple[Dict[str, Any], Dict[str, torch.Tensor]]:
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise ValueError(f"model '{path}' has format version {version!r}; this sparkae reads "
                          f"versions up to {FORMAT_VERSION}: upgrade sparkae")
-    files = meta.get("files") or {}
-    for name in files if isinstance(files, dict) else ["files"]:
-        if not isinstance(name, str) or name != os.path.basename(name) or name in ("", ".", ".."):
-            raise ValueError(f"model '{path}': {METADATA} names the file {name!r}; a model's "
-                             "files must be plain names inside its directory")
-    weights = os.path.join(path, WEIGHTS)
-    if not os.path.isfile(weights):
-        raise ValueError(f"model '{path}' is incomplete: {WEIGHTS} is missing")
-    expected = (meta.get("files") or {}).get(WEIGHTS)
-    found = _sha256(weights)
-    if expected != found:
-        raise ValueError(f"model file '{weights}' is corrupt or was altered: sha256 {found} "
-                         f"does not match {expected} recorded in {METADATA}")
-    return meta, load_file(weights)
+
+
+def _load_legacy(path: str) -> Tuple[Dict[str, Any], Dict[str, torch.Tensor]]:
+    """Format 1: ``metadata.json`` (with the weights' sha256) at the top of the directory."""
+    try:
+        meta = json.loads(fs.read_bytes(join(path, METADATA), "model path"))
+    except ValueError as exc:
+        raise ValueError(f"'{join(path, METADATA)}' is not valid model metadata: {exc}") from None
+    _check_meta(path, meta)
+    files = meta.get("files")
+    if not isinstance(files, dict) or set(files) != {WEIGHTS}:
+        raise ValueError(f"model '{path}': {METADATA} names the files {files!r}; a format-1 "
+                         f"model lists exactly {WEIGHTS}")
+    entry = {"sha256": files[WEIGHTS]}
+    try:
+        weights = commit.read_file(path, {"files": {WEIGHTS: entry}}, WEIGHTS, "model path")
+    except commit.IncompleteError as exc:
+        raise ValueError(f"model '{path}' cannot be loaded: {exc}") from None
+    return meta, load_bytes(weights)

@@ -31,5 +31,5 @@ def test_train_job_with_two_ranks_on_a_standalone_cluster(spark_cluster, tmp_pat
     assert summary["rows"]["train"] + summary["rows"]["validation"] == 5000
     assert summary["rows"]["scored"] == 5000 and summary["epochs"] == 1
     assert 0 < summary["validation_mse"] < 1
-    assert (out / "model" / "metadata.json").exists()
+    assert (out / "model" / "_manifest.json").exists()
     print(output[-6000:])

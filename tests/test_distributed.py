@@ -294,7 +294,7 @@ def test_checkpoint_round_trip_has_no_pickle(tmp_path):
              "history": [{"epoch": 1, "train_mse": 0.5, "validation_mse": None}],
              "stopper": {"best_metric": float("inf")}, "best_model": None}
     path = checkpoint.save(str(tmp_path), 1, state, {"seed": 1})
-    assert sorted(os.listdir(path)) == ["state.json", "tensors.safetensors"]
+    assert sorted(os.listdir(path)) == ["_manifest.json", "state.json", "tensors.safetensors"]
     epoch, back, meta = checkpoint.load(path)
     assert epoch == 1 and meta == {"seed": 1} and back["best_model"] is None
     assert back["stopper"]["best_metric"] == float("inf")

@@ -94,10 +94,13 @@ def test_save_load_round_trip_scores_identically(tmp_path, fitted):
     x, df, model = fitted
     path = str(tmp_path / "m")
     model.save(path)
-    meta = json.load(open(os.path.join(path, "metadata.json")))
-    assert meta["format_version"] == 1 and meta["input"]["size"] == 12
+    manifest = json.load(open(os.path.join(path, "_manifest.json")))
+    gen = manifest["generation"]
+    assert sorted(manifest["files"]) == ["metadata.json", "weights.safetensors"]
+    meta = json.load(open(os.path.join(path, gen, "metadata.json")))
+    assert meta["format_version"] == 2 and meta["input"]["size"] == 12
     assert meta["params"]["hidden"] == [6] and len(meta["summary"]["history"]) == 3
-    assert sorted(os.listdir(path)) == ["metadata", "metadata.json", "weights.safetensors"]
+    assert sorted(os.listdir(path)) == ["_manifest.json", gen, "metadata"]
     loaded = AutoencoderModel.load(path)
     assert loaded.summary.epochs == 3 and loaded.getOrDefault("hidden") == [6]
     np.testing.assert_array_equal(_sorted_scores(loaded.transform(df)),
@@ -105,19 +108,23 @@ def test_save_load_round_trip_scores_identically(tmp_path, fitted):
     with pytest.raises(FileExistsError, match="already exists.*overwrite"):
         model.save(path)
     model.write().overwrite().save(path)
+    model.write().overwrite().save(path)
     assert not [p for p in os.listdir(tmp_path) if ".tmp-" in p or ".old-" in p]
+    gens = [p for p in os.listdir(path) if p.startswith("g-")]
+    assert len(gens) == 2 and gen not in gens   # the current one and the one before
 
 
 def test_model_load_errors(tmp_path, fitted):
     missing = str(tmp_path / "nope")
-    with pytest.raises(FileNotFoundError, match=f"model path '{missing}' does not exist"):
+    with pytest.raises(FileNotFoundError, match=f"model path: '{missing}' does not exist"):
         AutoencoderModel.load(missing)
     (tmp_path / "plain").mkdir()
-    with pytest.raises(ValueError, match="is not a sparkae model directory: it has no metadata.json"):
+    with pytest.raises(ValueError, match="is not a loadable sparkae model: .* has no _manifest.json"):
         AutoencoderModel.load(str(tmp_path / "plain"))
     path = str(tmp_path / "m")
     fitted[2].save(path)
-    with open(os.path.join(path, "weights.safetensors"), "r+b") as f:
+    gen = json.load(open(os.path.join(path, "_manifest.json")))["generation"]
+    with open(os.path.join(path, gen, "weights.safetensors"), "r+b") as f:
         f.seek(-4, os.SEEK_END)
         f.write(b"\0\0\0\0")
     with pytest.raises(ValueError, match="corrupt or was altered: sha256"):

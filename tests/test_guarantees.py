@@ -5,6 +5,7 @@ private temporary files; checkpoints that fail loudly."""
 from __future__ import annotations
 
 import ast
+import hashlib
 import json
 import os
 import pickle
@@ -126,26 +127,40 @@ def test_unknown_config_keys_get_a_suggestion(tmp_path):
 def test_model_files_newer_truncated_or_escaping_are_refused(tmp_path, small_model):
     path = tmp_path / "m"
     small_model.save(str(path))
-    meta_path = path / "metadata.json"
-    meta = json.loads(meta_path.read_text())
+    manifest_path = path / "_manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    gen = path / manifest["generation"]
+    meta_path = gen / "metadata.json"
+    original = meta_path.read_bytes()
+    meta = json.loads(original)
 
-    newer = dict(meta, format_version=meta["format_version"] + 1)
-    meta_path.write_text(json.dumps(newer))
+    newer = json.dumps(dict(meta, format_version=meta["format_version"] + 1)).encode()
+    meta_path.write_bytes(newer)
+    files = dict(manifest["files"], **{"metadata.json": {
+        "sha256": hashlib.sha256(newer).hexdigest(), "size": len(newer)}})
+    manifest_path.write_text(json.dumps(dict(manifest, files=files)))
     with pytest.raises(ValueError, match=r"has format version \d+; this sparkae reads versions up "
                                          r"to \d+: upgrade sparkae"):
         AutoencoderModel.load(str(path))
 
-    escaping = dict(meta, files={"../../outside.safetensors": "0" * 64})
-    meta_path.write_text(json.dumps(escaping))
-    with pytest.raises(ValueError, match=r"names the file '../../outside.safetensors'; a model's "
-                                         r"files must be plain names inside its directory"):
+    escaping = dict(manifest, files={"../../outside.safetensors": {"sha256": "0" * 64}})
+    manifest_path.write_text(json.dumps(escaping))
+    with pytest.raises(ValueError, match=r"names the file '../../outside.safetensors'; files "
+                                         r"must be plain names inside the directory"):
         AutoencoderModel.load(str(path))
 
-    meta_path.write_text(json.dumps(meta))
-    weights = path / "weights.safetensors"
+    manifest_path.write_text(json.dumps(manifest))
+    meta_path.write_bytes(original)
+    weights = gen / "weights.safetensors"
     data = weights.read_bytes()
     weights.write_bytes(data[: len(data) // 2])          # truncated
+    with pytest.raises(ValueError, match="truncated or altered"):
+        AutoencoderModel.load(str(path))
+    weights.write_bytes(data[:-4] + b"\0\0\0\0")         # same size, altered
     with pytest.raises(ValueError, match="corrupt or was altered: sha256"):
+        AutoencoderModel.load(str(path))
+    manifest_path.unlink()                               # a save killed before its manifest
+    with pytest.raises(ValueError, match="has no _manifest.json"):
         AutoencoderModel.load(str(path))
 
 
@@ -168,8 +183,9 @@ def test_nothing_is_ever_unpickled_from_a_model_directory(tmp_path, small_model,
         (path / name).write_bytes(evil)
     loaded = AutoencoderModel.load(str(path))
     loaded.transform(vec_df).collect()
-    (path / "weights.safetensors").write_bytes(evil)      # a pickle in place of the weights
-    with pytest.raises(ValueError, match="corrupt or was altered"):
+    gen = json.loads((path / "_manifest.json").read_text())["generation"]
+    (path / gen / "weights.safetensors").write_bytes(evil)      # a pickle in place of the weights
+    with pytest.raises(ValueError, match="truncated or altered"):
         AutoencoderModel.load(str(path))
     assert not marker.exists()
 

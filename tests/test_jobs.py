@@ -30,7 +30,7 @@ def test_train_job_end_to_end(tmp_path):
     assert summary["rows"]["train"] + summary["rows"]["validation"] == 5000
     assert summary["rows"]["scored"] == 5000 and summary["epochs"] == 1
     assert 0 < summary["validation_mse"] < 1 and len(summary["top_errors"]) == 5
-    assert (out / "model" / "metadata.json").exists()
+    assert (out / "model" / "_manifest.json").exists()
     scored = pd.read_parquet(out / "scored")
     assert list(scored.columns) == ["id", "label", "reconstruction_mse", "deep_features"]
     assert len(scored) == 5000 and scored.id.is_unique

@@ -2,24 +2,27 @@
 
 A checkpoint is a directory ``<checkpoint_dir>/epoch-000N`` with ``tensors.safetensors``
 and ``state.json`` (the loop's state: optimizer settings, history, early-stopping state,
-and where each tensor goes; plus the fit's metadata). It is written beside its final name
-and renamed into place, so every ``epoch-*`` directory is complete; the newest one is
-what ``fit(..., resume=True)`` continues from. The two newest are kept.
+and where each tensor goes; plus the fit's metadata), committed by a ``_manifest.json``
+written last (:mod:`sparkae.io.commit`), so it works on object stores (``s3a://``) as on
+local disks. Only ``epoch-*`` directories with a manifest count; the newest one is what
+``fit(..., resume=True)`` continues from, its files verified against the manifest. The
+two newest are kept.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import re
-import shutil
-import uuid
 from typing import Any, Dict, Optional, Tuple
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load as load_bytes
+from safetensors.torch import save as save_bytes
+
+from sparkae.io import commit, fs
+from sparkae.io.uri import join
 
 log = logging.getLogger("sparkae")
 
@@ -63,41 +66,40 @@ def _decode(obj: Any, tensors: Dict[str, torch.Tensor]) -> Any:
 
 
 def save(directory: str, epoch: int, state: Dict[str, Any], meta: Dict[str, Any]) -> str:
-    """Write the checkpoint of ``epoch`` under ``directory``; return its path."""
+    """Write the checkpoint of ``epoch`` under ``directory``; return its location."""
     tensors: Dict[str, torch.Tensor] = {}
     body = {"epoch": epoch, "meta": meta, "state": _encode(state, tensors, "s")}
-    final = os.path.join(directory, f"epoch-{epoch:04d}")
-    tmp = os.path.join(directory, f".epoch-{epoch:04d}.tmp-{uuid.uuid4().hex[:8]}")
+    final = join(directory, f"epoch-{epoch:04d}")
     try:
-        os.makedirs(directory, exist_ok=True)
-        os.makedirs(tmp)
-        save_file(tensors, os.path.join(tmp, TENSORS))
-        with open(os.path.join(tmp, STATE), "w") as f:
-            json.dump(body, f)
-        if os.path.exists(final):
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+        fs.delete(join(final, commit.MANIFEST), "checkpoint_dir")  # a rerun of this epoch
+        commit.commit(final, {TENSORS: save_bytes(tensors), STATE: json.dumps(body).encode()},
+                      what="checkpoint_dir")
     except (OSError, SafetensorError) as exc:
-        last = latest(directory) if os.path.isdir(directory) else None
+        try:
+            fs.delete(final, "checkpoint_dir")   # no manifest: never loaded, so tidy it away
+            last = latest(directory)
+        except OSError:
+            last = None
         raise CheckpointError(
             f"checkpoint_dir: could not write the checkpoint of epoch {epoch} to "
             f"'{directory}': {getattr(exc, 'strerror', None) or exc}; training stopped so that no progress is "
             f"lost silently. The last complete checkpoint is "
             f"{repr(last) if last else 'none'}: free space or fix the directory, then fit "
             "with resume=True") from exc
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     for old in sorted(_epochs(directory))[:-KEEP]:
-        shutil.rmtree(os.path.join(directory, f"epoch-{old:04d}"), ignore_errors=True)
+        fs.delete(join(directory, f"epoch-{old:04d}"), "checkpoint_dir")
     log.info("checkpoint: epoch %d -> %s", epoch, final)
     return final
 
 
 def _epochs(directory: str):
-    if not os.path.isdir(directory):
-        return []
-    return [int(m.group(1)) for m in map(_NAME.match, os.listdir(directory)) if m and
-            os.path.isfile(os.path.join(directory, m.group(0), STATE))]
+    """Epochs with a committed checkpoint (a manifest) under ``directory``."""
+    found = []
+    for name in fs.listdir(directory, "checkpoint_dir"):
+        m = _NAME.match(name)
+        if m and fs.isfile(join(directory, name, commit.MANIFEST), "checkpoint_dir"):
+            found.append(int(m.group(1)))
+    return found
 
 
 def latest(directory: Optional[str]) -> Optional[str]:
@@ -105,7 +107,15 @@ def latest(directory: Optional[str]) -> Optional[str]:
     if not directory:
         return None
     epochs = _epochs(directory)
-    return os.path.join(directory, f"epoch-{max(epochs):04d}") if epochs else None
+    return join(directory, f"epoch-{max(epochs):04d}") if epochs else None
+
+
+def _read(path: str, names) -> Dict[str, bytes]:
+    try:
+        manifest = commit.read_manifest(path, "checkpoint")
+        return {n: commit.read_file(path, manifest, n, "checkpoint") for n in names}
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"checkpoint '{path}' cannot be read: {exc}") from None
 
 
 def load(path: str) -> Tuple[int, Dict[str, Any], Dict[str, Any]]:
@@ -114,31 +124,31 @@ def load(path: str) -> Tuple[int, Dict[str, Any], Dict[str, Any]]:
     Raises
     ------
     ValueError
-        The directory is not a readable checkpoint.
+        The directory is not a complete checkpoint, or a file does not match its manifest.
     """
+    files = _read(path, (STATE, TENSORS))
     try:
-        with open(os.path.join(path, STATE)) as f:
-            body = json.load(f)
-        tensors = load_file(os.path.join(path, TENSORS))
-    except (OSError, ValueError) as exc:
+        body = json.loads(files[STATE])
+        tensors = load_bytes(files[TENSORS])
+    except (ValueError, SafetensorError) as exc:
         raise ValueError(f"checkpoint '{path}' cannot be read: {exc}") from None
     return int(body["epoch"]), _decode(body["state"], tensors), body.get("meta", {})
 
 
 def read_meta(path: str) -> Dict[str, Any]:
     """Only the metadata of a checkpoint (no tensors)."""
-    with open(os.path.join(path, STATE)) as f:
-        return json.load(f).get("meta", {})
+    return json.loads(_read(path, (STATE,))[STATE]).get("meta", {})
 
 
 def clear(directory: Optional[str]) -> None:
     """Remove the checkpoints under ``directory`` (a fresh fit starts a new series)."""
-    epochs = _epochs(directory) if directory else []
-    for e in epochs:
-        shutil.rmtree(os.path.join(directory, f"epoch-{e:04d}"), ignore_errors=True)
-    if epochs:
+    names = [n for n in fs.listdir(directory, "checkpoint_dir") if _NAME.match(n)] \
+        if directory else []
+    for name in names:
+        fs.delete(join(directory, name), "checkpoint_dir")
+    if names:
         log.info("checkpoint_dir %s: removed %d checkpoints of an earlier fit", directory,
-                 len(epochs))
+                 len(names))
 
 
 def resume_point(directory: Optional[str], resume: bool, meta: Dict[str, Any],
