@@ -18,7 +18,10 @@ from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable, MLRead
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from sparkae import paths, persistence, scoring, tracking
+from sparkae import persistence, scoring, tracking
+from sparkae.io import checks as paths
+from sparkae.io import fs
+from sparkae.io.uri import join
 from sparkae.data.cache import CACHE_DIR_CONF  # noqa: F401 - re-exported
 from sparkae.data.training_data import TrainingData, materialize_for_training
 from sparkae.data.prepare import InputInfo, compute_stats, prepare, prepare_like
@@ -184,7 +187,7 @@ class Autoencoder(Estimator, AutoencoderParams, DefaultParamsReadable, DefaultPa
             use_gpu=values["use_gpu"], loader=data.loader, sparse=data.sparse,
             checkpoint_dir=values["checkpoint_dir"],
             checkpoint_interval=values["checkpoint_interval"], resume_from=resume_from,
-            meta=meta)
+            meta=meta, storage=fs.options())
         job.progress = values["progress"]
         if values.get("reconstruction_sampling") is not None and not data.sparse:
             log.info("reconstruction_sampling=%d: the batches are dense (the input is not "
@@ -276,7 +279,9 @@ def prepare_input(dataset: DataFrame, values: Dict[str, Any],
         dataset.sparkSession, vectors, stats, valid_vectors, vstats, info.size,
         cache_dir=values["cache_dir"], keep=values["keep_cache"],
         data_loader=values["data_loader"],
-        noisy=values["noise"] != "none" or values["input_dropout_ratio"] > 0)
+        noisy=values["noise"] != "none" or values["input_dropout_ratio"] > 0,
+        cache_fallback=join(values["checkpoint_dir"], "_cache") if values["checkpoint_dir"]
+        else None)
     return PreparedInput(info, stats, valid_rows, data)
 
 

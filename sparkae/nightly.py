@@ -24,7 +24,8 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from sparkae import paths, score_config, scoring
+from sparkae import score_config, scoring
+from sparkae.io import checks as paths
 from sparkae.data.arrow_rows import SCORED, SKIP_REASONS
 from sparkae.estimator import AutoencoderModel
 from sparkae.partitions import is_local, looks_like_table, make_output

@@ -22,7 +22,8 @@ import torch
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from sparkae import datasets, paths
+from sparkae import datasets
+from sparkae.io import checks as paths
 from sparkae.estimator import Autoencoder
 
 log = logging.getLogger("sparkae")

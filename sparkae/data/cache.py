@@ -1,14 +1,17 @@
 """The materialized-data cache: prepared features written once as Parquet, keyed by plan.
 
-An entry is a directory ``<root>/<key>`` holding the Parquet files and ``_sparkae.json``
-(written before the directory is renamed into place, so an entry that exists is
-complete). The key hashes the prepared DataFrame's plan (``semanticHash``, the canonical
+An entry is a directory ``<root>/<key>`` holding the Parquet files and ``_sparkae.json``,
+written after Spark's job has committed the files (object stores cannot rename a
+directory into place), so only an entry with that marker is complete and reused. The key hashes the prepared DataFrame's plan (``semanticHash``, the canonical
 plan text where the JVM is reachable, its input files) together with a fingerprint of
 its statistics (row count, per-feature sums, minima and maxima, which the fit computes
 anyway), so a table whose files changed under the same path gets a new entry.
 
-``root`` is the ``cache_dir`` Param, else the Spark conf ``spark.sparkae.cacheDir``, else
-``<system temp>/sparkae-cache-<uid>`` (mode 0700). On a cluster it must be a directory every worker sees.
+``root`` is any location :mod:`sparkae.io` reaches: the ``cache_dir`` Param, else the Spark
+conf ``spark.sparkae.cacheDir``, else ``_cache`` under the fit's ``checkpoint_dir``, else (on
+a local master only) ``<system temp>/sparkae-cache-<uid>`` (mode 0700). On a cluster it
+must be a location every executor reads (``s3a://``, ``hdfs://``, ``dbfs:/``, ...): a
+non-local master with none of these set is an error before any Spark job.
 """
 
 from __future__ import annotations
@@ -17,7 +20,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import stat
 import tempfile
 import time
@@ -29,6 +31,8 @@ import numpy as np
 from pyspark.sql import DataFrame
 
 from sparkae.data.converter import materialize
+from sparkae.io import fs
+from sparkae.io.uri import join, parse
 
 log = logging.getLogger("sparkae")
 
@@ -41,18 +45,49 @@ FORMAT = 1
 _PRIVATE = "fit-"
 
 
-def cache_root(spark: Any = None, cache_dir: Optional[str] = None) -> str:
-    """The cache directory: ``cache_dir``, else ``spark.sparkae.cacheDir``, else the default."""
-    root = cache_dir
+def _is_local_master(spark: Any) -> bool:
+    try:
+        return str(spark.sparkContext.master).startswith("local")
+    except Exception:  # noqa: BLE001 - Spark Connect: the server's files are checked later
+        return True
+
+
+def cache_root(spark: Any = None, cache_dir: Optional[str] = None,
+               fallback: Optional[str] = None) -> str:
+    """The cache location (see the module docstring for the order).
+
+    Parameters
+    ----------
+    spark : SparkSession, optional
+    cache_dir : str, optional
+        The ``cache_dir`` Param.
+    fallback : str, optional
+        A location derived from the fit's or job's own outputs (``checkpoint_dir/_cache``).
+
+    Raises
+    ------
+    ValueError
+        A non-local master and no location every executor can read.
+    """
+    root, source = cache_dir, "cache_dir"
     if not root and spark is not None:
         try:
-            root = spark.conf.get(CACHE_DIR_CONF, None)
+            root, source = spark.conf.get(CACHE_DIR_CONF, None), CACHE_DIR_CONF
         except Exception:  # noqa: BLE001 - no conf access (e.g. a stopped session)
             root = None
+    if not root and fallback:
+        root, source = fallback, "checkpoint_dir"
     if root:
-        root = os.path.abspath(root)
-        os.makedirs(root, exist_ok=True)
-        return root
+        uri = parse(root, source)
+        if uri.is_local:
+            os.makedirs(uri.path, exist_ok=True)
+        return uri.text
+    if spark is not None and not _is_local_master(spark):
+        raise ValueError(
+            f"cache_dir: the master is {spark.sparkContext.master} and no cache location is "
+            "set; the training data is materialized where every executor reads it: set the "
+            f"cache_dir Param or the Spark conf {CACHE_DIR_CONF} (e.g. s3a://bucket/cache, "
+            "hdfs:///tmp/sparkae, dbfs:/tmp/sparkae), or checkpoint_dir")
     return private_tmp("sparkae-cache")
 
 
@@ -123,15 +158,18 @@ class Materialized:
                 fn()
             except Exception as exc:  # noqa: BLE001 - best effort
                 log.debug("cache cleanup failed: %s", exc)
-        shutil.rmtree(self.path, ignore_errors=True)
+        try:
+            fs.delete(self.path, "cache_dir")
+        except OSError as exc:
+            log.warning("could not delete the materialized data %s: %s", self.path, exc)
 
 
 def lookup(root: str, key: Optional[str]) -> Optional[str]:
     """The path of a complete entry for ``key`` under ``root``, or None."""
     if not key:
         return None
-    path = os.path.join(root, key)
-    return path if os.path.isfile(os.path.join(path, META)) else None
+    path = join(root, key)
+    return path if fs.isfile(join(path, META), "cache_dir") else None
 
 
 def materialize_cached(df: DataFrame, root: str, key: Optional[str], keep: bool,
@@ -160,7 +198,7 @@ def materialize_cached(df: DataFrame, root: str, key: Optional[str], keep: bool,
         log.info("%s: reusing materialized data %s", role, found)
         return Materialized(found, key, owned=False)
     shared = bool(keep and key)
-    target = os.path.join(root, key if shared else f"{_PRIVATE}{uuid.uuid4().hex}")
+    target = join(root, key if shared else f"{_PRIVATE}{uuid.uuid4().hex}")
     meta = {"key": key, "format": FORMAT, "created": time.time(), "role": role, **(info or {})}
     t0 = time.perf_counter()
     try:
@@ -193,12 +231,12 @@ def clear_cache(cache_dir: Optional[str] = None) -> int:
             spark = None
     root = cache_root(spark, cache_dir)
     removed = 0
-    for name in os.listdir(root):
-        path = os.path.join(root, name)
-        if os.path.isdir(path) and (os.path.isfile(os.path.join(path, META)) or
-                                    name.startswith(_PRIVATE) or ".tmp-" in name or
-                                    name == "petastorm"):
-            shutil.rmtree(path, ignore_errors=True)
+    for name in fs.listdir(root, "cache_dir"):
+        path = join(root, name)
+        if fs.isdir(path, "cache_dir") and (fs.isfile(join(path, META), "cache_dir") or
+                                            name.startswith(_PRIVATE) or ".tmp-" in name or
+                                            name == "petastorm"):
+            fs.delete(path, "cache_dir")
             removed += 1
     from sparkae.data import petastorm as _pt
 

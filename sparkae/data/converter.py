@@ -13,9 +13,6 @@ as dense NumPy batches or, for wide sparse input, ``torch.sparse_csr`` batches.
 from __future__ import annotations
 
 import logging
-import os
-import shutil
-import uuid
 from dataclasses import dataclass
 from typing import Callable, Iterator, List, Optional, Tuple, Union
 
@@ -27,6 +24,8 @@ import torch
 from pyspark.sql import DataFrame
 
 from sparkae.data.batches import CsrRows, assemble
+from sparkae.io import fs
+from sparkae.io.uri import join
 from sparkae.data.prepare import FEATURES
 from sparkae.data.shards import batch_sizes, epoch_pieces, rank_rows, steps_per_epoch
 
@@ -42,27 +41,33 @@ def materialize(vectors: DataFrame, directory: str,
                 meta: Optional[Tuple[str, str]] = None) -> str:
     """Write the prepared ``features`` column of ``vectors`` as Parquet under ``directory``.
 
-    The data is written to a sibling temporary directory and renamed into place, so a
-    reader never sees a partial copy. Under Spark Connect the server writes the files:
-    ``directory`` must be a path this process sees too (the training ranks read it). ``meta`` = ``(file name, text)`` is written into the
-    directory before the rename. Returns ``directory``.
+    ``directory`` is any location :mod:`sparkae.io` reaches (local, ``s3a://``, ...); Spark
+    writes the files (through its own connectors), then ``meta`` = ``(file name, text)``
+    is written last: the entry's commit marker, since object stores cannot rename a
+    directory into place. Whatever was at ``directory`` without that marker is replaced.
+    Under Spark Connect the server writes the files: ``directory`` must be a location this
+    process reaches too (the training ranks read it). Returns ``directory``.
     """
-    tmp = f"{directory.rstrip('/')}.tmp-{uuid.uuid4().hex[:8]}"
+    where = "cache_dir"
+    if meta is not None:
+        fs.delete(join(directory, meta[0]), where)
     try:
-        (vectors.select(FEATURES).write.option("parquet.block.size", ROW_GROUP_BYTES)
-         .parquet(tmp))
-        if not os.path.isdir(tmp):  # Spark Connect: the server wrote it somewhere else
+        (vectors.select(FEATURES).write.mode("overwrite")
+         .option("parquet.block.size", ROW_GROUP_BYTES).parquet(directory))
+        if not fs.isdir(directory, where):  # Spark Connect: the server wrote it elsewhere
             raise FileNotFoundError(
-                f"cache_dir: Spark wrote the materialized data to '{tmp}', which this Python "
-                "process cannot see (a Spark Connect server on another machine?); set the "
-                "cache_dir Param (or spark.sparkae.cacheDir) to a directory that both the "
-                "Spark cluster and this process see, e.g. a /dbfs or /Volumes path")
+                f"cache_dir: Spark wrote the materialized data to '{directory}', which this "
+                "Python process cannot see (a Spark Connect server on another machine?); set "
+                "the cache_dir Param (or spark.sparkae.cacheDir) to a location that both the "
+                "Spark cluster and this process reach, e.g. s3a://..., a /dbfs or /Volumes path")
         if meta is not None:
-            with open(os.path.join(tmp, meta[0]), "w") as f:
-                f.write(meta[1])
-        os.replace(tmp, directory)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+            fs.write_bytes(join(directory, meta[0]), meta[1].encode(), where)
+    except BaseException:
+        try:
+            fs.delete(directory, where)
+        except OSError:
+            pass
+        raise
     log.debug("materialized features to %s", directory)
     return directory
 
@@ -158,18 +163,20 @@ class Unit:
 
 def parquet_files(path: str) -> List[str]:
     """The ``*.parquet`` files of a materialized directory, sorted (or ``[path]`` for a file)."""
-    local = local_path(path)
-    if os.path.isfile(local):
+    if fs.isfile(path, "cache_dir"):
         return [path]
-    names = sorted(n for n in os.listdir(local) if n.endswith(".parquet"))
-    return [os.path.join(path, n) for n in names]
+    return [join(path, n) for n in fs.listdir(path, "cache_dir") if n.endswith(".parquet")]
+
+
+def _parquet(path: str) -> pq.ParquetFile:
+    return pq.ParquetFile(fs.open_input(path, "cache_dir"))
 
 
 def list_units(files: List[str]) -> List[Unit]:
     """Row groups (with rows) of ``files`` in file order, from the Parquet footers."""
     units: List[Unit] = []
     for f in files:
-        meta = pq.ParquetFile(local_path(f)).metadata
+        meta = _parquet(f).metadata
         units += [Unit(f, g, meta.num_row_groups, meta.row_group(g).num_rows)
                   for g in range(meta.num_row_groups) if meta.row_group(g).num_rows > 0]
     return units
@@ -179,7 +186,7 @@ def stored_values(files: List[str]) -> int:
     """Stored vector entries (about nnz) of a materialized table, from the footers."""
     total = 0
     for f in files:
-        meta = pq.ParquetFile(local_path(f)).metadata
+        meta = _parquet(f).metadata
         for g in range(meta.num_row_groups):
             rg = meta.row_group(g)
             for c in range(rg.num_columns):
@@ -191,8 +198,8 @@ def stored_values(files: List[str]) -> int:
 
 
 def read_unit_arrow(unit: Unit, size: int, role: str) -> CsrRows:
-    """Read and decode one row group with pyarrow."""
-    pf = pq.ParquetFile(local_path(unit.path))
+    """Read and decode one row group with pyarrow (any location :mod:`sparkae.io` reaches)."""
+    pf = _parquet(unit.path)
     names = pf.schema_arrow.names
     columns = [FEATURES] if FEATURES in names else list(VECTOR_FIELDS)
     return decode_table(pf.read_row_group(unit.group, columns=columns), size, role)

@@ -92,7 +92,7 @@ def local_dir(converter: Any) -> str:
 def materialize_for_training(spark: Any, vectors: DataFrame, stats: Any,
                              valid_vectors: Optional[DataFrame], valid_stats: Any, size: int, *,
                              cache_dir: Optional[str], keep: bool, data_loader: str,
-                             noisy: bool) -> TrainingData:
+                             noisy: bool, cache_fallback: Optional[str] = None) -> TrainingData:
     """Materialize (or reuse) the prepared training and validation features.
 
     Parameters
@@ -108,9 +108,12 @@ def materialize_for_training(spark: Any, vectors: DataFrame, stats: Any,
     data_loader : {"auto", "petastorm", "arrow"}
     noisy : bool
         Input noise is configured (forces dense batches).
+    cache_fallback : str, optional
+        Where to materialize when neither ``cache_dir`` nor ``spark.sparkae.cacheDir`` is
+        set (the fit's ``checkpoint_dir/_cache``).
     """
     loader = petastorm.resolve_loader(data_loader)
-    root = cache.cache_root(spark, cache_dir)
+    root = cache.cache_root(spark, cache_dir, cache_fallback)
     handles: List[cache.Materialized] = []
     try:
         key, train = _one(spark, vectors, stats, root, keep, loader, "training data", handles)

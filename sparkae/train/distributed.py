@@ -27,6 +27,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import torch
 
+from sparkae.io import fs
 from sparkae.data.converter import ParquetBatches, list_units, parquet_files, read_unit_arrow
 from sparkae.nn.models import build_network
 from sparkae.progress import EpochProgress
@@ -64,6 +65,7 @@ class TrainJob:
     run_dir: Optional[str] = None    # local mode: where failing ranks leave their error
     extra: Dict[str, Any] = field(default_factory=dict)
     progress: str = "auto"           # the progress Param (sparkae.progress)
+    storage: Optional[Dict[str, str]] = None   # sparkae.io settings from the driver's Spark
 
 
 class RankFailedError(RuntimeError):
@@ -113,6 +115,8 @@ def run_rank(job: TrainJob, rank: int = 0, world_size: int = 1,
         Default CPU.
     """
     device = device or torch.device("cpu")
+    if job.storage is not None:
+        fs.configure(job.storage)   # reach the cache and checkpoints as the driver does
     size = job.spec["input_size"]
     torch.manual_seed(job.seed)
     net = build_network(job.spec)
