@@ -4,6 +4,8 @@
 # On first use it creates .venv with the project's dependencies (scripts/bootstrap.sh).
 # Without --master it runs on local[2]. Local runs keep every service on 127.0.0.1; for a
 # cluster master the sparkae package is shipped to the executors with --py-files.
+# S3A comes as --packages org.apache.hadoop:hadoop-aws:<pyspark's Hadoop> (merged into the
+# user's --packages; resolved from Maven Central on first use); SPARKAE_NO_PACKAGES=1 skips it.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 VENV="${SPARKAE_VENV:-$ROOT/.venv}"
@@ -44,4 +46,37 @@ case "$master" in
     opts+=(--py-files "$zip_path")
     ;;
 esac
-exec "$VENV/bin/spark-submit" "${opts[@]}" "$@"
+
+# S3A: hadoop-aws matching pyspark's Hadoop (Ivy adds the AWS SDK bundle), merged into a
+# --packages (or --conf spark.jars.packages=) the user gave; none with SPARKAE_NO_PACKAGES=1.
+# jars.py runs as a plain script: it needs only the standard library and pyspark's folder.
+packages() { "$VENV/bin/python" "$ROOT/sparkae/io/jars.py" "$@"; }
+args=("$@")
+pkg_at=-1
+pkg_prefix=""
+i=0
+while [ "$i" -lt "${#args[@]}" ]; do
+  arg="${args[$i]}"
+  case "$arg" in
+    *.py) break ;;
+    --packages) pkg_at=$((i + 1)); pkg_prefix=""; i=$((i + 1)) ;;
+    --packages=*) pkg_at=$i; pkg_prefix="--packages=" ;;
+    --conf)
+      # --packages wins over --conf spark.jars.packages in spark-submit; merge into that
+      if [ "$pkg_at" -lt 0 ]; then
+        case "${args[$((i + 1))]:-}" in
+          spark.jars.packages=*) pkg_at=$((i + 1)); pkg_prefix="spark.jars.packages=" ;;
+        esac
+      fi
+      i=$((i + 1)) ;;
+  esac
+  i=$((i + 1))
+done
+if [ "$pkg_at" -ge 0 ] && [ "$pkg_at" -lt "${#args[@]}" ]; then
+  given="${args[$pkg_at]#"$pkg_prefix"}"
+  args[$pkg_at]="$pkg_prefix$(packages "$given")"
+elif [ "$pkg_at" -lt 0 ]; then
+  coords="$(packages)"
+  [ -z "$coords" ] || opts+=(--packages "$coords")
+fi
+exec "$VENV/bin/spark-submit" "${opts[@]}" "${args[@]}"

@@ -26,6 +26,8 @@ from pyspark.sql import types as T
 
 from sparkae import score_config, scoring
 from sparkae.io import checks as paths
+from sparkae.io import fs
+from sparkae.io.uri import join, parse
 from sparkae.data.arrow_rows import SCORED, SKIP_REASONS
 from sparkae.estimator import AutoencoderModel
 from sparkae.partitions import is_local, looks_like_table, make_output
@@ -105,12 +107,9 @@ def direct_pieces(spark: SparkSession, path: str, df: DataFrame, model: Autoenco
 
 
 def _exists(spark: SparkSession, path: str) -> bool:
-    if is_local(path):
-        return os.path.exists(path)
     try:
-        jpath = spark._jvm.org.apache.hadoop.fs.Path(path)
-        return bool(jpath.getFileSystem(spark._jsc.hadoopConfiguration()).exists(jpath))
-    except Exception:
+        return fs.exists(path, "input.path")
+    except OSError:
         return False
 
 
@@ -248,19 +247,12 @@ def summary_path(settings: Dict[str, Any], date: str) -> str:
     target = out["path"]
     if out["format"] == "table" or (out["format"] == "auto" and looks_like_table(target)):
         return os.path.join("score-runs", re.sub(r"[^A-Za-z0-9_.-]", "_", target), name)
-    if not is_local(target):
-        raise ValueError(f"output.summary: the output '{target}' is not a local path; set "
-                         "output.summary to a local file for the run summary")
-    return os.path.join(os.path.abspath(target), "_runs", name)
+    return join(parse(target, "output.path").text, "_runs", name)
 
 
 def write_json(obj: Dict[str, Any], path: str) -> None:
-    """Write JSON beside ``path`` and rename it into place."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2, default=float)
-    os.replace(tmp, path)
+    """Write JSON to ``path`` (any location) atomically."""
+    fs.write_bytes(path, json.dumps(obj, indent=2, default=float).encode(), "output.summary")
 
 
 _PY_ERROR = re.compile(r"^(\w+(?:\.\w+)*(?:Error|Exception)): (.+)$")

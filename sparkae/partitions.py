@@ -26,69 +26,16 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import uuid
-from typing import List
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from sparkae.io.dirs import files_for
+
 log = logging.getLogger("sparkae")
 
 STAGING, REPLACED = "_staging", "_replaced"
-
-
-class _LocalFiles:
-    """File operations on the driver's file system."""
-
-    def exists(self, path: str) -> bool:
-        return os.path.exists(path)
-
-    def makedirs(self, path: str) -> None:
-        os.makedirs(path, exist_ok=True)
-
-    def rename(self, src: str, dst: str) -> None:
-        os.rename(src, dst)  # fails instead of replacing a non-empty directory
-
-    def delete(self, path: str) -> None:
-        if os.path.isdir(path):
-            shutil.rmtree(path, ignore_errors=True)
-        elif os.path.exists(path):
-            os.remove(path)
-
-    def listdir(self, path: str) -> List[str]:
-        return sorted(os.listdir(path)) if os.path.isdir(path) else []
-
-
-class _HadoopFiles:
-    """The same operations through Hadoop's FileSystem API (hdfs://, s3a://, file://)."""
-
-    def __init__(self, spark: SparkSession, root: str) -> None:
-        try:
-            jvm, conf = spark._jvm, spark._jsc.hadoopConfiguration()
-        except Exception:  # Spark Connect: no JVM on this side
-            raise ValueError(f"output.path '{root}': paths with a scheme need a classic "
-                             "SparkSession; under Spark Connect write to a catalog table") from None
-        self._path = jvm.org.apache.hadoop.fs.Path
-        self._fs = self._path(root).getFileSystem(conf)
-
-    def exists(self, path: str) -> bool:
-        return bool(self._fs.exists(self._path(path)))
-
-    def makedirs(self, path: str) -> None:
-        self._fs.mkdirs(self._path(path))
-
-    def rename(self, src: str, dst: str) -> None:
-        if self.exists(dst) or not self._fs.rename(self._path(src), self._path(dst)):
-            raise OSError(f"could not rename '{src}' to '{dst}'")
-
-    def delete(self, path: str) -> None:
-        self._fs.delete(self._path(path), True)
-
-    def listdir(self, path: str) -> List[str]:
-        if not self.exists(path):
-            return []
-        return sorted(s.getPath().getName() for s in self._fs.listStatus(self._path(path)))
 
 
 def _join(root: str, *parts: str) -> str:
@@ -115,7 +62,7 @@ class PathPartitions:
     def __init__(self, spark: SparkSession, root: str, column: str) -> None:
         self.root = os.path.abspath(root) if is_local(root) else root.rstrip("/")
         self.column = column
-        self.files = _LocalFiles() if is_local(root) else _HadoopFiles(spark, root)
+        self.files = files_for(spark, self.root, "output.path")
 
     def location(self, value: str) -> str:
         """The live directory of partition ``value``."""

@@ -13,11 +13,11 @@ import base64
 import html
 import io
 import logging
-import os
-import uuid
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
+
+from sparkae.io import fs
 
 log = logging.getLogger("sparkae")
 
@@ -181,9 +181,6 @@ figure{{margin:1.5em 0}}img{{max-width:100%}}</style></head>
 {imgs}
 </body></html>
 """
-    tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-    with open(tmp, "w") as f:
-        f.write(page)
-    os.replace(tmp, path)
+    fs.write_bytes(path, page.encode(), "report")
     log.info("report written to %s", path)
     return path

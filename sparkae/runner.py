@@ -1,18 +1,17 @@
 """The work behind ``jobs/train.py``: read, train, evaluate, score, write results.
 
-Results land under ``output.dir``: ``model/`` (see :mod:`sparkae.persistence`),
-``scored/`` (Parquet: the id and label columns, ``reconstruction_mse``,
-``deep_features``) and ``summary.json``. Each is written beside its destination and
-renamed into place, so a failed run never leaves a half-written result in place of a
-previous one.
+Results land under ``output.dir``, any location :mod:`sparkae.io` reaches (a local path,
+``s3a://``, ``hdfs://``, ``dbfs:/``, ...): ``model/`` (committed by its manifest, see
+:mod:`sparkae.persistence`), ``scored/`` (Parquet: the id and label columns,
+``reconstruction_mse``, ``deep_features``; written beside its destination and moved into
+place), ``report.html`` and ``summary.json``, written last as the run's record. A failed
+run never leaves a half-written result in place of a previous one.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
 import time
 import uuid
 from typing import Any, Dict, Optional, Tuple
@@ -23,14 +22,18 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from sparkae import datasets
+from sparkae.data.cache import CACHE_DIR_CONF
 from sparkae.io import checks as paths
+from sparkae.io import fs
+from sparkae.io.dirs import swap_dir
+from sparkae.io.uri import join, parse
 from sparkae.estimator import Autoencoder
 
 log = logging.getLogger("sparkae")
 
 
 def _check_file(path: str, what: str) -> str:
-    if not os.path.exists(path):
+    if not fs.exists(path, what):
         raise FileNotFoundError(f"{what}: '{path}' does not exist")
     return path
 
@@ -50,21 +53,25 @@ def read_source(spark: SparkSession, section: Dict[str, Any], what: str) -> Data
     raise ValueError(f"{what}.source: got {src!r}")
 
 
-def _atomic_dir_swap(tmp: str, dest: str) -> None:
-    old = None
-    if os.path.exists(dest):
-        old = f"{dest}.old-{uuid.uuid4().hex[:8]}"
-        os.replace(dest, old)
-    os.replace(tmp, dest)
-    if old:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def _write_json(obj: Dict[str, Any], path: str) -> None:
-    tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2, default=float)
-    os.replace(tmp, path)
+    fs.write_bytes(path, json.dumps(obj, indent=2, default=float).encode(), "output.dir")
+
+
+def _default_cache(spark: SparkSession, settings: Dict[str, Any], out: str) -> None:
+    """On a cluster with no cache location set, materialize under ``output.dir/_cache``
+    (a location every executor must reach anyway to write the scores)."""
+    model = settings["model"]
+    if model.get("cache_dir") or model.get("checkpoint_dir"):
+        return
+    try:
+        if spark.conf.get(CACHE_DIR_CONF, None) or \
+                str(spark.sparkContext.master).startswith("local"):
+            return
+    except Exception:  # noqa: BLE001 - Spark Connect: the estimator decides
+        return
+    model["cache_dir"] = join(out, "_cache")
+    log.info("model.cache_dir: %s (on this cluster the data is materialized beside the "
+             "outputs)", model["cache_dir"])
 
 
 def split_input(df: DataFrame, settings: Dict[str, Any],
@@ -98,15 +105,16 @@ def run_train(spark: SparkSession, settings: Dict[str, Any],
         ``output.overwrite`` is false and the output directory already holds results.
     """
     t0 = time.perf_counter()
-    out = os.path.abspath(settings["output"]["dir"])
+    out = parse(settings["output"]["dir"], "output.dir").text
     if not settings["output"]["overwrite"] and any(
-            os.path.exists(os.path.join(out, p)) for p in ("model", "scored", "summary.json")):
+            fs.exists(join(out, p), "output.dir") for p in ("model", "scored", "summary.json")):
         raise FileExistsError(f"output.dir '{out}' already holds results and "
                               "output.overwrite is false")
     sources = [settings[sec].get(k) for sec in ("input", "evaluation")
                for k in ("path", "images", "labels") if settings[sec].get("source") != "table"]
     paths.check_not_input(out, sources, "output.dir")
     paths.check_writable(out, "output.dir")
+    _default_cache(spark, settings, out)
     source = read_source(spark, settings["input"], "input").cache()
     train_df, valid_df = split_input(source, settings, spark)
     noisy = settings["input"]["corrupt"]
@@ -118,8 +126,8 @@ def run_train(spark: SparkSession, settings: Dict[str, Any],
     model = Autoencoder(**settings["model"]).fit(train_df, validation_df=valid_df,
                                                  resume=resume)
     fit_s = model.summary.wall_time_s
-    os.makedirs(out, exist_ok=True)
-    model.write().overwrite().save(os.path.join(out, "model"))
+    fs.makedirs(out, "output.dir")
+    model.write().overwrite().save(join(out, "model"))
 
     carry = [c for c in (settings["input"]["id_col"], settings["input"]["label_col"])
              if c and c in source.columns]
@@ -127,14 +135,14 @@ def run_train(spark: SparkSession, settings: Dict[str, Any],
     score_cols = ["reconstruction_mse", "deep_features"] + (
         ["is_anomaly"] if model.threshold is not None else [])
     scored = model.transform(source).select(*carry, *score_cols)
-    tmp = os.path.join(out, f".scored.tmp-{uuid.uuid4().hex[:8]}")
+    tmp = join(out, f".scored.tmp-{uuid.uuid4().hex[:8]}")
     try:
         scored.write.parquet(tmp)
-        _atomic_dir_swap(tmp, os.path.join(out, "scored"))
+        swap_dir(spark, tmp, join(out, "scored"), "output.dir")
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        fs.delete(tmp, "output.dir")
     score_s = time.perf_counter() - t1
-    written = spark.read.parquet(os.path.join(out, "scored"))
+    written = spark.read.parquet(join(out, "scored"))
     stats = written.agg(F.count(F.lit(1)).alias("n"),
                         F.mean("reconstruction_mse").alias("mean_mse")).first()
     top = [r.asDict() for r in written.select(*carry, "reconstruction_mse")
@@ -149,18 +157,18 @@ def run_train(spark: SparkSession, settings: Dict[str, Any],
         "fit_time_s": fit_s, "train_rows_per_s": s.rows_per_s,
         "score_time_s": score_s, "score_rows_per_s": stats["n"] / max(score_s, 1e-9),
         "wall_time_s": time.perf_counter() - t0, "hidden": settings["model"]["hidden"],
-        "model": os.path.join(out, "model"), "scored": os.path.join(out, "scored"),
+        "model": join(out, "model"), "scored": join(out, "scored"),
         "top_errors": top, "history": s.history,
     }
     if settings["output"]["report"]:
         summary["report"] = write_report(model, source, written, settings,
-                                         os.path.join(out, "report.html"))
-    _write_json(summary, os.path.join(out, "summary.json"))
+                                         join(out, "report.html"))
+    _write_json(summary, join(out, "summary.json"))
     if model.tracking:   # the fit was logged to MLflow: add the run's report and summary
         from sparkae import tracking
 
         tracking.log_files(model.tracking["run_id"],
-                           [p for p in (summary.get("report"), os.path.join(out, "summary.json"))
+                           [p for p in (summary.get("report"), join(out, "summary.json"))
                             if p])
     source.unpersist()
     return summary

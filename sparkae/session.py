@@ -6,6 +6,8 @@ import os
 import sys
 from typing import Any, Dict, Optional
 
+from sparkae.io.jars import PACKAGES_KEY, with_s3a_packages
+
 #: Settings that keep a local Spark driver on 127.0.0.1.
 LOOPBACK_CONF = {
     "spark.driver.host": "127.0.0.1",
@@ -20,8 +22,11 @@ def get_session(master: str = "local[2]", app_name: str = "sparkae",
 
     Under ``spark-submit`` the master and conf given there win; a plain ``python`` run
     gets ``master`` and the loopback settings of :data:`LOOPBACK_CONF` (every service
-    binds 127.0.0.1). With ``SPARK_REMOTE`` set (``sc://host:port``), a Spark Connect
-    session to that server. ``conf`` entries are applied in every case.
+    binds 127.0.0.1) and the S3A packages of :func:`sparkae.io.jars.with_s3a_packages`
+    (merged into any ``spark.jars.packages`` of ``conf``; none with
+    ``SPARKAE_NO_PACKAGES=1`` or on Databricks). With ``SPARK_REMOTE`` set
+    (``sc://host:port``), a Spark Connect session to that server. ``conf`` entries are
+    applied in every case.
     """
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     os.environ.setdefault("PYARROW_IGNORE_TIMEZONE", "1")
@@ -39,13 +44,27 @@ def get_session(master: str = "local[2]", app_name: str = "sparkae",
     # Under spark-submit the driver connects to the launcher's JVM (PYSPARK_GATEWAY_PORT);
     # a Python SparkConf made before that connection is empty, so check the variable too.
     launched = "PYSPARK_GATEWAY_PORT" in os.environ or SparkConf().contains("spark.master")
+    settings = dict(conf or {})
     if not launched:
         builder = builder.master(master)
         for key, value in LOOPBACK_CONF.items():
             builder = builder.config(key, value)
-    for key, value in (conf or {}).items():
+        # S3A (hadoop-aws + AWS SDK, resolved by Ivy at the JVM's start) unless
+        # SPARKAE_NO_PACKAGES=1 or on Databricks; spark-submit.sh passes them as --packages
+        settings = with_s3a_packages(settings)
+    for key, value in settings.items():
         builder = builder.config(key, str(value))
-    spark = builder.getOrCreate()
+    try:
+        spark = builder.getOrCreate()
+    except RuntimeError as exc:
+        added = settings.get(PACKAGES_KEY) != (conf or {}).get(PACKAGES_KEY)
+        if not added:
+            raise
+        raise RuntimeError(
+            f"Spark did not start. It was given {PACKAGES_KEY}={settings[PACKAGES_KEY]} "
+            "(S3A), which Ivy resolves from Maven Central on the first start and from its "
+            "cache (~/.ivy2*) after; if its output above says a dependency was unresolved, "
+            "go online once or set SPARKAE_NO_PACKAGES=1") from exc
     if not launched:
         spark.sparkContext.setLogLevel("ERROR")
     return spark

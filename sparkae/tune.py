@@ -15,9 +15,12 @@ Design (issue 6):
   the ``cache_dir`` Param or ``spark.sparkae.cacheDir``). Ray is always torn down at the
   end, also on errors and Ctrl-C. A Ray instance already running in the process
   (``ray.is_initialized()``) is used as is and left running.
-- **Record.** Every trial appends a JSON line to ``<store>/trials.jsonl`` (key = a hash of
-  all the trial's Param values). With ``storage_path``, a later call with the same grid
-  skips every trial whose last record is final (ok, error, stopped): that is the resume.
+- **Record.** Every report of a trial is one small JSON object
+  ``<store>/record/<key>-<time>-<id>.json`` (key = a hash of all the trial's Param values;
+  one object each, since object stores cannot append). The store is any location
+  :mod:`sparkae.io` reaches (``s3a://`` included). With ``storage_path``, a later call with
+  the same grid skips every trial whose last record is final (ok, error, stopped): that is
+  the resume.
 - **ASHA.** With ``scheduler="asha"`` a trial trains epoch by epoch (``fit_prepared``
   with ``epochs=e``, ``checkpoint_dir`` and ``resume=True`` for e = 1..epochs: each call
   continues from the previous checkpoint) and reports the MSE of every epoch, so ASHA can
@@ -39,6 +42,7 @@ import sys
 import tempfile
 import time
 import traceback
+import uuid
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, List, Optional
 
@@ -46,11 +50,13 @@ import pandas as pd
 from pyspark.sql import DataFrame
 
 from sparkae.estimator import Autoencoder, AutoencoderModel
+from sparkae.io import fs
+from sparkae.io.uri import join, parse
 from sparkae.params import AutoencoderParams, check_known
 
 log = logging.getLogger("sparkae")
 
-RECORD = "trials.jsonl"
+RECORD = "record"
 FINAL = ("ok", "error", "stopped")
 #: Params that take a list value: their grid candidates must be lists.
 LIST_PARAMS = ("hidden", "hidden_dropout_ratios", "features_cols", "outputs")
@@ -144,28 +150,30 @@ def trial_key(values: Dict[str, Any]) -> str:
 # The record
 
 def read_record(store: str) -> Dict[str, Dict[str, Any]]:
-    """The last record line of each trial key in ``store`` (empty without a record)."""
-    path = os.path.join(store, RECORD)
+    """The last record of each trial key in ``store`` (empty without a record)."""
+    folder = join(store, RECORD)
+    rows = []
+    for name in fs.listdir(folder, "storage_path"):
+        if not name.endswith(".json"):
+            continue
+        try:
+            rows.append(json.loads(fs.read_bytes(join(folder, name), "storage_path")))
+        except (ValueError, FileNotFoundError):  # removed meanwhile, or not ours
+            continue
     out: Dict[str, Dict[str, Any]] = {}
-    if not os.path.isfile(path):
-        return out
-    with open(path) as f:
-        for line in f:
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:  # a line cut by a crash
-                continue
-            out[row["key"]] = row
+    for row in sorted(rows, key=lambda r: (r.get("written", 0.0), r.get("seq", 0))):
+        out[row["key"]] = row
     return out
 
 
+_SEQ = itertools.count()
+
+
 def _append(store: str, row: Dict[str, Any]) -> None:
-    with open(os.path.join(store, RECORD), "a") as f:  # one short append: atomic enough
-        f.write(json.dumps(row, default=str) + "\n")
-        f.flush()
+    stamped = dict(row, written=time.time(), seq=next(_SEQ))
+    name = f"{row['key']}-{time.time_ns()}-{uuid.uuid4().hex[:8]}.json"
+    fs.write_bytes(join(store, RECORD, name), json.dumps(stamped, default=str).encode(),
+                   "storage_path")
 
 
 # ---------------------------------------------------------------------------------------
@@ -189,6 +197,11 @@ def _trial_session(cpus: int):
 
 
 def _run_trial(config: Dict[str, Any], ctx: Dict[str, Any]) -> None:
+    with fs.using(ctx["storage"]):   # this Ray worker reaches the store as the driver does
+        _trial(config, ctx)
+
+
+def _trial(config: Dict[str, Any], ctx: Dict[str, Any]) -> None:
     from ray import tune
 
     index = config["trial"]
@@ -196,7 +209,7 @@ def _run_trial(config: Dict[str, Any], ctx: Dict[str, Any]) -> None:
     key = ctx["keys"][index]
     cpus = ctx["cpus"]
     store = ctx["store"]
-    model_dir = os.path.join(store, "models", key)
+    model_dir = join(store, "models", key)
     row = {"key": key, "trial": index, "params": ctx["combos"][index]}
     t0 = time.perf_counter()
     spark = None
@@ -225,7 +238,7 @@ def _run_trial(config: Dict[str, Any], ctx: Dict[str, Any]) -> None:
             tune.report(_metrics(record("ok", model)))
             return
         epochs = int(params.get("epochs", 10))
-        params["checkpoint_dir"] = os.path.join(ctx["work"], "checkpoints", key)
+        params["checkpoint_dir"] = join(ctx["work"], "checkpoints", key)
         if params.get("seed") is None:
             params["seed"] = ctx["seed"] if ctx["seed"] is not None else random.randrange(2**31)
         done = 0
@@ -485,11 +498,11 @@ def grid_search(estimator: Autoencoder, train_df: DataFrame, param_grid: Dict[st
     spark = train_df.sparkSession
     from sparkae.data.cache import cache_root
 
-    root = storage_path or cache_root(spark, estimator.getOrDefault("cache_dir"))
-    os.makedirs(root, exist_ok=True)
-    work = tempfile.mkdtemp(prefix="sparkae-tune-", dir=root)
-    store = os.path.abspath(storage_path) if storage_path else work
-    os.makedirs(os.path.join(store, "models"), exist_ok=True)
+    root = parse(storage_path or cache_root(spark, estimator.getOrDefault("cache_dir")),
+                 "storage_path").text
+    work = join(root, f"sparkae-tune-{uuid.uuid4().hex[:12]}")
+    store = root if storage_path else work
+    fs.makedirs(join(store, "models"), "storage_path")
     try:
         finished = {k for k, r in read_record(store).items() if r.get("status") in FINAL}
         todo = sorted({i for i, k in enumerate(keys) if k not in finished})
@@ -511,7 +524,7 @@ def grid_search(estimator: Autoencoder, train_df: DataFrame, param_grid: Dict[st
         if best is None:
             log.warning("every trial failed; see the leaderboard's error column")
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        fs.delete(work, "storage_path")
     return TuneResult(board, best_params, best_model, storage_path)
 
 
@@ -521,13 +534,13 @@ def _run_grid(spark, train_df, validation_df, base, combos, keys, todo, varying,
     from ray import tune
 
     t0 = time.perf_counter()
-    cache_dir = os.path.join(work, "cache")
+    cache_dir = join(work, "cache")
     prepared, prep_of = _prepare_once(train_df, validation_df, base, combos, todo, cache_dir)
     log.info("tuning: prepared the input once in %.1f s (%d preparation(s)); %d trials to run",
              time.perf_counter() - t0, len(prepared), len(todo))
     ctx = {"base": base, "combos": combos, "keys": keys, "cpus": trial_cpus, "store": store,
            "work": work, "prepared": prepared, "prep_of": prep_of, "cache_dir": cache_dir,
-           "asha": scheduler == "asha", "seed": seed}
+           "asha": scheduler == "asha", "seed": seed, "storage": fs.options()}
     sched = None
     if scheduler == "asha":
         from ray.tune.schedulers import ASHAScheduler
@@ -535,7 +548,11 @@ def _run_grid(spark, train_df, validation_df, base, combos, keys, todo, varying,
         epochs = max(int(dict(ctx["base"], **c).get("epochs", 10)) for c in combos)
         sched = ASHAScheduler(time_attr="training_iteration", max_t=epochs, grace_period=1,
                               reduction_factor=2)
-    with ray_for(spark, include_dashboard) as cpus, _env(RAY_AIR_NEW_OUTPUT="0"):
+    # Ray's own results stay on this machine (sparkae keeps its record in the store)
+    ray_dir = tempfile.mkdtemp(prefix="sparkae-ray-")
+    with ray_for(spark, include_dashboard) as cpus, _env(RAY_AIR_NEW_OUTPUT="0"), \
+            contextlib.ExitStack() as stack:
+        stack.callback(shutil.rmtree, ray_dir, True)
         trainable = tune.with_resources(tune.with_parameters(_run_trial, ctx=ctx), resources)
         tuner = tune.Tuner(
             trainable, param_space={"trial": tune.grid_search(todo)},
@@ -543,7 +560,7 @@ def _run_grid(spark, train_df, validation_df, base, combos, keys, todo, varying,
             tune_config=tune.TuneConfig(metric="mse", mode="min", scheduler=sched,
                                         max_concurrent_trials=max_concurrent_trials,
                                         reuse_actors=True),
-            run_config=tune.RunConfig(name="grid", storage_path=os.path.join(work, "ray"),
+            run_config=tune.RunConfig(name="grid", storage_path=ray_dir,
                                       verbose=0, callbacks=[_progress_callback(
                                           combos, varying, len(set(keys)),
                                           len(set(keys)) - len({keys[i] for i in todo}))]))
@@ -641,7 +658,7 @@ def _leaderboard(store: str, combos: List[Dict[str, Any]], keys: List[str],
     board = board.sort_values(["_failed", by], na_position="last", kind="stable")
     best = None
     for _, r in board.iterrows():
-        if not r["_failed"] and r["_model"] and os.path.isdir(r["_model"]):
+        if not r["_failed"] and r["_model"] and fs.isdir(r["_model"], "storage_path"):
             best = {"model": r["_model"], "params": r["_params"]}
             break
     board = board.drop(columns=["_failed", "_model", "_params"]).reset_index(drop=True)

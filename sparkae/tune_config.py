@@ -144,16 +144,16 @@ def run(spark: Any, settings: Dict[str, Any]) -> Dict[str, Any]:
     from sparkae.tune import grid_search
 
     t0 = time.perf_counter()
-    out = os.path.abspath(settings["output"]["dir"])
+    out = parse(settings["output"]["dir"], "output.dir").text
     names = ("leaderboard.csv", "leaderboard.md", "leaderboard.png", "best_model")
-    if not settings["output"]["overwrite"] and any(os.path.exists(os.path.join(out, n))
+    if not settings["output"]["overwrite"] and any(fs.exists(join(out, n), "output.dir")
                                                    for n in names):
         raise FileExistsError(f"output.dir '{out}' already holds results and "
                               "output.overwrite is false")
     t = settings["tune"]
-    storage = os.path.abspath(t["storage_path"] or os.path.join(out, "trials"))
+    storage = parse(t["storage_path"] or join(out, "trials"), "tune.storage_path").text
     if not t["resume"]:
-        shutil.rmtree(storage, ignore_errors=True)
+        fs.delete(storage, "tune.storage_path")
     source = read_source(spark, settings["input"], "input")
     train_df, valid_df = split_input(source, settings, spark)
     res = grid_search(Autoencoder(**settings["model"]), train_df, settings["grid"],
@@ -162,25 +162,25 @@ def run(spark: Any, settings: Dict[str, Any]) -> Dict[str, Any]:
                       resources_per_trial={"cpu": t["cpus_per_trial"]},
                       scheduler=t["scheduler"], seed=t["seed"], storage_path=storage,
                       include_dashboard=t["dashboard"])
-    os.makedirs(out, exist_ok=True)
+    fs.makedirs(out, "output.dir")
     board = res.leaderboard
     flat = board.copy()
     for col in flat.columns:
         if flat[col].map(lambda v: isinstance(v, (list, tuple))).any():
             flat[col] = flat[col].map(lambda v: json.dumps(v) if isinstance(v, (list, tuple))
                                       else v)
-    flat.to_csv(os.path.join(out, "leaderboard.csv"), index=False)
-    with open(os.path.join(out, "leaderboard.md"), "w") as f:
-        f.write(markdown_table(flat) + "\n")
-    with open(os.path.join(out, "leaderboard.png"), "wb") as f:
-        f.write(leaderboard_chart(flat, valid_df is not None))
-    with open(os.path.join(out, "best_params.json"), "w") as f:
-        json.dump(res.best_params, f, indent=2)
+    def put(name: str, data: bytes) -> None:
+        fs.write_bytes(join(out, name), data, "output.dir")
+
+    put("leaderboard.csv", flat.to_csv(index=False).encode())
+    put("leaderboard.md", (markdown_table(flat) + "\n").encode())
+    put("leaderboard.png", leaderboard_chart(flat, valid_df is not None))
+    put("best_params.json", json.dumps(res.best_params, indent=2).encode())
     best_dir = None
     if res.best_model is not None:
-        best_dir = os.path.join(out, "best_model")
+        best_dir = join(out, "best_model")
         res.best_model.write().overwrite().save(best_dir)
-    write_report(os.path.join(out, "report.html"), flat, res.best_params,
+    write_report(join(out, "report.html"), flat, res.best_params,
                  res.best_model.summary.history if res.best_model is not None else None,
                  valid_df is not None)
     return {"leaderboard": flat, "best_params": res.best_params, "best_model": best_dir,

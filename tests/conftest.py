@@ -1,4 +1,5 @@
-"""Shared fixtures: one local SparkSession for the whole run, seeded small data."""
+"""Shared fixtures: one local SparkSession for the whole run, seeded small data, a
+standalone Spark cluster and moto's S3 server (all on 127.0.0.1)."""
 
 from __future__ import annotations
 
@@ -21,9 +22,16 @@ MNIST_DIR = ROOT.parent / "shared" / "data" / "mnist"
 
 @pytest.fixture(scope="session")
 def spark():
+    """The run's local SparkSession, with S3A (``spark.jars.packages``, resolved by Ivy from
+    Maven Central once, then from ``~/.ivy2*``) unless ``SPARKAE_NO_PACKAGES=1``."""
     from pyspark.sql import SparkSession
 
-    session = (SparkSession.builder.master("local[2]").appName("sparkae-tests")
+    from sparkae.io.jars import packages_enabled, s3a_packages
+
+    builder = SparkSession.builder
+    if packages_enabled():
+        builder = builder.config("spark.jars.packages", s3a_packages())
+    session = (builder.master("local[2]").appName("sparkae-tests")
                .config("spark.ui.enabled", "false")
                .config("spark.driver.host", "127.0.0.1")
                .config("spark.driver.bindAddress", "127.0.0.1")
@@ -149,3 +157,96 @@ def spark_cluster(tmp_path_factory):
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait(timeout=10)
+
+
+# --- S3: moto's standalone server on 127.0.0.1 and a SparkSession whose S3A points at it ---
+
+#: Environment the S3 clients read (pyarrow's AWS SDK, boto3; the JVM was started before).
+S3_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    # no AWS SDK may look for credentials or a region in EC2's instance metadata
+    # (169.254.169.254): only 127.0.0.1 is ever contacted
+    "AWS_EC2_METADATA_DISABLED": "true",
+}
+
+
+def s3a_conf(endpoint: str) -> dict:
+    """The ``spark.hadoop.fs.s3a.*`` settings that point S3A at an S3 server on ``endpoint``.
+
+    hadoop-aws 3.5.0 (AWS SDK bundle 2.35.4) needs nothing more against moto 5.2: its
+    checksums, multipart uploads (5 MiB parts tried), bulk deletes and ETag change
+    detection all work with the defaults.
+    """
+    return {
+        # the server, by address: S3A would otherwise go to AWS
+        "spark.hadoop.fs.s3a.endpoint": endpoint,
+        # bucket in the path (http://127.0.0.1:PORT/bucket/key): a virtual-host address
+        # (bucket.127.0.0.1) does not resolve
+        "spark.hadoop.fs.s3a.path.style.access": "true",
+        # moto serves plain HTTP
+        "spark.hadoop.fs.s3a.connection.ssl.enabled": "false",
+        # moto's default keys; moto checks no signatures, but S3A must have credentials
+        "spark.hadoop.fs.s3a.access.key": "testing",
+        "spark.hadoop.fs.s3a.secret.key": "testing",
+        # only these keys: the default chain would end with the EC2 instance-metadata
+        # provider (169.254.169.254), which no test may contact
+        "spark.hadoop.fs.s3a.aws.credentials.provider":
+            "org.apache.hadoop.fs.s3a.SimpleAWSCredentialsProvider",
+        # the region to sign for (moto's buckets live in us-east-1); without it S3A picks
+        # one itself (us-east-2 for a third-party endpoint, or the SDK's region chain)
+        "spark.hadoop.fs.s3a.endpoint.region": "us-east-1",
+    }
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """moto's S3 server on 127.0.0.1 for the run (tests/s3_server.py), with the AWS_*
+    variables of :data:`S3_ENV` set in ``os.environ`` (restored after). Yields an object
+    with ``endpoint`` (``http://127.0.0.1:PORT``), ``port``, ``spark_conf`` (the
+    ``spark.hadoop.fs.s3a.*`` settings of :func:`s3a_conf`), ``start_seconds`` and
+    ``bucket(name)``, which creates a bucket. Without moto it skips, or fails under CI=true."""
+    from types import SimpleNamespace
+
+    from tests.s3_server import MotoServer, moto_available
+
+    if not moto_available():
+        message = "moto's server is not installed (pip install 'moto[server]', in sparkae[dev])"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    saved = {key: os.environ.get(key) for key in S3_ENV}
+    os.environ.update(S3_ENV)
+    server = MotoServer()
+    try:
+        server.start()
+        yield SimpleNamespace(endpoint=server.endpoint, port=server.port,
+                              spark_conf=s3a_conf(server.endpoint), bucket=server.bucket,
+                              start_seconds=server.start_seconds)
+    finally:
+        server.stop()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def s3_spark(spark, s3_server):
+    """The run's SparkSession with S3A pointed at :func:`s3_server` (its settings set on the
+    Hadoop configuration, removed after). Skips when ``SPARKAE_NO_PACKAGES=1`` left the
+    session without S3A, except under CI=true."""
+    from sparkae.io.jars import packages_enabled
+
+    if not packages_enabled() and os.environ.get("CI") != "true":
+        pytest.skip("SPARKAE_NO_PACKAGES=1: this SparkSession has no S3A jars")
+    hadoop = spark.sparkContext._jsc.hadoopConfiguration()
+    prefix = "spark.hadoop."
+    keys = [key[len(prefix):] for key in s3_server.spark_conf]
+    for key, value in s3_server.spark_conf.items():
+        hadoop.set(key[len(prefix):], value)
+    yield spark
+    for key in keys:
+        hadoop.unset(key)

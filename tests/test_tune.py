@@ -78,13 +78,12 @@ def test_resume_skips_finished_trials(local_ray, split, tmp_path):
     assert sorted(map(tuple, res.leaderboard["hidden"])) == [(4,), (6,)]
     assert (res.leaderboard["status"] == "ok").all()
     assert res.leaderboard["train_mse"].is_monotonic_increasing
-    with open(os.path.join(store, RECORD)) as f:
-        lines = [json.loads(line) for line in f]
+    lines = [json.load(open(p)) for p in sorted((tmp_path / "store" / RECORD).glob("*.json"))]
     key4 = trial_key(dict(_est().param_values(), hidden=[4]))
     assert sum(r["key"] == key4 for r in lines) == 1   # not rerun
     assert len(lines) == 2
     again = grid_search(_est(), train, {"hidden": [[4], [6]]}, storage_path=store)
-    assert len(open(os.path.join(store, RECORD)).readlines()) == 2   # nothing rerun
+    assert len(list((tmp_path / "store" / RECORD).glob("*.json"))) == 2   # nothing rerun
     assert again.best_model is not None
 
 

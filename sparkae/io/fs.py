@@ -18,10 +18,11 @@ by :mod:`sparkae.io.commit` (files first, a manifest last).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import uuid
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
 
 import pyarrow as pa
 
@@ -29,7 +30,7 @@ from sparkae.io.uri import Uri, parse
 
 log = logging.getLogger("sparkae")
 
-__all__ = ["configure", "options", "options_from_spark", "exists", "isdir", "isfile",
+__all__ = ["configure", "using", "options", "options_from_spark", "exists", "isdir", "isfile",
            "listdir", "makedirs", "delete", "read_bytes", "write_bytes", "open_input",
            "arrow_filesystem", "rename", "size", "StorageError"]
 
@@ -72,23 +73,33 @@ def configure(settings: Optional[Mapping[str, str]]) -> None:
     _cache.clear()
 
 
-def options() -> Dict[str, str]:
-    """This process's storage settings: configured, else the active SparkSession's."""
+@contextlib.contextmanager
+def using(settings: Optional[Mapping[str, str]]) -> Iterator[None]:
+    """Use ``settings`` inside the block and the previous ones after it (a rank that
+    trains inside the driver's process must not pin the driver's settings)."""
     global _options
-    if _options is None:
-        found: Dict[str, str] = {}
-        try:
-            from pyspark.sql import SparkSession
+    previous = _options
+    if settings is not None:
+        configure(settings)
+    try:
+        yield
+    finally:
+        _options = previous
+        _cache.clear()
 
-            spark = SparkSession.getActiveSession()
-            if spark is not None:
-                found = options_from_spark(spark)
-        except Exception:  # noqa: BLE001 - no Spark here (a rank, a pyfunc)
-            found = {}
-        if not found:
-            return {}
-        _options = found
-    return _options
+
+def options() -> Dict[str, str]:
+    """This process's storage settings: configured (:func:`configure`), else read from the
+    active SparkSession each time (its Hadoop settings may change between calls)."""
+    if _options is not None:
+        return _options
+    try:
+        from pyspark.sql import SparkSession
+
+        spark = SparkSession.getActiveSession()
+        return options_from_spark(spark) if spark is not None else {}
+    except Exception:  # noqa: BLE001 - no Spark here (a rank, a pyfunc)
+        return {}
 
 
 # --------------------------------------------------------------------------- back ends

@@ -114,9 +114,13 @@ def run_rank(job: TrainJob, rank: int = 0, world_size: int = 1,
     device : torch.device, optional
         Default CPU.
     """
+    with fs.using(job.storage):   # reach the cache and checkpoints as the driver does
+        return _run_rank(job, rank, world_size, wrap, reduce, device)
+
+
+def _run_rank(job: TrainJob, rank: int, world_size: int, wrap: Optional[Callable],
+              reduce: Optional[Callable], device: Optional[torch.device]):
     device = device or torch.device("cpu")
-    if job.storage is not None:
-        fs.configure(job.storage)   # reach the cache and checkpoints as the driver does
     size = job.spec["input_size"]
     torch.manual_seed(job.seed)
     net = build_network(job.spec)
