@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pandas as pd
@@ -196,17 +197,23 @@ def _rank_processes():
     return ranks
 
 
-def test_a_killed_rank_fails_the_fit_clearly_and_resume_completes(spark_cluster, tmp_path):
-    ck, out = tmp_path / "ck", tmp_path / "out"
+@pytest.mark.s3
+def test_a_killed_rank_fails_the_fit_clearly_and_resume_completes(spark_cluster, tmp_path,
+                                                                   s3_server, s3_spark):
+    """Checkpoints and the training cache on S3 (moto): the resumed fit reads them back."""
+    bucket = f"faults-{uuid.uuid4().hex[:8]}"
+    s3_server.bucket(bucket)
+    ck, out = f"s3a://{bucket}/ck", tmp_path / "out"
     args = ["--set", "model.num_workers=2", "--set", "model.epochs=6",
             "--set", "model.hidden=[32]", "--set", f"model.checkpoint_dir={ck}",
-            "--set", f"model.cache_dir={tmp_path / 'cache'}", "--set", f"output.dir={out}",
+            "--set", f"model.cache_dir=s3a://{bucket}/cache", "--set", f"output.dir={out}",
             "--set", "output.report=false"]
+    confs = [f"{k}={v}" for k, v in s3_server.spark_conf.items()]
     log_path = tmp_path / "killed.log"
-    proc = _submit(spark_cluster, "jobs/train.py", args, log_path)
+    proc = _submit(spark_cluster, "jobs/train.py", args, log_path, confs)
 
     def second_epoch_done():
-        latest = checkpoint.latest(str(ck)) if ck.exists() else None
+        latest = checkpoint.latest(ck)
         return latest if latest and int(latest[-4:]) >= 2 else None
 
     _wait_for(second_epoch_done, 600, "the checkpoint of epoch 2", log_path)
@@ -217,12 +224,12 @@ def test_a_killed_rank_fails_the_fit_clearly_and_resume_completes(spark_cluster,
     assert rc != 0, log[-4000:]
     assert re.search(r"train: training failed on rank [01] of 2: its process was killed by "
                      r"signal 9 \(SIGKILL\)", log), log[-4000:]
-    done = int(checkpoint.latest(str(ck))[-4:])
+    done = int(checkpoint.latest(ck)[-4:])
     assert 2 <= done < 6
     # resume: the job continues from the checkpoint and finishes every epoch
     log_path = tmp_path / "resumed.log"
     rc, log = _finish(_submit(spark_cluster, "jobs/train.py",
-                              args + ["--resume"], log_path), log_path)
+                              args + ["--resume"], log_path, confs), log_path)
     assert rc == 0, log[-4000:]
     assert "resuming from checkpoint" in log, log[-4000:]
     summary = json.loads((out / "summary.json").read_text())

@@ -68,7 +68,8 @@ def test_fit_logs_params_metrics_and_models(spark, small_dense, mlflow, tmp_path
     files = {a.path for a in client.list_artifacts(run_id)}
     assert {"sparkae_model", "summary.json"} <= files
     saved = {a.path for a in client.list_artifacts(run_id, "sparkae_model")}
-    assert {"sparkae_model/metadata.json", "sparkae_model/weights.safetensors"} <= saved
+    assert "sparkae_model/_manifest.json" in saved          # the model, committed (sparkae.io)
+    assert [a for a in saved if a.startswith("sparkae_model/g-")]     # and its generation
     assert not [a for a in saved if a.endswith((".pkl", ".pickle"))]
 
     scorer = mlflow.pyfunc.load_model(model.tracking["model_uri"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 
 import pytest
 
@@ -140,3 +141,27 @@ def test_input_prepared_once_and_bad_features_col_is_a_failed_trial(local_ray, s
     errors = res.best_model.transform(train).select("reconstruction_mse").toPandas()
     expected = errors["reconstruction_mse"].quantile(0.9)
     assert res.best_model.threshold == pytest.approx(expected, rel=0.05)
+
+
+@pytest.mark.s3
+def test_storage_and_best_model_on_s3(local_ray, split, s3_server, s3_spark):
+    """The trial store (record objects, every trial's model) on s3a://: trials in Ray
+    workers write it through pyarrow, the best model loads from it, a rerun resumes."""
+    from sparkae.io import fs
+
+    train, valid = split
+    name = f"tune-{uuid.uuid4().hex[:8]}"
+    s3_server.bucket(name)
+    store = f"s3a://{name}/tune"
+    res = grid_search(_est(), train, {"hidden": [[4], [6]]}, validation_df=valid,
+                      storage_path=store)
+    assert (res.leaderboard["status"] == "ok").all()
+    assert len(fs.listdir(f"{store}/{RECORD}")) == 2 and len(fs.listdir(f"{store}/models")) == 2
+    best_key = trial_key(dict(_est().param_values(), hidden=res.best_params["hidden"]))
+    loaded = AutoencoderModel.load(f"{store}/models/{best_key}")
+    assert loaded.getOrDefault("hidden") == res.best_params["hidden"]
+    assert res.best_model.summary.validation_mse == loaded.summary.validation_mse
+    again = grid_search(_est(), train, {"hidden": [[4], [6]]}, validation_df=valid,
+                        storage_path=store)
+    assert len(fs.listdir(f"{store}/{RECORD}")) == 2      # nothing rerun
+    assert again.best_params == res.best_params
