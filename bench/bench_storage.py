@@ -86,6 +86,7 @@ def run(quick: bool = False) -> Dict[str, Any]:
     os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
                       AWS_DEFAULT_REGION="us-east-1", AWS_EC2_METADATA_DISABLED="true")
     common.set_torch_threads()
+    common.warm_up()
     server = MotoServer()
     server.start()
     work = tempfile.mkdtemp(prefix="sparkae-bench-storage-")

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-import shutil
 import time
 from typing import Any, Dict, Iterable, List, Optional
 
@@ -26,6 +24,8 @@ import yaml
 
 from sparkae import config as train_config
 from sparkae.config import apply_layers, read_sections
+from sparkae.io import fs
+from sparkae.io.uri import join, parse
 from sparkae.params import check_known
 
 #: Defaults of every setting of the tuning job (``model`` defaults: the Autoencoder's).

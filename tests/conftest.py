@@ -250,3 +250,35 @@ def s3_spark(spark, s3_server):
     yield spark
     for key in keys:
         hadoop.unset(key)
+
+
+# --- HDFS: Hadoop's MiniDFSCluster on 127.0.0.1 (tests/hdfs_server.py) ---
+
+@pytest.fixture(scope="session")
+def hdfs_server():
+    """A MiniDFSCluster for the run (``uri``: ``hdfs://127.0.0.1:PORT``, ``http``: the
+    NameNode's WebHDFS address); stopped by pid at the end. Fails under CI=true when it
+    cannot start, skips otherwise."""
+    from tests.hdfs_server import MiniHdfs
+
+    server = MiniHdfs()
+    try:
+        server.start()
+    except RuntimeError as exc:
+        if os.environ.get("CI") == "true":
+            pytest.fail(str(exc))
+        pytest.skip(str(exc)[:500])
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def hdfs_spark(spark, hdfs_server):
+    """The run's SparkSession, with the NameNode's WebHDFS address in its Hadoop settings
+    (how ranks without libhdfs reach HDFS)."""
+    hadoop = spark.sparkContext._jsc.hadoopConfiguration()
+    hadoop.set("dfs.namenode.http-address", hdfs_server.http)
+    yield spark
+    hadoop.unset("dfs.namenode.http-address")

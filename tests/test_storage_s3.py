@@ -16,7 +16,7 @@ import pytest
 from pyarrow import fs as pafs
 
 from sparkae import Autoencoder, AutoencoderModel, nightly, score_config
-from sparkae.io import checks, commit, fs
+from sparkae.io import backends, checks, commit, fs
 from sparkae.io.uri import parse
 from tests.conftest import ROOT
 
@@ -239,11 +239,11 @@ def test_s3_settings_follow_spark_conf():
     opts = {"fs.s3a.endpoint": "http://127.0.0.1:9000", "fs.s3a.path.style.access": "true",
             "fs.s3a.access.key": "a", "fs.s3a.secret.key": "s",
             "fs.s3a.bucket.other.endpoint": "https://minio.example:9443"}
-    kw = fs.s3_kwargs(opts, "b")
+    kw = backends.s3_kwargs(opts, "b")
     assert kw["endpoint_override"] == "127.0.0.1:9000" and kw["scheme"] == "http"
     assert kw["access_key"] == "a" and kw["secret_key"] == "s"
     assert "force_virtual_addressing" not in kw and kw["region"]
-    other = fs.s3_kwargs(opts, "other")
+    other = backends.s3_kwargs(opts, "other")
     assert other["endpoint_override"] == "minio.example:9443" and other["scheme"] == "https"
-    virtual = fs.s3_kwargs({"fs.s3a.endpoint": "https://s3.example:9443"}, "b")
+    virtual = backends.s3_kwargs({"fs.s3a.endpoint": "https://s3.example:9443"}, "b")
     assert virtual["force_virtual_addressing"] is True and virtual["region"] == "us-east-1"

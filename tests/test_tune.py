@@ -165,3 +165,26 @@ def test_storage_and_best_model_on_s3(local_ray, split, s3_server, s3_spark):
                         storage_path=store)
     assert len(fs.listdir(f"{store}/{RECORD}")) == 2      # nothing rerun
     assert again.best_params == res.best_params
+
+
+@pytest.mark.s3
+def test_tune_job_writes_its_results_to_s3(local_ray, s3_server, s3_spark):
+    """jobs/tune.py's run: leaderboard, best model, report and trial store on s3a://."""
+    from sparkae import tune_config
+    from sparkae.io import fs
+
+    name = f"tunejob-{uuid.uuid4().hex[:8]}"
+    s3_server.bucket(name)
+    out = f"s3a://{name}/grid"
+    settings = tune_config.load("conf/grid_hidden.yaml", [
+        "grid.hidden=[[4], [6]]", "model.epochs=1", "evaluation.fraction=0.5",
+        f"output.dir={out}"])
+    summary = tune_config.run(s3_spark, settings)
+    assert summary["trials"] == 2 and summary["failed"] == 0
+    assert summary["best_model"] == f"{out}/best_model"
+    names = fs.listdir(out)
+    for expected in ("leaderboard.csv", "leaderboard.md", "leaderboard.png", "best_params.json",
+                     "best_model", "report.html", "trials"):
+        assert expected in names
+    assert AutoencoderModel.load(f"{out}/best_model").summary.epochs == 1
+    assert json.loads(fs.read_bytes(f"{out}/best_params.json"))["hidden"] in ([4], [6])

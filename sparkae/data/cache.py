@@ -30,7 +30,7 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 from pyspark.sql import DataFrame
 
-from sparkae.data.converter import materialize
+from sparkae.data.converter import forget_open_files, materialize
 from sparkae.io import fs
 from sparkae.io.uri import join, parse
 
@@ -158,6 +158,7 @@ class Materialized:
                 fn()
             except Exception as exc:  # noqa: BLE001 - best effort
                 log.debug("cache cleanup failed: %s", exc)
+        forget_open_files(self.path)
         try:
             fs.delete(self.path, "cache_dir")
         except OSError as exc:

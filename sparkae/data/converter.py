@@ -13,6 +13,7 @@ as dense NumPy batches or, for wide sparse input, ``torch.sparse_csr`` batches.
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable, Iterator, List, Optional, Tuple, Union
 
@@ -168,8 +169,27 @@ def parquet_files(path: str) -> List[str]:
     return [join(path, n) for n in fs.listdir(path, "cache_dir") if n.endswith(".parquet")]
 
 
+#: Open Parquet files of this process, newest last (bounded): a rank reads the row groups
+#: of a few files over and over, and on an object store every open costs a footer read.
+_OPEN: "OrderedDict[str, pq.ParquetFile]" = OrderedDict()
+_OPEN_MAX = 16
+
+
 def _parquet(path: str) -> pq.ParquetFile:
-    return pq.ParquetFile(fs.open_input(path, "cache_dir"))
+    pf = _OPEN.pop(path, None)
+    if pf is None:
+        pf = pq.ParquetFile(fs.open_input(path, "cache_dir"), pre_buffer=True)
+    _OPEN[path] = pf
+    while len(_OPEN) > _OPEN_MAX:
+        _OPEN.popitem(last=False)
+    return pf
+
+
+def forget_open_files(prefix: str = "") -> None:
+    """Close the cached open files under ``prefix`` (all by default), e.g. before the
+    directory is deleted or rewritten."""
+    for path in [p for p in _OPEN if p.startswith(prefix)]:
+        _OPEN.pop(path).close()
 
 
 def list_units(files: List[str]) -> List[Unit]:
@@ -251,6 +271,8 @@ class ParquetBatches:
         self.sparse, self.skip_missing, self.window = sparse, skip_missing, window
         self.reader = reader or read_unit_arrow
         files = parquet_files(path) if isinstance(path, str) else list(path)
+        for f in files:   # a file opened earlier in this process may have been rewritten
+            forget_open_files(f)
         self.units = list_units(files)
         self.total_rows = sum(u.rows for u in self.units)
         self.num_rows = rank_rows(self.total_rows, world_size)[rank]

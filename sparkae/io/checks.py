@@ -12,7 +12,7 @@ import tempfile
 import uuid
 from typing import Iterable, Optional
 
-from sparkae.io import fs
+from sparkae.io import backends, fs
 from sparkae.io.uri import join, parse
 
 __all__ = ["local_path", "check_writable", "check_not_input"]
@@ -70,10 +70,10 @@ def check_writable(path: str, what: str) -> None:
 
 def _check_s3(bucket: str, path: str, what: str) -> None:
     opts = fs.options()
-    endpoint = fs._s3_setting(opts, bucket, "endpoint") or ""
+    endpoint = backends.s3_setting(opts, bucket, "endpoint") or ""
     custom = endpoint and "amazonaws.com" not in endpoint
-    anonymous = "Anonymous" in (fs._s3_setting(opts, bucket, "aws.credentials.provider") or "")
-    if custom and not anonymous and not fs.has_s3_credentials(opts, bucket):
+    anonymous = "Anonymous" in (backends.s3_setting(opts, bucket, "aws.credentials.provider") or "")
+    if custom and not anonymous and not backends.has_s3_credentials(opts, bucket):
         raise ValueError(f"{what}: '{path}' (scheme s3a, endpoint {endpoint}) has no "
                          "credentials: set spark.hadoop.fs.s3a.access.key and "
                          "spark.hadoop.fs.s3a.secret.key, or AWS_ACCESS_KEY_ID and "

@@ -8,8 +8,11 @@ A location (see :mod:`sparkae.io.uri`) is reached through one of two back ends:
   ``AWS_*`` variables. This is what training ranks and scoring workers use: the driver
   collects the settings once (:func:`options_from_spark`) and ships them with the job
   (:func:`configure` in the worker).
-- Hadoop's FileSystem through the driver's JVM, for schemes pyarrow cannot reach here
-  (``hdfs://`` without libhdfs): exactly what Spark itself uses, same configuration.
+- Hadoop's FileSystem through the driver's JVM for ``hdfs://`` on the driver: exactly what
+  Spark itself uses, same configuration. Outside the driver (ranks, Ray trials) HDFS is
+  reached through pyarrow's libhdfs client where it loads, else through WebHDFS at the
+  NameNode's ``dfs.namenode.http-address`` (fsspec's client, wrapped as a pyarrow file
+  system).
 
 Writes of single files are atomic: a local file is written beside its name and renamed;
 an object-store object appears only when its upload completes. Directories are committed
@@ -20,12 +23,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import uuid
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
 
 import pyarrow as pa
 
+from sparkae.io import backends
+from sparkae.io.backends import StorageError
 from sparkae.io.uri import Uri, parse
 
 log = logging.getLogger("sparkae")
@@ -38,10 +41,6 @@ __all__ = ["configure", "using", "options", "options_from_spark", "exists", "isd
 PREFIXES = ("fs.s3a.", "fs.gs.", "fs.azure.", "fs.defaultFS", "dfs.")
 _options: Optional[Dict[str, str]] = None
 _cache: Dict[Tuple, Any] = {}
-
-
-class StorageError(OSError):
-    """A location cannot be reached or used; the message names it and how to fix it."""
 
 
 def options_from_spark(spark: Any) -> Dict[str, str]:
@@ -102,244 +101,12 @@ def options() -> Dict[str, str]:
         return {}
 
 
-# --------------------------------------------------------------------------- back ends
-
-def _s3_setting(opts: Mapping[str, str], bucket: str, key: str) -> Optional[str]:
-    return opts.get(f"fs.s3a.bucket.{bucket}.{key}") or opts.get(f"fs.s3a.{key}")
-
-
-def has_s3_credentials(opts: Mapping[str, str], bucket: str) -> bool:
-    """True when some credential source is configured besides instance metadata."""
-    if _s3_setting(opts, bucket, "access.key") and _s3_setting(opts, bucket, "secret.key"):
-        return True
-    env = os.environ
-    return bool((env.get("AWS_ACCESS_KEY_ID") and env.get("AWS_SECRET_ACCESS_KEY"))
-                or env.get("AWS_PROFILE") or env.get("AWS_WEB_IDENTITY_TOKEN_FILE")
-                or env.get("AWS_CONTAINER_CREDENTIALS_FULL_URI")
-                or env.get("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI")
-                or os.path.isfile(os.path.expanduser(
-                    env.get("AWS_SHARED_CREDENTIALS_FILE", "~/.aws/credentials"))))
-
-
-def s3_kwargs(opts: Mapping[str, str], bucket: str) -> Dict[str, Any]:
-    """pyarrow ``S3FileSystem`` arguments from S3A settings (per bucket first)."""
-    get = lambda key: _s3_setting(opts, bucket, key)  # noqa: E731
-    kw: Dict[str, Any] = {}
-    endpoint = get("endpoint")
-    if endpoint:
-        ssl = (get("connection.ssl.enabled") or "true").lower() != "false"
-        scheme = "https" if ssl else "http"
-        for prefix in ("http://", "https://"):
-            if endpoint.startswith(prefix):
-                scheme, endpoint = prefix[:-3], endpoint[len(prefix):]
-        kw.update(endpoint_override=endpoint.rstrip("/"), scheme=scheme)
-        if (get("path.style.access") or "false").lower() != "true":
-            kw["force_virtual_addressing"] = True
-    access, secret = get("access.key"), get("secret.key")
-    if access and secret:
-        kw.update(access_key=access, secret_key=secret)
-        token = get("session.token")
-        if token:
-            kw["session_token"] = token
-    provider = get("aws.credentials.provider") or ""
-    if "Anonymous" in provider:
-        kw["anonymous"] = True
-    region = (get("endpoint.region") or os.environ.get("AWS_REGION")
-              or os.environ.get("AWS_DEFAULT_REGION"))
-    # A custom endpoint has no region to discover: name one so the SDK never asks the
-    # instance metadata service for it.
-    kw["region"] = region or ("us-east-1" if endpoint else None)
-    if kw["region"] is None:
-        del kw["region"]
-    kw["connect_timeout"] = float(os.environ.get("SPARKAE_S3_CONNECT_TIMEOUT", "10"))
-    kw["request_timeout"] = float(os.environ.get("SPARKAE_S3_REQUEST_TIMEOUT", "120"))
-    return kw
-
-
-class _Arrow:
-    """A pyarrow file system and how a location maps to its paths."""
-
-    def __init__(self, fs: Any, prefix: str) -> None:
-        self.fs, self.prefix = fs, prefix   # prefix: bucket / container, or "" (local)
-
-    def path(self, uri: Uri) -> str:
-        return uri.path if not self.prefix else (self.prefix + uri.path).rstrip("/")
-
-    def info(self, uri: Uri) -> str:
-        from pyarrow import fs as pafs
-
-        kind = self.fs.get_file_info(self.path(uri)).type
-        return {pafs.FileType.File: "file", pafs.FileType.Directory: "dir"}.get(kind, "")
-
-    def listdir(self, uri: Uri) -> List[str]:
-        from pyarrow import fs as pafs
-
-        try:
-            infos = self.fs.get_file_info(pafs.FileSelector(self.path(uri), allow_not_found=True))
-        except NotADirectoryError:
-            return []
-        return sorted(i.base_name for i in infos)
-
-    def makedirs(self, uri: Uri) -> None:
-        self.fs.create_dir(self.path(uri), recursive=True)
-
-    def delete(self, uri: Uri) -> None:
-        kind = self.info(uri)
-        if kind == "dir":
-            self.fs.delete_dir(self.path(uri))
-        elif kind == "file":
-            self.fs.delete_file(self.path(uri))
-
-    def read(self, uri: Uri) -> bytes:
-        with self.fs.open_input_stream(self.path(uri)) as f:
-            return f.read()
-
-    def open_input(self, uri: Uri) -> Any:
-        return self.fs.open_input_file(self.path(uri))
-
-    def write(self, uri: Uri, data: bytes) -> None:
-        if uri.is_local:
-            os.makedirs(os.path.dirname(uri.path), exist_ok=True)
-            tmp = f"{uri.path}.tmp-{uuid.uuid4().hex[:8]}"
-            try:
-                with open(tmp, "wb") as f:
-                    f.write(data)
-                os.replace(tmp, uri.path)
-            finally:
-                if os.path.exists(tmp):
-                    os.remove(tmp)
-            return
-        with self.fs.open_output_stream(self.path(uri)) as f:  # visible on completion
-            f.write(data)
-
-    def rename(self, src: Uri, dst: Uri) -> None:
-        self.fs.move(self.path(src), self.path(dst))
-
-    def size(self, uri: Uri) -> int:
-        return int(self.fs.get_file_info(self.path(uri)).size or 0)
-
-
-class _Hadoop:
-    """Hadoop's FileSystem through the driver's JVM (what Spark uses)."""
-
-    def __init__(self, spark: Any, uri: Uri) -> None:
-        jvm = spark._jvm
-        self._conf = spark._jsc.hadoopConfiguration()
-        self._Path = jvm.org.apache.hadoop.fs.Path
-        self.fs = self._Path(uri.text).getFileSystem(self._conf)
-
-    def _p(self, uri: Uri) -> Any:
-        return self._Path(uri.text)
-
-    def info(self, uri: Uri) -> str:
-        p = self._p(uri)
-        if not self.fs.exists(p):
-            return ""
-        return "dir" if self.fs.getFileStatus(p).isDirectory() else "file"
-
-    def listdir(self, uri: Uri) -> List[str]:
-        if self.info(uri) != "dir":
-            return []
-        return sorted(s.getPath().getName() for s in self.fs.listStatus(self._p(uri)))
-
-    def makedirs(self, uri: Uri) -> None:
-        self.fs.mkdirs(self._p(uri))
-
-    def delete(self, uri: Uri) -> None:
-        self.fs.delete(self._p(uri), True)
-
-    def read(self, uri: Uri) -> bytes:
-        stream = self.fs.open(self._p(uri))
-        try:
-            n = int(self.fs.getFileStatus(self._p(uri)).getLen())
-            buf = bytearray()
-            while len(buf) < n:   # py4j hands byte[] over whole; read in 8 MiB pieces
-                chunk = stream.readNBytes(min(8 << 20, n - len(buf)))
-                if not chunk:
-                    break
-                buf += bytes(chunk)
-            return bytes(buf)
-        finally:
-            stream.close()
-
-    def open_input(self, uri: Uri) -> Any:
-        return pa.BufferReader(self.read(uri))
-
-    def write(self, uri: Uri, data: bytes) -> None:
-        tmp = self._Path(f"{uri.text}.tmp-{uuid.uuid4().hex[:8]}")
-        out = self.fs.create(tmp, True)
-        try:
-            for i in range(0, len(data), 8 << 20):
-                out.write(bytearray(data[i:i + (8 << 20)]))
-        finally:
-            out.close()
-        self.fs.delete(self._p(uri), False)
-        if not self.fs.rename(tmp, self._p(uri)):
-            self.fs.delete(tmp, False)
-            raise StorageError(f"could not move '{tmp}' to '{uri.text}'")
-
-    def rename(self, src: Uri, dst: Uri) -> None:
-        if self.fs.exists(self._p(dst)) or not self.fs.rename(self._p(src), self._p(dst)):
-            raise StorageError(f"could not rename '{src.text}' to '{dst.text}'")
-
-    def size(self, uri: Uri) -> int:
-        return int(self.fs.getFileStatus(self._p(uri)).getLen())
-
-
-def _driver_spark() -> Any:
-    try:
-        from pyspark.sql import SparkSession
-
-        spark = SparkSession.getActiveSession()
-        spark._jsc  # noqa: B018 - classic session only
-        return spark
-    except Exception:  # noqa: BLE001
-        return None
-
-
 def _backend(uri: Uri, what: str) -> Any:
     opts = options()
     key = (uri.scheme, uri.authority, tuple(sorted(opts.items())))
-    if key in _cache:
-        return _cache[key]
-    from pyarrow import fs as pafs
-
-    if uri.is_local:
-        backend: Any = _Arrow(pafs.LocalFileSystem(), "")
-    elif uri.scheme in ("s3a", "s3", "s3n"):
-        backend = _Arrow(pafs.S3FileSystem(**s3_kwargs(opts, uri.authority)), uri.authority)
-    elif uri.scheme == "gs":
-        kw = {}
-        if opts.get("fs.gs.storage.root.url"):
-            kw["endpoint_override"] = opts["fs.gs.storage.root.url"]
-        backend = _Arrow(pafs.GcsFileSystem(**kw), uri.authority)
-    elif uri.scheme in ("abfs", "abfss"):
-        container, _, host = uri.authority.partition("@")
-        account = host.split(".", 1)[0]
-        if not hasattr(pafs, "AzureFileSystem"):
-            raise StorageError(f"{what}: '{uri.text}' needs pyarrow's AzureFileSystem "
-                               f"(pyarrow >= 16; this is {pa.__version__})")
-        keyname = f"fs.azure.account.key.{host}"
-        kw = {"account_name": account}
-        if opts.get(keyname):
-            kw["account_key"] = opts[keyname]
-        backend = _Arrow(pafs.AzureFileSystem(**kw), container)
-    else:  # hdfs
-        spark = _driver_spark()
-        if spark is not None:
-            backend = _Hadoop(spark, uri)
-        else:
-            host, _, port = uri.authority.partition(":")
-            try:
-                backend = _Arrow(pafs.HadoopFileSystem(host, int(port or 8020)), "")
-            except (OSError, pa.ArrowException) as exc:
-                raise StorageError(
-                    f"{what}: '{uri.text}' (scheme hdfs) is read outside the driver through "
-                    f"pyarrow's libhdfs, which failed here: {exc}. Set HADOOP_HOME, "
-                    "ARROW_LIBHDFS_DIR (the folder of libhdfs.so) and CLASSPATH "
-                    "(`hadoop classpath --glob`) on the workers, or use an object store") from None
-    _cache[key] = backend
-    return backend
+    if key not in _cache:
+        _cache[key] = backends.make(uri, opts, what)
+    return _cache[key]
 
 
 def _locate(location: str, what: str) -> Tuple[Any, Uri]:
@@ -449,7 +216,7 @@ def arrow_filesystem(location: str, what: str = "path") -> Tuple[Any, str]:
         The location is only reachable through the driver's JVM (HDFS without libhdfs).
     """
     backend, uri = _locate(location, what)
-    if not isinstance(backend, _Arrow):
+    if not isinstance(backend, backends.Arrow):
         raise StorageError(f"{what}: '{location}' is reached through the driver's JVM only; "
                            "pyarrow needs libhdfs for it (see the README's HDFS section)")
     return backend.fs, backend.path(uri)
