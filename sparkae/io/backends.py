@@ -8,11 +8,12 @@ error messages that name the setting and the location.
 
 from __future__ import annotations
 
+import functools
 import getpass
 import logging
 import os
 import uuid
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional
 
 import pyarrow as pa
 
@@ -143,6 +144,23 @@ class Arrow:
         return int(self.fs.get_file_info(self.path(uri)).size or 0)
 
 
+def _java_errors(method: Callable) -> Callable:
+    """Turn a Java exception from py4j into FileNotFoundError or :class:`StorageError`."""
+    @functools.wraps(method)
+    def call(self: Any, *args: Any) -> Any:
+        try:
+            return method(self, *args)
+        except Exception as exc:  # noqa: BLE001 - py4j's Py4JJavaError, sorted below
+            if type(exc).__name__ != "Py4JJavaError":
+                raise
+            text = str(getattr(exc, "java_exception", exc))
+            first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+            if "FileNotFoundException" in text:
+                raise FileNotFoundError(first) from None
+            raise StorageError(first) from None
+    return call
+
+
 class Hadoop:
     """Hadoop's FileSystem through the driver's JVM (what Spark uses)."""
 
@@ -155,23 +173,28 @@ class Hadoop:
     def _p(self, uri: Uri) -> Any:
         return self._Path(uri.text)
 
+    @_java_errors
     def info(self, uri: Uri) -> str:
         p = self._p(uri)
         if not self.fs.exists(p):
             return ""
         return "dir" if self.fs.getFileStatus(p).isDirectory() else "file"
 
+    @_java_errors
     def listdir(self, uri: Uri) -> List[str]:
         if self.info(uri) != "dir":
             return []
         return sorted(s.getPath().getName() for s in self.fs.listStatus(self._p(uri)))
 
+    @_java_errors
     def makedirs(self, uri: Uri) -> None:
         self.fs.mkdirs(self._p(uri))
 
+    @_java_errors
     def delete(self, uri: Uri) -> None:
         self.fs.delete(self._p(uri), True)
 
+    @_java_errors
     def read(self, uri: Uri) -> bytes:
         stream = self.fs.open(self._p(uri))
         try:
@@ -189,6 +212,7 @@ class Hadoop:
     def open_input(self, uri: Uri) -> Any:
         return pa.BufferReader(self.read(uri))
 
+    @_java_errors
     def write(self, uri: Uri, data: bytes) -> None:
         tmp = self._Path(f"{uri.text}.tmp-{uuid.uuid4().hex[:8]}")
         out = self.fs.create(tmp, True)
@@ -202,10 +226,12 @@ class Hadoop:
             self.fs.delete(tmp, False)
             raise StorageError(f"could not move '{tmp}' to '{uri.text}'")
 
+    @_java_errors
     def rename(self, src: Uri, dst: Uri) -> None:
         if self.fs.exists(self._p(dst)) or not self.fs.rename(self._p(src), self._p(dst)):
             raise StorageError(f"could not rename '{src.text}' to '{dst.text}'")
 
+    @_java_errors
     def size(self, uri: Uri) -> int:
         return int(self.fs.getFileStatus(self._p(uri)).getLen())
 
