@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import os
 import sys
 from typing import Any, Callable, Dict, Iterable, List, Optional
 
@@ -92,13 +91,14 @@ def read_sections(path: Optional[str], sections: Iterable[str]) -> tuple[Dict[st
     sections = list(sections)
     raw: Dict[str, Any] = {}
     if path is not None:
-        if not os.path.isfile(path):
+        from sparkae.io import fs
+
+        if not fs.isfile(path, "--config"):
             raise FileNotFoundError(f"config file '{path}' does not exist")
-        with open(path) as f:
-            try:
-                raw = yaml.safe_load(f) or {}
-            except yaml.YAMLError as exc:
-                raise ValueError(f"config file '{path}' is not valid YAML: {exc}") from None
+        try:   # a local file, or one on cluster storage (s3a://, dbfs:/, ...)
+            raw = yaml.safe_load(fs.read_bytes(path, "--config").decode()) or {}
+        except yaml.YAMLError as exc:
+            raise ValueError(f"config file '{path}' is not valid YAML: {exc}") from None
         if not isinstance(raw, dict):
             raise ValueError(f"config file '{path}': expected a mapping of sections "
                              f"({', '.join(sections)}), got {type(raw).__name__}")

@@ -53,11 +53,12 @@ def read_idx(path: PathLike) -> np.ndarray:
         If the gzip stream is corrupt, the magic number is not that of an
         unsigned-byte IDX file, or the data length does not match the dimensions.
     """
+    from sparkae.io import fs
+
     path = os.fspath(path)
-    if not os.path.isfile(path):
+    if not fs.isfile(path, "IDX file"):
         raise FileNotFoundError(f"IDX file not found: {path}")
-    with open(path, "rb") as fh:
-        raw = fh.read()
+    raw = fs.read_bytes(path, "IDX file")   # local, s3a://, hdfs://, ... (sparkae.io)
     if raw[:2] == _GZIP_MAGIC:
         try:
             raw = gzip.decompress(raw)

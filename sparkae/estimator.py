@@ -22,7 +22,7 @@ from sparkae import persistence, scoring, tracking
 from sparkae.io import checks as paths
 from sparkae.io import fs
 from sparkae.io.uri import join
-from sparkae.data.cache import CACHE_DIR_CONF  # noqa: F401 - re-exported
+from sparkae.data.cache import CACHE_DIR_CONF, cache_root  # noqa: F401 - re-exported
 from sparkae.data.training_data import TrainingData, materialize_for_training
 from sparkae.data.prepare import InputInfo, compute_stats, prepare, prepare_like
 from sparkae.nn.families import conv_hidden, spec_coding_layer
@@ -124,6 +124,8 @@ class Autoencoder(Estimator, AutoencoderParams, DefaultParamsReadable, DefaultPa
         t0 = time.perf_counter()
         values = self.param_values()
         check_values(values)
+        # a cluster with no location every executor reads fails here, before any job
+        cache_root(dataset.sparkSession, values["cache_dir"], _cache_fallback(values))
         prepared = prepare_input(dataset, values, getattr(self, "_validation_df", None))
         try:
             model = self.fit_prepared(prepared, resume=getattr(self, "_resume", False),
@@ -280,9 +282,13 @@ def prepare_input(dataset: DataFrame, values: Dict[str, Any],
         cache_dir=values["cache_dir"], keep=values["keep_cache"],
         data_loader=values["data_loader"],
         noisy=values["noise"] != "none" or values["input_dropout_ratio"] > 0,
-        cache_fallback=join(values["checkpoint_dir"], "_cache") if values["checkpoint_dir"]
-        else None)
+        cache_fallback=_cache_fallback(values))
     return PreparedInput(info, stats, valid_rows, data)
+
+
+def _cache_fallback(values: Dict[str, Any]) -> Optional[str]:
+    """Where the cache goes when no cache location is set: ``checkpoint_dir/_cache``."""
+    return join(values["checkpoint_dir"], "_cache") if values["checkpoint_dir"] else None
 
 
 def _checked(kwargs: Dict[str, Any]) -> Dict[str, Any]:

@@ -454,8 +454,10 @@ def grid_search(estimator: Autoencoder, train_df: DataFrame, param_grid: Dict[st
     seed : int, optional
         Seeds the random search, and the fits when the estimator has no ``seed``.
     storage_path : str, optional
-        Keep the record (``trials.jsonl``) and every trial's model here; calling again with
-        the same grid resumes: finished trials are not rerun. None: a temporary directory.
+        Keep the record (``record/``, one object per report) and every trial's model here
+        (any location :mod:`sparkae.io` reaches, ``s3a://`` included); calling again with
+        the same grid resumes: finished trials are not rerun. None: a temporary directory
+        under the cache location.
     include_dashboard : bool, default False
         Start Ray's dashboard.
 

@@ -91,7 +91,11 @@ def materialize(spark: Any, vector_dir: str, cache_root: str) -> Any:
     from petastorm.spark import make_spark_converter
 
     if not spark.conf.get(PARENT_CONF, None):
-        spark.conf.set(PARENT_CONF, "file://" + os.path.join(cache_root, "petastorm"))
+        from sparkae.io.uri import join, parse
+
+        root = parse(cache_root, "cache_dir")   # Petastorm reaches URIs with its own clients
+        spark.conf.set(PARENT_CONF, "file://" + os.path.join(root.path, "petastorm")
+                       if root.is_local else join(root.text, "petastorm"))
     struct = "features struct<type:tinyint,size:int,indices:array<int>,values:array<double>>"
     # The files in name order (part-00000, ...), so that the converter's partitions, and the
     # row order of its output, are the same for every materialization of the same data.

@@ -84,9 +84,11 @@ def _one(spark: Any, df: DataFrame, stats: Any, root: str, keep: bool, loader: s
 
 
 def local_dir(converter: Any) -> str:
+    """The converter's directory: a local path for ``file:`` URLs, else the URL."""
     from sparkae.data.converter import local_path
 
-    return local_path(converter.cache_dir_url)
+    url = converter.cache_dir_url
+    return local_path(url) if url.startswith("file:") else url
 
 
 def materialize_for_training(spark: Any, vectors: DataFrame, stats: Any,

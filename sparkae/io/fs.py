@@ -37,8 +37,12 @@ __all__ = ["configure", "using", "options", "options_from_spark", "exists", "isd
            "listdir", "makedirs", "delete", "read_bytes", "write_bytes", "open_input",
            "arrow_filesystem", "rename", "size", "StorageError"]
 
-#: Hadoop configuration prefixes carried to workers (credentials included; never logged).
-PREFIXES = ("fs.s3a.", "fs.gs.", "fs.azure.", "fs.defaultFS", "dfs.")
+#: The Hadoop settings carried to workers (credentials included; never logged): S3A's
+#: (and per bucket), the ADLS account keys, the GCS endpoint, the NameNode's web address.
+S3_KEYS = ("endpoint", "path.style.access", "connection.ssl.enabled", "access.key",
+           "secret.key", "session.token", "aws.credentials.provider", "endpoint.region")
+SINGLE_KEYS = ("fs.gs.storage.root.url", "dfs.namenode.http-address", "fs.sparkae.webhdfs.user")
+PREFIXES = ("fs.s3a.bucket.", "fs.azure.account.key.", "dfs.namenode.http-address.")
 _options: Optional[Dict[str, str]] = None
 _cache: Dict[Tuple, Any] = {}
 
@@ -57,6 +61,11 @@ def options_from_spark(spark: Any) -> Dict[str, str]:
         except Exception:  # noqa: BLE001
             pass
         return out
+    # only the keys sparkae uses: a few py4j calls, not one per Hadoop default
+    for key in [f"fs.s3a.{k}" for k in S3_KEYS] + list(SINGLE_KEYS):
+        value = conf.get(key)
+        if value:
+            out[key] = value
     for prefix in PREFIXES:
         props = conf.getPropsWithPrefix(prefix)
         for key in props.keySet():
