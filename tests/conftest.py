@@ -15,7 +15,21 @@ os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
 os.environ.setdefault("PYARROW_IGNORE_TIMEZONE", "1")
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 
+#: Whether this run's SparkSession gets S3A (hadoop-aws through Ivy); the Spark apps the
+#: tests start as subprocesses (jobs, clusters) get it only where they use S3
+#: (:func:`s3_env`): each app that loads it starts 2-4 s slower and copies the jars.
+WANT_S3A = os.environ.get("SPARKAE_NO_PACKAGES") != "1"
+os.environ["SPARKAE_NO_PACKAGES"] = "1"
+
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def s3_env(env=None):
+    """``env`` (default: this process's) for a subprocess Spark app that uses S3A."""
+    out = dict(os.environ if env is None else env)
+    if WANT_S3A:
+        out.pop("SPARKAE_NO_PACKAGES", None)
+    return out
 #: The official MNIST test set (IDX files) beside the checkout.
 MNIST_DIR = ROOT.parent / "shared" / "data" / "mnist"
 
@@ -26,10 +40,10 @@ def spark():
     Maven Central once, then from ``~/.ivy2*``) unless ``SPARKAE_NO_PACKAGES=1``."""
     from pyspark.sql import SparkSession
 
-    from sparkae.io.jars import packages_enabled, s3a_packages
+    from sparkae.io.jars import s3a_packages
 
     builder = SparkSession.builder
-    if packages_enabled():
+    if WANT_S3A:
         builder = builder.config("spark.jars.packages", s3a_packages())
     session = (builder.master("local[2]").appName("sparkae-tests")
                .config("spark.ui.enabled", "false")
@@ -238,9 +252,7 @@ def s3_spark(spark, s3_server):
     """The run's SparkSession with S3A pointed at :func:`s3_server` (its settings set on the
     Hadoop configuration, removed after). Skips when ``SPARKAE_NO_PACKAGES=1`` left the
     session without S3A, except under CI=true."""
-    from sparkae.io.jars import packages_enabled
-
-    if not packages_enabled() and os.environ.get("CI") != "true":
+    if not WANT_S3A and os.environ.get("CI") != "true":
         pytest.skip("SPARKAE_NO_PACKAGES=1: this SparkSession has no S3A jars")
     hadoop = spark.sparkContext._jsc.hadoopConfiguration()
     prefix = "spark.hadoop."

@@ -145,7 +145,7 @@ def test_bad_model_input_or_schema_fail_clearly_and_write_nothing(spark, job_env
     out = tmp_path / "scores"
     cases = [
         ({"model": str(tmp_path / "nope")}, FileNotFoundError,
-         "model.path: model path '.*nope' does not exist"),
+         "model.path: model path: '.*nope' does not exist"),
         ({"input": str(tmp_path / "missing")}, FileNotFoundError,
          "input '.*missing' does not exist: it is not a path, and no catalog table"),
         ({"input": "no_such_table"}, FileNotFoundError,

@@ -8,8 +8,8 @@ its statistics (row count, per-feature sums, minima and maxima, which the fit co
 anyway), so a table whose files changed under the same path gets a new entry.
 
 ``root`` is any location :mod:`sparkae.io` reaches: the ``cache_dir`` Param, else the Spark
-conf ``spark.sparkae.cacheDir``, else ``_cache`` under the fit's ``checkpoint_dir``, else (on
-a local master only) ``<system temp>/sparkae-cache-<uid>`` (mode 0700). On a cluster it
+conf ``spark.sparkae.cacheDir``, else on a local master ``<system temp>/sparkae-cache-<uid>``
+(mode 0700), else (on a cluster) ``_cache`` under the fit's ``checkpoint_dir``. On a cluster it
 must be a location every executor reads (``s3a://``, ``hdfs://``, ``dbfs:/``, ...): a
 non-local master with none of these set is an error before any Spark job.
 """
@@ -62,7 +62,8 @@ def cache_root(spark: Any = None, cache_dir: Optional[str] = None,
     cache_dir : str, optional
         The ``cache_dir`` Param.
     fallback : str, optional
-        A location derived from the fit's or job's own outputs (``checkpoint_dir/_cache``).
+        A location derived from the fit's own outputs (``checkpoint_dir/_cache``), used
+        on a non-local master only.
 
     Raises
     ------
@@ -75,14 +76,15 @@ def cache_root(spark: Any = None, cache_dir: Optional[str] = None,
             root, source = spark.conf.get(CACHE_DIR_CONF, None), CACHE_DIR_CONF
         except Exception:  # noqa: BLE001 - no conf access (e.g. a stopped session)
             root = None
-    if not root and fallback:
+    local_master = spark is None or _is_local_master(spark)
+    if not root and fallback and not local_master:
         root, source = fallback, "checkpoint_dir"
     if root:
         uri = parse(root, source)
         if uri.is_local:
             os.makedirs(uri.path, exist_ok=True)
         return uri.text
-    if spark is not None and not _is_local_master(spark):
+    if not local_master:
         raise ValueError(
             f"cache_dir: the master is {spark.sparkContext.master} and no cache location is "
             "set; the training data is materialized where every executor reads it: set the "

@@ -116,7 +116,8 @@ class Arrow:
             self.fs.delete_file(self.path(uri))
 
     def read(self, uri: Uri) -> bytes:
-        with self.fs.open_input_stream(self.path(uri)) as f:
+        # compression=None: bytes as stored (pyarrow would inflate a .gz name itself)
+        with self.fs.open_input_stream(self.path(uri), compression=None) as f:
             return f.read()
 
     def open_input(self, uri: Uri) -> Any:
@@ -134,7 +135,7 @@ class Arrow:
                 if os.path.exists(tmp):
                     os.remove(tmp)
             return
-        with self.fs.open_output_stream(self.path(uri)) as f:  # visible on completion
+        with self.fs.open_output_stream(self.path(uri), compression=None) as f:  # whole or none
             f.write(data)
 
     def rename(self, src: Uri, dst: Uri) -> None:
