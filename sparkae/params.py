@@ -156,14 +156,17 @@ class AutoencoderParams(Params):
     data_loader = _p("data_loader", "how ranks read the materialized data: 'auto' (petastorm "
                      "where it imports, else arrow), 'petastorm' or 'arrow'",
                      TypeConverters.toString)
-    cache_dir = _p("cache_dir", "directory for the materialized training data (default: Spark "
-                   "conf spark.sparkae.cacheDir, else the system temp dir); on a cluster, a "
-                   "path every worker sees", lambda v: None if v is None else str(v))
+    cache_dir = _p("cache_dir", "location for the materialized training data, a path or URI "
+                   "(s3a://, hdfs://, dbfs:/, /Volumes/...; default: Spark conf "
+                   "spark.sparkae.cacheDir, else the system temp dir on a local master, "
+                   "checkpoint_dir/_cache on a cluster); on a cluster, a location every "
+                   "executor reads", lambda v: None if v is None else str(v))
     keep_cache = _p("keep_cache", "keep the materialized data after the fit, keyed by the "
                     "DataFrame's plan, so later fits of the same data reuse it "
                     "(sparkae.data.clear_cache() removes it)", TypeConverters.toBoolean)
-    checkpoint_dir = _p("checkpoint_dir", "write a checkpoint (safetensors + JSON) every "
-                        "checkpoint_interval epochs; fit(..., resume=True) continues from the "
+    checkpoint_dir = _p("checkpoint_dir", "write a checkpoint (safetensors + JSON, committed "
+                        "by a manifest) every checkpoint_interval epochs to this path or URI "
+                        "(s3a://, hdfs://, ...); fit(..., resume=True) continues from the "
                         "last one", lambda v: None if v is None else str(v))
     checkpoint_interval = _p("checkpoint_interval", "epochs between checkpoints",
                              TypeConverters.toInt)

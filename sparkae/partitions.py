@@ -25,13 +25,13 @@ Two destinations:
 from __future__ import annotations
 
 import logging
-import os
 import uuid
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from sparkae.io.dirs import files_for
+from sparkae.io.uri import parse
 
 log = logging.getLogger("sparkae")
 
@@ -60,7 +60,7 @@ class PathPartitions:
     """
 
     def __init__(self, spark: SparkSession, root: str, column: str) -> None:
-        self.root = os.path.abspath(root) if is_local(root) else root.rstrip("/")
+        self.root = parse(root, "output.path").text   # file:/x -> /x: local files, local ops
         self.column = column
         self.files = files_for(spark, self.root, "output.path")
 

@@ -5,7 +5,7 @@ A location (see :mod:`sparkae.io.uri`) is reached through one of two back ends:
 - pyarrow's file systems (local, S3, GCS, ADLS; HDFS through libhdfs), configured from
   Spark's Hadoop settings (``spark.hadoop.fs.s3a.*``: endpoint, path style, SSL,
   credentials, region; per-bucket ``fs.s3a.bucket.NAME.*`` too) and else the usual
-  ``AWS_*`` variables. This is what training ranks and scoring workers use: the driver
+  ``AWS_*`` variables. This is what training ranks and Ray trials use: the driver
   collects the settings once (:func:`options_from_spark`) and ships them with the job
   (:func:`configure` in the worker).
 - Hadoop's FileSystem through the driver's JVM for ``hdfs://`` on the driver: exactly what
@@ -111,7 +111,7 @@ def options() -> Dict[str, str]:
 
 
 def _backend(uri: Uri, what: str) -> Any:
-    opts = options()
+    opts = {} if uri.is_local else options()   # local files need no settings (nor py4j)
     key = (uri.scheme, uri.authority, tuple(sorted(opts.items())))
     if key not in _cache:
         _cache[key] = backends.make(uri, opts, what)
