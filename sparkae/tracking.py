@@ -170,8 +170,23 @@ def log_fit(model: Any, values: Dict[str, Any]) -> Optional[Dict[str, str]]:
 
 
 def log_files(run_id: str, paths: List[str]) -> None:
-    """Add files (a job's report.html, summary.json) to a logged run's artifacts."""
+    """Add files (a job's report.html, summary.json) to a logged run's artifacts; files on
+    cluster storage (s3a://, hdfs://, ...) are staged through a private temporary folder,
+    since MLflow logs local files."""
+    from sparkae.io import fs
+    from sparkae.io.uri import parse
+
     mlflow = require()
     client = mlflow.tracking.MlflowClient()
-    for path in paths:
-        client.log_artifact(run_id, path)
+    stage = tempfile.mkdtemp(prefix="sparkae-mlflow-")
+    try:
+        for path in paths:
+            uri = parse(path, "artifact")
+            if not uri.is_local:
+                local = os.path.join(stage, uri.path.rsplit("/", 1)[-1])
+                with open(local, "wb") as f:
+                    f.write(fs.read_bytes(path, "artifact"))
+                path = local
+            client.log_artifact(run_id, path)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
