@@ -192,7 +192,7 @@ def test_score_job_on_s3_twice_for_one_date_leaves_one_copy(model, small_dense, 
 
 def test_train_job_with_everything_on_s3(s3_server, bucket, s3, tmp_path):
     """The issue's command: model, scores, summary, report, cache and checkpoints in the
-    bucket, two ranks, nothing on local disk."""
+    bucket, nothing on local disk (two ranks on S3: tests/test_faults.py)."""
     env = s3_env(dict(os.environ, SPARKAE_VENV=os.path.dirname(os.path.dirname(sys.executable))))
     workdir = tmp_path / "cwd"
     workdir.mkdir()
@@ -204,7 +204,7 @@ def test_train_job_with_everything_on_s3(s3_server, bucket, s3, tmp_path):
         [str(ROOT / "spark-submit.sh"), *confs, str(ROOT / "jobs" / "train.py"),
          "--set", f"output.dir={run}", "--set", f"model.cache_dir=s3a://{bucket}/cache",
          "--set", f"model.checkpoint_dir=s3a://{bucket}/ck", "--set", "model.epochs=2",
-         "--set", "model.hidden=[16]", "--set", "model.num_workers=2"],
+         "--set", "model.hidden=[16]"],
         cwd=workdir, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     assert f"model:  {run}/model" in proc.stdout

@@ -144,32 +144,10 @@ def test_input_prepared_once_and_bad_features_col_is_a_failed_trial(local_ray, s
 
 
 @pytest.mark.s3
-def test_storage_and_best_model_on_s3(local_ray, split, s3_server, s3_spark):
-    """The trial store (record objects, every trial's model) on s3a://: trials in Ray
-    workers write it through pyarrow, the best model loads from it, a rerun resumes."""
-    from sparkae.io import fs
-
-    train, valid = split
-    name = f"tune-{uuid.uuid4().hex[:8]}"
-    s3_server.bucket(name)
-    store = f"s3a://{name}/tune"
-    res = grid_search(_est(), train, {"hidden": [[4], [6]]}, validation_df=valid,
-                      storage_path=store)
-    assert (res.leaderboard["status"] == "ok").all()
-    assert len(fs.listdir(f"{store}/{RECORD}")) == 2 and len(fs.listdir(f"{store}/models")) == 2
-    best_key = trial_key(dict(_est().param_values(), hidden=res.best_params["hidden"]))
-    loaded = AutoencoderModel.load(f"{store}/models/{best_key}")
-    assert loaded.getOrDefault("hidden") == res.best_params["hidden"]
-    assert res.best_model.summary.validation_mse == loaded.summary.validation_mse
-    again = grid_search(_est(), train, {"hidden": [[4], [6]]}, validation_df=valid,
-                        storage_path=store)
-    assert len(fs.listdir(f"{store}/{RECORD}")) == 2      # nothing rerun
-    assert again.best_params == res.best_params
-
-
-@pytest.mark.s3
 def test_tune_job_writes_its_results_to_s3(local_ray, s3_server, s3_spark):
-    """jobs/tune.py's run: leaderboard, best model, report and trial store on s3a://."""
+    """jobs/tune.py's run with everything on s3a://: the trial store (record objects and
+    every trial's model, written by Ray workers through pyarrow), the leaderboard, the best
+    model and the report; a second run resumes and reruns nothing."""
     from sparkae import tune_config
     from sparkae.io import fs
 
@@ -187,4 +165,12 @@ def test_tune_job_writes_its_results_to_s3(local_ray, s3_server, s3_spark):
                      "best_model", "report.html", "trials"):
         assert expected in names
     assert AutoencoderModel.load(f"{out}/best_model").summary.epochs == 1
-    assert json.loads(fs.read_bytes(f"{out}/best_params.json"))["hidden"] in ([4], [6])
+    best = json.loads(fs.read_bytes(f"{out}/best_params.json"))
+    assert best["hidden"] in ([4], [6])
+    records = fs.listdir(f"{out}/trials/{RECORD}")
+    assert len(records) == 2 and len(fs.listdir(f"{out}/trials/models")) == 2
+    settings["output"]["overwrite"] = True
+    again = tune_config.run(s3_spark, settings)
+    assert fs.listdir(f"{out}/trials/{RECORD}") == records       # nothing rerun
+    assert json.loads(fs.read_bytes(f"{out}/best_params.json")) == best
+    assert again["trials"] == 2
