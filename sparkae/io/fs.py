@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
 
 import pyarrow as pa
@@ -43,6 +44,9 @@ S3_KEYS = ("endpoint", "path.style.access", "connection.ssl.enabled", "access.ke
            "secret.key", "session.token", "aws.credentials.provider", "endpoint.region")
 SINGLE_KEYS = ("fs.gs.storage.root.url", "dfs.namenode.http-address", "fs.sparkae.webhdfs.user")
 PREFIXES = ("fs.s3a.bucket.", "fs.azure.account.key.", "dfs.namenode.http-address.")
+_WANTED = "^(" + "|".join(
+    [re.escape(f"fs.s3a.{k}") for k in S3_KEYS] + [re.escape(k) for k in SINGLE_KEYS]
+    + [re.escape(p) + ".+" for p in PREFIXES]) + ")$"
 _options: Optional[Dict[str, str]] = None
 _cache: Dict[Tuple, Any] = {}
 
@@ -61,15 +65,12 @@ def options_from_spark(spark: Any) -> Dict[str, str]:
         except Exception:  # noqa: BLE001
             pass
         return out
-    # only the keys sparkae uses: a few py4j calls, not one per Hadoop default
-    for key in [f"fs.s3a.{k}" for k in S3_KEYS] + list(SINGLE_KEYS):
-        value = conf.get(key)
+    # only the keys sparkae uses, picked in the JVM in one call (not one per Hadoop default)
+    found = conf.getValByRegex(_WANTED)
+    for key in list(found.keySet()):
+        value = found.get(key)
         if value:
             out[key] = value
-    for prefix in PREFIXES:
-        props = conf.getPropsWithPrefix(prefix)
-        for key in props.keySet():
-            out[prefix + key] = props.get(key)
     return out
 
 
