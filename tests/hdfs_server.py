@@ -92,14 +92,10 @@ class MiniHdfs:
 
     def stop(self) -> None:
         """Stop the cluster's process by pid (terminate, then kill)."""
+        from tests.s3_server import stop_process
+
         proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
+        stop_process(proc, 60)
         if self._log is not None:
             self._log.close()
             self._log = None

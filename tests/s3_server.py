@@ -18,7 +18,7 @@ import urllib.error
 import urllib.request
 from typing import IO, List, Optional
 
-__all__ = ["MotoServer", "create_bucket", "free_port", "moto_available"]
+__all__ = ["MotoServer", "create_bucket", "free_port", "moto_available", "stop_process"]
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,18 @@ def moto_available() -> bool:
     except ImportError:
         return False
     return True
+
+
+def stop_process(proc: Optional[subprocess.Popen], grace: float) -> None:
+    """Stop a server started by a test, by its pid: terminate, wait ``grace`` seconds, then
+    kill if it is still there."""
+    if proc is not None and proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
 
 
 def free_port() -> int:
@@ -148,13 +160,7 @@ class MotoServer:
     def stop(self) -> None:
         """Stop the server by its pid: terminate, wait, then kill if it is still there."""
         proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
+        stop_process(proc, 10)
         if self._log is not None:
             self._log.close()
             self._log = None
