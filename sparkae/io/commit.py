@@ -61,7 +61,7 @@ def commit(directory: str, files: Mapping[str, bytes], extra: Optional[Dict[str,
     dict
         The manifest written.
     """
-    previous = _try_manifest(directory, what)
+    previous = _try_manifest(directory, what) if generations else None
     gen = f"{_GEN}{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}" if generations else ""
     listed: Dict[str, Dict[str, Any]] = {}
     for name, data in files.items():

@@ -14,6 +14,7 @@ import shutil
 import uuid
 from typing import Any, List
 
+from sparkae.io.backends import Hadoop
 from sparkae.io.uri import parse
 
 __all__ = ["LocalFiles", "HadoopFiles", "files_for", "swap_dir"]
@@ -42,34 +43,31 @@ class LocalFiles:
 
 
 class HadoopFiles:
-    """The same operations through Hadoop's FileSystem API (hdfs://, s3a://, ...)."""
+    """The same operations through Hadoop's FileSystem in the driver's JVM (hdfs://,
+    s3a://, ...): :class:`sparkae.io.backends.Hadoop` on string paths."""
 
     def __init__(self, spark: Any, root: str, what: str = "output") -> None:
         try:
-            jvm, conf = spark._jvm, spark._jsc.hadoopConfiguration()
+            spark._jsc  # noqa: B018 - classic session only
         except Exception:  # Spark Connect: no JVM on this side
             raise ValueError(f"{what} '{root}': paths with a scheme need a classic "
                              "SparkSession; under Spark Connect write to a catalog table") from None
-        self._path = jvm.org.apache.hadoop.fs.Path
-        self._fs = self._path(root).getFileSystem(conf)
+        self._fs = Hadoop(spark, parse(root, what))
 
     def exists(self, path: str) -> bool:
-        return bool(self._fs.exists(self._path(path)))
+        return self._fs.info(parse(path)) != ""
 
     def makedirs(self, path: str) -> None:
-        self._fs.mkdirs(self._path(path))
+        self._fs.makedirs(parse(path))
 
     def rename(self, src: str, dst: str) -> None:
-        if self.exists(dst) or not self._fs.rename(self._path(src), self._path(dst)):
-            raise OSError(f"could not rename '{src}' to '{dst}'")
+        self._fs.rename(parse(src), parse(dst))   # refuses an existing destination
 
     def delete(self, path: str) -> None:
-        self._fs.delete(self._path(path), True)
+        self._fs.delete(parse(path))
 
     def listdir(self, path: str) -> List[str]:
-        if not self.exists(path):
-            return []
-        return sorted(s.getPath().getName() for s in self._fs.listStatus(self._path(path)))
+        return self._fs.listdir(parse(path))
 
 
 def files_for(spark: Any, root: str, what: str = "output") -> Any:
