@@ -4,12 +4,14 @@
 # On first use it creates .venv with the project's dependencies (scripts/bootstrap.sh).
 # Without --master it runs on local[2]. Local runs keep every service on 127.0.0.1; for a
 # cluster master the sparkae package is shipped to the executors with --py-files.
-# S3A comes as --packages org.apache.hadoop:hadoop-aws:<pyspark's Hadoop> (merged into the
-# user's --packages; resolved from Maven Central on first use); SPARKAE_NO_PACKAGES=1 skips it.
+# S3A comes as --packages org.apache.hadoop:hadoop-aws:<pyspark's Hadoop> and Delta Lake as
+# the io.delta jar built for pyspark's Spark with Delta's two session settings (merged into
+# the user's --packages; resolved from Maven Central on first use; a --conf of the user's
+# for the same setting wins); SPARKAE_NO_PACKAGES=1 skips both.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 VENV="${SPARKAE_VENV:-$ROOT/.venv}"
-"$ROOT/scripts/bootstrap.sh" "${SPARKAE_EXTRAS:-dev,tune,connect,mlflow,fast}"
+"$ROOT/scripts/bootstrap.sh" "${SPARKAE_EXTRAS:-dev,tune,connect,mlflow,fast,delta}"
 
 export PYSPARK_PYTHON="$VENV/bin/python"
 export PYSPARK_DRIVER_PYTHON="$VENV/bin/python"
@@ -47,10 +49,14 @@ case "$master" in
     ;;
 esac
 
-# S3A: hadoop-aws matching pyspark's Hadoop (Ivy adds the AWS SDK bundle), merged into a
-# --packages (or --conf spark.jars.packages=) the user gave; none with SPARKAE_NO_PACKAGES=1.
-# jars.py runs as a plain script: it needs only the standard library and pyspark's folder.
-packages() { "$VENV/bin/python" "$ROOT/sparkae/io/jars.py" "$@"; }
+# S3A: hadoop-aws matching pyspark's Hadoop (Ivy adds the AWS SDK bundle), and Delta's jar,
+# merged into a --packages (or --conf spark.jars.packages=) the user gave; none with
+# SPARKAE_NO_PACKAGES=1. jars.py runs as a plain script: it needs only the standard library
+# and pyspark's folder.
+packages() { "$VENV/bin/python" "$ROOT/sparkae/io/jars.py" packages "$@"; }
+while IFS= read -r setting; do
+  [ -z "$setting" ] || opts+=(--conf "$setting")
+done < <("$VENV/bin/python" "$ROOT/sparkae/io/jars.py" conf)
 args=("$@")
 pkg_at=-1
 pkg_prefix=""

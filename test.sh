@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Run the test suite: ./test.sh [pytest arguments]
 # Creates .venv on first use (scripts/bootstrap.sh) and fails when no test ran.
-# Two pytest runs, so that only the second one's SparkSession carries S3A (hadoop-aws and
-# the AWS SDK bundle slow a local session's fits and scoring 1.5-2.5x): the tests not marked
-# s3, then those marked s3. With your own -m, one run.
+# Two pytest runs, so that only the second one's SparkSession carries S3A and Delta Lake
+# (hadoop-aws and the AWS SDK bundle slow a local session's fits and scoring 1.5-2.5x): the
+# tests marked neither s3 nor delta, then those marked s3 or delta. With your own -m, one run.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 VENV="${SPARKAE_VENV:-$ROOT/.venv}"
-"$ROOT/scripts/bootstrap.sh" dev,tune,connect,mlflow,fast
+"$ROOT/scripts/bootstrap.sh" dev,tune,connect,mlflow,fast,delta
 export SPARK_LOCAL_IP=127.0.0.1 GLOO_SOCKET_IFNAME=lo PYARROW_IGNORE_TIMEZONE=1
 cd "$ROOT"
 own_marker=0
@@ -25,9 +25,9 @@ if [ "$own_marker" = 1 ]; then
   fi
   exit "$rc"
 fi
-"$VENV/bin/python" -m pytest -m "not s3" "$@"
+"$VENV/bin/python" -m pytest -m "not s3 and not delta" "$@"
 rc1=$?
-"$VENV/bin/python" -m pytest -m s3 "$@"
+"$VENV/bin/python" -m pytest -m "s3 or delta" "$@"
 rc2=$?
 set -e
 if [ "$rc1" -eq 5 ] && [ "$rc2" -eq 5 ]; then

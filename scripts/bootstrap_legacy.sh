@@ -8,7 +8,8 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 VENV="${SPARKAE_LEGACY_VENV:-$ROOT/.venv-legacy}"
 PY="${PYTHON:-python3}"
-PINS=("pyspark>=3.5,<3.6" "numpy<2" "pyarrow>=11,<15" "pandas>=1.5,<2.3" "petastorm==0.12.1")
+PINS=("pyspark>=3.5,<3.6" "numpy<2" "pyarrow>=11,<15" "pandas>=1.5,<2.3" "petastorm==0.12.1"
+      "delta-spark>=3.2,<3.4")
 want="$(sha256sum "$ROOT/pyproject.toml" "${BASH_SOURCE[0]}" | sha256sum | cut -c1-16) legacy"
 stamp="$VENV/.sparkae-stamp"
 if [ -x "$VENV/bin/python" ] && [ -f "$stamp" ] && grep -qxF "$want" "$stamp"; then
@@ -28,7 +29,7 @@ fi
 # The pins and the project in one resolve, so no later step upgrades past them.
 "${PIP[@]}" "${PINS[@]}" -e "$ROOT[dev]" 2> >(grep -v "is ignored: it is neither" >&2)
 "$VENV/bin/python" - <<'EOF'
-import numpy, pyarrow, pandas, pyspark, petastorm, torch
+import numpy, pyarrow, pandas, pyspark, petastorm, torch, delta
 assert pyspark.__version__.startswith("3.5."), pyspark.__version__
 assert int(numpy.__version__.split(".")[0]) < 2 and int(pyarrow.__version__.split(".")[0]) < 15
 print(f"sparkae legacy: pyspark {pyspark.__version__}, numpy {numpy.__version__}, pyarrow "

@@ -17,6 +17,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional
 import yaml
 
 from sparkae.params import AutoencoderParams, check_known, validate
+from sparkae.tables import FORMATS, check_time_travel
 
 #: Defaults of every job setting (``model`` defaults come from the Autoencoder Params).
 DEFAULTS: Dict[str, Dict[str, Any]] = {
@@ -27,7 +28,11 @@ DEFAULTS: Dict[str, Dict[str, Any]] = {
     },
     "input": {
         "source": "sample",          # sample | mnist_idx | parquet | table
-        "path": None,                # parquet path or table name
+        "path": None,                # parquet | table: a path or catalog table name
+        "format": "auto",            # how path is read: auto (a folder with _delta_log is
+                                     # Delta) | parquet | delta | table
+        "version": None,             # Delta: read this version (versionAsOf)
+        "timestamp": None,           # Delta: read the version current at this time
         "images": None,              # mnist_idx: images file
         "labels": None,              # mnist_idx: labels file
         "id_col": "id",              # carried into the scored output (None: none)
@@ -39,6 +44,9 @@ DEFAULTS: Dict[str, Dict[str, Any]] = {
         "source": "split",           # split | mnist_idx | parquet | table | none
         "fraction": 0.2,             # split: share of the input held out for validation
         "path": None,
+        "format": "auto",            # as input.format
+        "version": None,
+        "timestamp": None,
         "images": None,
         "labels": None,
     },
@@ -203,6 +211,15 @@ def _validate(settings: Dict[str, Any]) -> None:
         raise ValueError(f"evaluation.fraction: got {frac!r}, expected a number in (0, 1)")
     for section, needs in (("input", src), ("evaluation", ev)):
         s = settings[section]
+        if s["format"] not in FORMATS:
+            raise ValueError(f"{section}.format: got {s['format']!r}, expected one of "
+                             f"{', '.join(FORMATS)}")
+        check_time_travel(s["version"], s["timestamp"], section)
+        if needs not in ("parquet", "table") and (s["version"] is not None
+                                                  or s["timestamp"] is not None):
+            raise ValueError(f"{section}.version / {section}.timestamp: time travel reads a "
+                             f"Delta table; {section}.source is {needs}, expected parquet or "
+                             "table")
         if needs == "mnist_idx" and not (s["images"] and s["labels"]):
             raise ValueError(f"{section}: source mnist_idx needs {section}.images and "
                              f"{section}.labels (IDX file paths)")

@@ -29,6 +29,7 @@ from sparkae.nn.families import conv_hidden, spec_coding_layer
 from sparkae.nn.models import build_network, coding_layer
 from sparkae.nn.scaling import compute_scaling
 from sparkae.params import AutoencoderParams, validate
+from sparkae.tables import TableInfo, table_info
 from sparkae.train.checkpoint import resume_point
 from sparkae.train.distributed import TrainJob, launch
 from sparkae.train.loop import TrainConfig
@@ -92,7 +93,8 @@ class Autoencoder(Estimator, AutoencoderParams, DefaultParamsReadable, DefaultPa
 
     def fit(self, dataset: DataFrame, params: Any = None, *,
             validation_df: Optional[DataFrame] = None,
-            resume: bool = False) -> "AutoencoderModel":
+            resume: bool = False,
+            training_table: Optional[TableInfo] = None) -> "AutoencoderModel":
         """Fit a model to ``dataset``.
 
         Parameters
@@ -107,6 +109,11 @@ class Autoencoder(Estimator, AutoencoderParams, DefaultParamsReadable, DefaultPa
         resume : bool, default False
             Continue from the newest complete checkpoint in ``checkpoint_dir`` (written by an
             interrupted fit of the same network, data and seed); without one, start over.
+        training_table : TableInfo, optional
+            The table the rows came from, recorded in the model
+            (:attr:`AutoencoderModel.training_table`) so that the fit can be reproduced;
+            by default what :func:`sparkae.read_table` says it read for ``dataset``
+            (a Delta table's path or name and the version read).
 
         Raises
         ------
@@ -115,10 +122,14 @@ class Autoencoder(Estimator, AutoencoderParams, DefaultParamsReadable, DefaultPa
             and what is allowed); raised on the driver before training starts.
         """
         self._validation_df, self._resume = validation_df, resume
+        table = training_table if training_table is not None else table_info(dataset)
         try:
-            return super().fit(dataset, params)
+            model = super().fit(dataset, params)
         finally:
             self._validation_df, self._resume = None, False
+        if isinstance(model, AutoencoderModel):
+            model._training_table = None if table is None else table.as_dict()
+        return model
 
     def _fit(self, dataset: DataFrame) -> "AutoencoderModel":
         t0 = time.perf_counter()
@@ -402,6 +413,7 @@ class AutoencoderModel(Model, AutoencoderParams, MLReadable, MLWritable):
         self._payload: Optional[bytes] = None
         self._key = uuid.uuid4().hex
         self._tracking: Optional[Dict[str, str]] = None
+        self._training_table: Optional[Dict[str, Any]] = None
 
     @classmethod
     def _create(cls, spec: Dict[str, Any], state: Dict[str, torch.Tensor], info: InputInfo,
@@ -447,6 +459,15 @@ class AutoencoderModel(Model, AutoencoderParams, MLReadable, MLWritable):
         model, ``artifact_uri`` of the sparkae directory), or None (see
         :mod:`sparkae.tracking`)."""
         return self._tracking
+
+    @property
+    def training_table(self) -> Optional[Dict[str, Any]]:
+        """The table the model was fitted on, when it was read with
+        :func:`sparkae.read_table` (or given to :meth:`Autoencoder.fit`): ``location`` (path
+        or catalog name), ``format``, and for Delta the ``version`` read (and the
+        ``timestamp`` asked for); None otherwise. Saved with the model. Read it again with
+        ``read_table(spark, t["location"], version=t["version"])`` to reproduce the fit."""
+        return self._training_table
 
     def network(self) -> torch.nn.Module:
         """A Torch copy of the trained network (evaluation mode)."""
@@ -616,7 +637,8 @@ class AutoencoderModel(Model, AutoencoderParams, MLReadable, MLWritable):
         params = {k: v for k, v in self.param_values().items()}
         return {"uid": self.uid, "params": params, "spec": self._spec,
                 "input": self._info.to_json(),
-                "summary": self._summary.to_json(), "threshold": self.threshold}
+                "summary": self._summary.to_json(), "threshold": self.threshold,
+                "training_table": self._training_table}
 
 
 class _ModelWriter(MLWriter):
@@ -638,6 +660,7 @@ class _ModelReader(MLReader):
                                          TrainingSummary.from_json(meta["summary"]),
                                          meta.get("threshold"))
         build_network(meta["spec"]).load_state_dict(state)  # fails loudly on a mismatch
+        model._training_table = meta.get("training_table")
         if meta.get("uid"):
             model._resetUid(meta["uid"])
         model._set(**{k: v for k, v in meta["params"].items() if model.hasParam(k)})

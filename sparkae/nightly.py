@@ -1,17 +1,18 @@
 """The work behind ``jobs/score.py``: load a model, score a table, write one date partition.
 
-:func:`run_score` reads the input (a Parquet path, a Delta path when delta-spark is
-installed, or a catalog table), checks it against the model on the driver, scores it
-with :mod:`sparkae.scoring` and writes ``id_cols`` + the score columns as the
-``run_date`` partition of the output through :mod:`sparkae.partitions` (re-running a date
-replaces exactly that partition; a failed run leaves every partition as it was). Counts
-(rows in, scored, skipped and why, anomalies) are observed during the write itself, so
-the table is read once. A run summary JSON is written beside the output.
+:func:`run_score` reads the input through :func:`sparkae.tables.read_table` (a Parquet
+path, a Delta path or catalog table at a pinned version, or another catalog table),
+checks it against the model on the driver, scores it with :mod:`sparkae.scoring` and
+writes ``id_cols`` + the score columns as the ``run_date`` partition of the output through
+:mod:`sparkae.partitions` (a Parquet folder, a catalog table or a Delta table: re-running
+a date replaces exactly that partition; a failed run leaves every partition as it was).
+Counts (rows in, scored, skipped and why, anomalies) are observed during the write
+itself, so the table is read once. A run summary JSON is written beside the output, with
+the Delta versions read and written.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import os
@@ -24,7 +25,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from sparkae import score_config, scoring
+from sparkae import score_config, scoring, tables
 from sparkae.io import checks as paths
 from sparkae.io import fs
 from sparkae.io.uri import join, parse
@@ -37,49 +38,12 @@ log = logging.getLogger("sparkae")
 _STATUS = "__sparkae_status"
 
 
-def read_input(spark: SparkSession, path: str, fmt: str = "auto") -> DataFrame:
-    """Read the table to score.
-
-    Parameters
-    ----------
-    path : str
-        A Parquet directory or file, a Delta directory (one with ``_delta_log``), or a
-        catalog table name.
-    fmt : {"auto", "parquet", "delta", "table"}
-        ``auto`` picks by what ``path`` is.
-
-    Raises
-    ------
-    FileNotFoundError
-        Nothing exists at ``path`` and no catalog table has that name.
-    ValueError
-        A Delta table without delta-spark installed, or an unreadable input.
-    """
-    exists = _exists(spark, path)
-    if fmt == "auto":
-        if exists:
-            fmt = "delta" if _exists(spark, path.rstrip("/") + "/_delta_log") else "parquet"
-        elif looks_like_table(path) and spark.catalog.tableExists(path):
-            fmt = "table"
-        else:
-            raise FileNotFoundError(f"input '{path}' does not exist: it is not a path, and no "
-                                    "catalog table has that name")
-    if fmt == "table":
-        if not spark.catalog.tableExists(path):
-            raise FileNotFoundError(f"input table '{path}' does not exist in the catalog")
-        return spark.table(path)
-    if not exists:
-        raise FileNotFoundError(f"input path '{path}' does not exist")
-    if fmt == "delta":
-        if importlib.util.find_spec("delta") is None:
-            raise ValueError(f"input '{path}' is a Delta table: reading it needs delta-spark "
-                             "(pip install delta-spark, and the Delta extensions in spark.conf)")
-        return spark.read.format("delta").load(path)
-    try:
-        return spark.read.parquet(path)
-    except Exception as exc:  # an empty directory, or not Parquet
-        raise ValueError(f"input '{path}' could not be read as Parquet: "
-                         f"{str(exc).splitlines()[0]}") from None
+def read_input(spark: SparkSession, path: str, fmt: str = "auto",
+               version: Optional[int] = None, timestamp: Optional[str] = None) -> DataFrame:
+    """Read the table to score: :func:`sparkae.tables.read_table` with the ``input``
+    section's settings (a Parquet path, a Delta path or catalog table with optional time
+    travel, or another catalog table)."""
+    return tables.read_table(spark, path, fmt, version, timestamp, "input")
 
 
 #: Spark conf: ``false`` makes the nightly job read Parquet input through Spark only.
@@ -91,8 +55,11 @@ _SIMPLE = (T.ByteType, T.ShortType, T.IntegerType, T.LongType, T.FloatType, T.Do
 def direct_pieces(spark: SparkSession, path: str, df: DataFrame, model: AutoencoderModel,
                   ids: List[str]) -> list:
     """The row groups for :func:`sparkae.scoring.score_parquet` when the input allows it (a
-    plain local Parquet table, not Delta, with a vector or array feature column and id
-    columns of simple types), else ``[]`` (Spark reads the input)."""
+    plain local Parquet table, not Delta nor a catalog table, with a vector or array
+    feature column and id columns of simple types), else ``[]`` (Spark reads the input)."""
+    read = tables.table_info(df)
+    if read is not None and read.format != "parquet":
+        return []
     try:
         if str(spark.conf.get(DIRECT_CONF, "true")).lower() == "false":
             return []
@@ -104,13 +71,6 @@ def direct_pieces(spark: SparkSession, path: str, df: DataFrame, model: Autoenco
             or any(not isinstance(df.schema[c].dataType, _SIMPLE) for c in ids)):
         return []
     return scoring.parquet_pieces(path)
-
-
-def _exists(spark: SparkSession, path: str) -> bool:
-    try:
-        return fs.exists(path, "input.path")
-    except OSError:
-        return False
 
 
 def load_model(path: str) -> AutoencoderModel:
@@ -162,10 +122,10 @@ def run_score(spark: SparkSession, settings: Dict[str, Any],
     date = score_config.run_date(settings)
     model = model if model is not None else load_model(settings["model"]["path"])
     src = settings["input"]
-    df = read_input(spark, src["path"], src["format"])
+    df = read_input(spark, src["path"], src["format"], src["version"], src["timestamp"])
+    read = tables.table_info(df)
     target_path = settings["output"]["path"]
-    if not (settings["output"]["format"] == "table" or
-            (settings["output"]["format"] == "auto" and looks_like_table(target_path))):
+    if not _named_output(settings["output"]):
         paths.check_not_input(target_path, [src["path"], settings["model"]["path"]],
                               "output.path")
         paths.check_writable(target_path, "output.path")
@@ -194,7 +154,10 @@ def run_score(spark: SparkSession, settings: Dict[str, Any],
              % len(pieces) if pieces else "Spark")
     observation, observed = _observe(scored, outputs, threshold)
     out = observed.select(*[F.col(f"`{c}`") for c in ids + outputs])
-    target = make_output(spark, settings["output"]["path"], settings["output"]["format"], col)
+    o = settings["output"]
+    target = make_output(spark, o["path"], o["format"], col, o["schema_mode"], o["optimize"])
+    if hasattr(target, "check"):    # Delta: the table's schema against this run's, up front
+        target.check(out.schema)
     log.info("scoring %s with %s into %s", src["path"], settings["model"]["path"],
              target.location(date))
     t1 = time.perf_counter()
@@ -206,7 +169,10 @@ def run_score(spark: SparkSession, settings: Dict[str, Any],
     summary = {
         "status": "succeeded", "run_date": date,
         "model": settings["model"]["path"], "input": src["path"],
+        "input_format": read.format if read else None,
+        "input_version": read.version if read else None,
         "output": target.location(date), "replaced_previous": bool(replaced),
+        "output_version": getattr(target, "version", None),
         "outputs": outputs, "id_cols": ids, "threshold": threshold,
         "reader": "pyarrow row groups" if pieces else "spark",
         "rows": {"in": rows_in, "scored": int(m.get(f"s{SCORED}") or 0),
@@ -245,9 +211,15 @@ def summary_path(settings: Dict[str, Any], date: str) -> str:
         return out["summary"]
     name = f"{out['partition_col']}={date}.json"
     target = out["path"]
-    if out["format"] == "table" or (out["format"] == "auto" and looks_like_table(target)):
+    if _named_output(out):
         return os.path.join("score-runs", re.sub(r"[^A-Za-z0-9_.-]", "_", target), name)
     return join(parse(target, "output.path").text, "_runs", name)
+
+
+def _named_output(out: Dict[str, Any]) -> bool:
+    """Whether ``output.path`` names a catalog table (not a folder)."""
+    return out["format"] == "table" or (out["format"] in ("auto", "delta")
+                                        and looks_like_table(out["path"]))
 
 
 def write_json(obj: Dict[str, Any], path: str) -> None:

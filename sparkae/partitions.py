@@ -1,6 +1,6 @@
 """Replace one date partition of a scored table, all or nothing.
 
-Two destinations:
+Three destinations:
 
 - :class:`PathPartitions`, a Parquet directory laid out as ``<root>/<col>=<value>/``.
   A run writes into ``<root>/_staging/<col>=<value>.<id>/`` (Spark's readers skip names
@@ -20,6 +20,13 @@ Two destinations:
   on Spark 4.3, a static overwrite dropped the other dates). Spark stages the files and
   moves them at job commit, so a failed job leaves the table as it was. A table that does
   not exist yet is created (``saveAsTable``, partitioned by the column).
+- :class:`DeltaPartitions`, a Delta table by path or catalog name: one overwrite with
+  ``replaceWhere`` (``run_date = DATE'...'``) replaces that date's rows in a single commit,
+  so readers see the previous version until the commit and a killed run leaves the table
+  at its previous version (its unreferenced files are removed by ``VACUUM``). The schema
+  of the run is compared with the table's first: a mismatch fails unless
+  ``schema_mode="merge"`` (Delta's ``mergeSchema``). ``optimize=True`` compacts the written
+  partition (``OPTIMIZE ... WHERE``).
 """
 
 from __future__ import annotations
@@ -29,7 +36,9 @@ import uuid
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
+from sparkae import delta
 from sparkae.io.dirs import files_for
 from sparkae.io.uri import parse
 
@@ -166,10 +175,127 @@ class TablePartitions:
         return had
 
 
-def make_output(spark: SparkSession, target: str, fmt: str, column: str):
-    """:class:`PathPartitions` or :class:`TablePartitions` for ``target`` (``fmt``: auto,
-    parquet or table; auto takes a name without ``/`` for a table)."""
-    if fmt == "table" or (fmt == "auto" and looks_like_table(target)):
+class DeltaPartitions:
+    """A Delta table partitioned by ``column``, by path or catalog name; see the module
+    docstring. After :meth:`write`, :attr:`version` is the version it committed.
+
+    Parameters
+    ----------
+    spark : SparkSession
+    target : str
+        The table's path (any location Spark reaches) or catalog name.
+    column : str
+        The partition column, e.g. ``run_date``.
+    by_name : bool
+        ``target`` is a catalog name.
+    schema_mode : {"strict", "merge"}
+        ``merge`` lets a run add columns (Delta's ``mergeSchema``).
+    optimize : bool
+        Compact the written partition after the write.
+    """
+
+    def __init__(self, spark: SparkSession, target: str, column: str, by_name: bool = False,
+                 schema_mode: str = "strict", optimize: bool = False) -> None:
+        self.spark, self.column = spark, column
+        self.ref = delta.DeltaRef(target if by_name else parse(target, "output.path").text,
+                                  by_name)
+        self.schema_mode, self.optimize = schema_mode, optimize
+        self.version: "int | None" = None
+
+    def location(self, value: str) -> str:
+        return f"{self.ref.location} ({self.column}={value})"
+
+    def _exists(self) -> bool:
+        if self.ref.by_name:
+            return self.spark.catalog.tableExists(self.ref.location)
+        return delta.is_delta_path(self.ref.location, "output.path")
+
+    def check(self, schema) -> None:
+        """Fail, before any job, when the table exists and ``schema`` (the run's output
+        without the partition column) differs from the table's, unless merging; or when
+        the path holds something other than a Delta table."""
+        if not self._exists():
+            if not self.ref.by_name:
+                files = files_for(self.spark, self.ref.location, "output.path")
+                if files.exists(self.ref.location) and files.listdir(self.ref.location):
+                    raise ValueError(f"output.path: '{self.ref.location}' holds files but no "
+                                     "Delta table (no _delta_log); give an empty or new path, "
+                                     "or output.format=parquet")
+            return
+        if self.ref.by_name and not delta.is_delta_table(self.spark, self.ref.location):
+            raise ValueError(f"output.format is delta but catalog table '{self.ref.location}' "
+                             "is not a Delta table")
+        table = self.spark.read.table(self.ref.location) if self.ref.by_name else \
+            self.spark.read.format("delta").load(self.ref.location)
+        if self.column not in table.columns:
+            raise ValueError(f"output table '{self.ref.location}' has no partition column "
+                             f"'{self.column}' (output.partition_col); it has "
+                             f"{sorted(table.columns)}")
+        have = T.StructType([f for f in table.schema.fields if f.name != self.column])
+        if self.schema_mode != "merge" and delta.schema_mismatch(have, schema):
+            raise ValueError(
+                f"output table '{self.ref.location}' has columns ({delta.describe_schema(have)})"
+                f" but this run writes ({delta.describe_schema(schema)}): write to another "
+                "table, give the same id columns, outputs and layer, or set "
+                "output.schema_mode=merge to add the new columns")
+
+    def write(self, df: DataFrame, value: str) -> bool:
+        """Replace partition ``value`` with ``df`` in one Delta commit. Returns True when
+        the partition held rows before."""
+        self.check(df.schema)
+        data = df.withColumn(self.column, F.lit(value).cast("date"))
+        where = f"`{self.column}` = DATE'{value}'"
+        if self.ref.by_name and not self._exists():
+            # an empty table first, then the rows by its location: a write through the
+            # catalog (saveAsTable) loses the job's observed counts (Observation)
+            log.info("creating Delta table %s partitioned by %s", self.ref.location,
+                     self.column)
+            self.spark.createDataFrame([], data.schema).write.format("delta") \
+                .partitionBy(self.column).saveAsTable(self.ref.location)
+        writer = data.write.format("delta")
+        had = False
+        if self._exists():
+            table = self.spark.read.table(self.ref.location) if self.ref.by_name else \
+                self.spark.read.format("delta").load(self.ref.location)
+            had = table.where(where).limit(1).count() > 0
+            writer = writer.mode("overwrite").option("replaceWhere", where)
+        else:
+            log.info("creating Delta table %s partitioned by %s", self.ref.location,
+                     self.column)
+            writer = writer.partitionBy(self.column)
+        if self.schema_mode == "merge":
+            writer = writer.option("mergeSchema", "true")
+        if self.ref.by_name:
+            where_at = self.spark.sql(f"DESCRIBE DETAIL {self.ref.sql}").first()["location"]
+            writer.save(where_at)
+        else:
+            writer.save(self.ref.location)
+        if self.optimize:
+            self.spark.sql(f"OPTIMIZE {self.ref.sql} WHERE {where}").collect()
+        self.version = delta.latest_version(self.spark, self.ref)
+        return had
+
+
+def make_output(spark: SparkSession, target: str, fmt: str, column: str,
+                schema_mode: str = "strict", optimize: bool = False):
+    """:class:`PathPartitions`, :class:`TablePartitions` or :class:`DeltaPartitions` for
+    ``target``.
+
+    ``fmt`` ``auto``: a name without ``/`` is a catalog table (Delta when it is one, or
+    when it is new and ``spark.sql.sources.default`` is delta), a path holding a Delta
+    table is Delta, another path Parquet. ``delta``: a Delta table by path or name.
+    """
+    named = fmt == "table" or (fmt in ("auto", "delta") and looks_like_table(target))
+    if fmt == "delta" or (fmt == "auto" and not named and
+                          delta.is_delta_path(parse(target, "output.path").text,
+                                              "output.path")):
+        return DeltaPartitions(spark, target, column, named, schema_mode, optimize)
+    if named:
+        exists = spark.catalog.tableExists(target)
+        if (exists and delta.is_delta_table(spark, target)) or (
+                not exists and fmt == "auto" and
+                spark.conf.get("spark.sql.sources.default", "parquet").lower() == "delta"):
+            return DeltaPartitions(spark, target, column, True, schema_mode, optimize)
         return TablePartitions(spark, target, column)
     return PathPartitions(spark, target, column)
 

@@ -21,7 +21,7 @@ import torch
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from sparkae import datasets
+from sparkae import datasets, tables
 from sparkae.data.cache import CACHE_DIR_CONF
 from sparkae.io import checks as paths
 from sparkae.io import fs
@@ -39,17 +39,18 @@ def _check_file(path: str, what: str) -> str:
 
 
 def read_source(spark: SparkSession, section: Dict[str, Any], what: str) -> DataFrame:
-    """Read the table a config section names (``source``: sample, mnist_idx, parquet, table)."""
+    """Read the table a config section names (``source``: sample, mnist_idx, or parquet and
+    table: ``path`` read by :func:`sparkae.tables.read_table` as ``format`` says, with
+    Delta's time travel)."""
     src = section["source"]
     if src == "sample":
         return datasets.load_mnist_sample(spark)
     if src == "mnist_idx":
         return datasets.read_mnist_idx(spark, _check_file(section["images"], f"{what}.images"),
                                        _check_file(section["labels"], f"{what}.labels"))
-    if src == "parquet":
-        return spark.read.parquet(_check_file(section["path"], f"{what}.path"))
-    if src == "table":
-        return spark.table(section["path"])
+    if src in ("parquet", "table"):
+        return tables.read_table(spark, section["path"], section.get("format", "auto"),
+                                 section.get("version"), section.get("timestamp"), what)
     raise ValueError(f"{what}.source: got {src!r}")
 
 
@@ -115,7 +116,8 @@ def run_train(spark: SparkSession, settings: Dict[str, Any],
     paths.check_not_input(out, sources, "output.dir")
     paths.check_writable(out, "output.dir")
     _default_cache(spark, settings, out)
-    source = read_source(spark, settings["input"], "input").cache()
+    raw = read_source(spark, settings["input"], "input")
+    source = raw.cache()
     train_df, valid_df = split_input(source, settings, spark)
     noisy = settings["input"]["corrupt"]
     if noisy:
@@ -124,7 +126,8 @@ def run_train(spark: SparkSession, settings: Dict[str, Any],
         train_df = corrupt(train_df, noisy["kind"], noisy["level"], noisy.get("seed", 0),
                            features_col=settings["model"]["features_col"])
     model = Autoencoder(**settings["model"]).fit(train_df, validation_df=valid_df,
-                                                 resume=resume)
+                                                 resume=resume,
+                                                 training_table=tables.table_info(raw))
     fit_s = model.summary.wall_time_s
     fs.makedirs(out, "output.dir")
     model.write().overwrite().save(join(out, "model"))
@@ -158,6 +161,7 @@ def run_train(spark: SparkSession, settings: Dict[str, Any],
         "score_time_s": score_s, "score_rows_per_s": stats["n"] / max(score_s, 1e-9),
         "wall_time_s": time.perf_counter() - t0, "hidden": settings["model"]["hidden"],
         "model": join(out, "model"), "scored": join(out, "scored"),
+        "training_table": model.training_table,
         "top_errors": top, "history": s.history,
     }
     if settings["output"]["report"]:

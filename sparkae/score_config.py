@@ -19,6 +19,7 @@ import yaml
 from sparkae.config import apply_layers, read_sections
 from sparkae.params import check_known
 from sparkae.scoring import OUTPUT_TYPES
+from sparkae.tables import FORMATS, check_time_travel
 
 #: Defaults of every setting of the scoring job.
 DEFAULTS: Dict[str, Dict[str, Any]] = {
@@ -33,6 +34,8 @@ DEFAULTS: Dict[str, Dict[str, Any]] = {
     "input": {
         "path": None,                # Parquet path, Delta path, or catalog table name
         "format": "auto",            # auto | parquet | delta | table
+        "version": None,             # Delta: read this version (versionAsOf)
+        "timestamp": None,           # Delta: read the version current at this time
         "id_cols": [],               # columns carried into the output
     },
     "scoring": {
@@ -43,8 +46,11 @@ DEFAULTS: Dict[str, Dict[str, Any]] = {
     },
     "output": {
         "path": None,                # directory (Parquet, partitioned) or catalog table
-        "format": "auto",            # auto (a name without '/' is a table) | parquet | table
+        "format": "auto",            # auto | parquet | delta | table (auto: a name without '/'
+                                     # is a table, a folder with _delta_log is Delta)
         "partition_col": "run_date",
+        "schema_mode": "strict",     # Delta: strict (a schema change fails) | merge
+        "optimize": False,           # Delta: OPTIMIZE the written date after the write
         "summary": None,             # run summary JSON; None: <path>/_runs/<col>=<date>.json
     },
     "run": {
@@ -52,8 +58,9 @@ DEFAULTS: Dict[str, Dict[str, Any]] = {
     },
 }
 
-INPUT_FORMATS = ("auto", "parquet", "delta", "table")
-OUTPUT_FORMATS = ("auto", "parquet", "table")
+INPUT_FORMATS = FORMATS
+OUTPUT_FORMATS = FORMATS
+SCHEMA_MODES = ("strict", "merge")
 #: Direct flags of jobs/score.py -> the setting each one sets.
 FLAGS = {"model": "model.path", "input": "input.path", "output": "output.path",
          "id_cols": "input.id_cols", "outputs": "scoring.outputs", "run_date": "run.date"}
@@ -131,6 +138,13 @@ def validate(settings: Dict[str, Any]) -> None:
                                  OUTPUT_FORMATS)):
         if value not in allowed:
             raise ValueError(f"{key}: got {value!r}, expected one of {', '.join(allowed)}")
+    check_time_travel(settings["input"]["version"], settings["input"]["timestamp"], "input")
+    out = settings["output"]
+    if out["schema_mode"] not in SCHEMA_MODES:
+        raise ValueError(f"output.schema_mode: got {out['schema_mode']!r}, expected one of "
+                         f"{', '.join(SCHEMA_MODES)}")
+    if not isinstance(out["optimize"], bool):
+        raise ValueError(f"output.optimize: got {out['optimize']!r}, expected true or false")
     ids = _str_list(settings["input"]["id_cols"], "input.id_cols")
     dupes = sorted({c for c in ids if ids.count(c) > 1})
     if dupes:

@@ -6,7 +6,7 @@ import os
 import sys
 from typing import Any, Dict, Optional
 
-from sparkae.io.jars import PACKAGES_KEY, with_s3a_packages
+from sparkae.io.jars import PACKAGES_KEY, with_packages
 
 #: Settings that keep a local Spark driver on 127.0.0.1.
 LOOPBACK_CONF = {
@@ -22,9 +22,9 @@ def get_session(master: str = "local[2]", app_name: str = "sparkae",
 
     Under ``spark-submit`` the master and conf given there win; a plain ``python`` run
     gets ``master`` and the loopback settings of :data:`LOOPBACK_CONF` (every service
-    binds 127.0.0.1) and the S3A packages of :func:`sparkae.io.jars.with_s3a_packages`
-    (merged into any ``spark.jars.packages`` of ``conf``; none with
-    ``SPARKAE_NO_PACKAGES=1`` or on Databricks). With ``SPARK_REMOTE`` set
+    binds 127.0.0.1) and the S3A and Delta Lake packages and settings of
+    :func:`sparkae.io.jars.with_packages` (merged into any ``spark.jars.packages`` of
+    ``conf``; none with ``SPARKAE_NO_PACKAGES=1`` or on Databricks). With ``SPARK_REMOTE`` set
     (``sc://host:port``), a Spark Connect session to that server. ``conf`` entries are
     applied in every case.
     """
@@ -49,9 +49,9 @@ def get_session(master: str = "local[2]", app_name: str = "sparkae",
         builder = builder.master(master)
         for key, value in LOOPBACK_CONF.items():
             builder = builder.config(key, value)
-        # S3A (hadoop-aws + AWS SDK, resolved by Ivy at the JVM's start) unless
+        # S3A (hadoop-aws + AWS SDK) and Delta, resolved by Ivy at the JVM's start, unless
         # SPARKAE_NO_PACKAGES=1 or on Databricks; spark-submit.sh passes them as --packages
-        settings = with_s3a_packages(settings)
+        settings = with_packages(settings)
     for key, value in settings.items():
         builder = builder.config(key, str(value))
     try:
@@ -62,7 +62,7 @@ def get_session(master: str = "local[2]", app_name: str = "sparkae",
             raise
         raise RuntimeError(
             f"Spark did not start. It was given {PACKAGES_KEY}={settings[PACKAGES_KEY]} "
-            "(S3A), which Ivy resolves from Maven Central on the first start and from its "
+            "(S3A and Delta Lake), which Ivy resolves from Maven Central on the first start and from its "
             "cache (~/.ivy2*) after; if its output above says a dependency was unresolved, "
             "go online once or set SPARKAE_NO_PACKAGES=1") from exc
     if not launched:

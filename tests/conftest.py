@@ -15,20 +15,22 @@ os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
 os.environ.setdefault("PYARROW_IGNORE_TIMEZONE", "1")
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 
-#: Whether S3A (hadoop-aws through Ivy) may be loaded: the run's SparkSession loads it only
-#: when the run holds tests marked ``s3`` (test.sh runs those in a second pytest run), and
-#: the Spark apps the tests start as subprocesses only where they use S3 (:func:`s3_env`):
-#: measured here, a local session with the AWS SDK bundle fits and scores 1.5-2.5x slower.
-WANT_S3A = os.environ.get("SPARKAE_NO_PACKAGES") != "1"
+#: Whether S3A (hadoop-aws through Ivy) and Delta Lake may be loaded: the run's SparkSession
+#: loads S3A only when the run holds tests marked ``s3`` and Delta only when it holds tests
+#: marked ``delta`` (test.sh runs both in a second pytest run), and the Spark apps the tests
+#: start as subprocesses only where they use them (:func:`packages_env`): measured here, a
+#: local session with the AWS SDK bundle fits and scores 1.5-2.5x slower.
+WANT_PACKAGES = os.environ.get("SPARKAE_NO_PACKAGES") != "1"
 os.environ["SPARKAE_NO_PACKAGES"] = "1"
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def s3_env(env=None):
-    """``env`` (default: this process's) for a subprocess Spark app that uses S3A."""
+def packages_env(env=None):
+    """``env`` (default: this process's) for a subprocess Spark app that uses S3A or Delta
+    (:func:`sparkae.session.get_session` adds both)."""
     out = dict(os.environ if env is None else env)
-    if WANT_S3A:
+    if WANT_PACKAGES:
         out.pop("SPARKAE_NO_PACKAGES", None)
     return out
 #: The official MNIST test set (IDX files) beside the checkout.
@@ -38,15 +40,26 @@ MNIST_DIR = ROOT.parent / "shared" / "data" / "mnist"
 @pytest.fixture(scope="session")
 def spark(request):
     """The run's local SparkSession; with S3A (``spark.jars.packages``, resolved by Ivy from
-    Maven Central once, then from ``~/.ivy2*``) when the run holds tests marked ``s3``,
-    unless ``SPARKAE_NO_PACKAGES=1``."""
+    Maven Central once, then from ``~/.ivy2*``) when the run holds tests marked ``s3``, and
+    Delta Lake (its jar and settings) when it holds tests marked ``delta``, unless
+    ``SPARKAE_NO_PACKAGES=1``."""
     from pyspark.sql import SparkSession
 
-    from sparkae.io.jars import s3a_packages
+    from sparkae.io.jars import DELTA_CONF, delta_package, s3a_packages
 
     builder = SparkSession.builder
-    if WANT_S3A and any(item.get_closest_marker("s3") for item in request.session.items):
-        builder = builder.config("spark.jars.packages", s3a_packages())
+    items = request.session.items
+    coords = []
+    if WANT_PACKAGES and any(item.get_closest_marker("s3") for item in items):
+        coords.append(s3a_packages())
+    if WANT_PACKAGES and any(item.get_closest_marker("delta") for item in items):
+        coords.append(delta_package())
+        for key, value in DELTA_CONF.items():
+            builder = builder.config(key, value)
+        # Delta reads its log with this many tasks (default 50): 1 is plenty for test tables
+        builder = builder.config("spark.databricks.delta.snapshotPartitions", "1")
+    if coords:
+        builder = builder.config("spark.jars.packages", ",".join(coords))
     session = (builder.master("local[2]").appName("sparkae-tests")
                .config("spark.ui.enabled", "false")
                .config("spark.driver.host", "127.0.0.1")
@@ -254,7 +267,7 @@ def s3_spark(spark, s3_server):
     """The run's SparkSession with S3A pointed at :func:`s3_server` (its settings set on the
     Hadoop configuration, removed after). Skips when ``SPARKAE_NO_PACKAGES=1`` left the
     session without S3A, except under CI=true."""
-    if not WANT_S3A and os.environ.get("CI") != "true":  # the session has no S3A
+    if not WANT_PACKAGES and os.environ.get("CI") != "true":  # the session has no S3A
         pytest.skip("SPARKAE_NO_PACKAGES=1: this SparkSession has no S3A jars")
     hadoop = spark.sparkContext._jsc.hadoopConfiguration()
     prefix = "spark.hadoop."

@@ -21,7 +21,7 @@ import pytest
 from sparkae import Autoencoder
 from sparkae.scoring import DELAY_CONF
 from sparkae.train import checkpoint
-from tests.conftest import ROOT, s3_env
+from tests.conftest import ROOT, packages_env
 from tests.test_score_job import snapshot
 
 pytestmark = pytest.mark.cluster
@@ -210,7 +210,7 @@ def test_a_killed_rank_fails_the_fit_clearly_and_resume_completes(spark_cluster,
             "--set", "output.report=false"]
     confs = [f"{k}={v}" for k, v in s3_server.spark_conf.items()]
     log_path = tmp_path / "killed.log"
-    proc = _submit(spark_cluster, "jobs/train.py", args, log_path, confs, s3_env(_env()))
+    proc = _submit(spark_cluster, "jobs/train.py", args, log_path, confs, packages_env(_env()))
 
     def second_epoch_done():
         latest = checkpoint.latest(ck)
@@ -229,7 +229,7 @@ def test_a_killed_rank_fails_the_fit_clearly_and_resume_completes(spark_cluster,
     # resume: the job continues from the checkpoint and finishes every epoch
     log_path = tmp_path / "resumed.log"
     rc, log = _finish(_submit(spark_cluster, "jobs/train.py",
-                              args + ["--resume"], log_path, confs, s3_env(_env())), log_path)
+                              args + ["--resume"], log_path, confs, packages_env(_env())), log_path)
     assert rc == 0, log[-4000:]
     assert "resuming from checkpoint" in log, log[-4000:]
     summary = json.loads((out / "summary.json").read_text())

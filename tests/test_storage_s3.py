@@ -18,7 +18,7 @@ from pyarrow import fs as pafs
 from sparkae import Autoencoder, AutoencoderModel, nightly, score_config
 from sparkae.io import backends, checks, commit, fs
 from sparkae.io.uri import parse
-from tests.conftest import ROOT, s3_env
+from tests.conftest import ROOT, packages_env
 
 pytestmark = pytest.mark.s3
 
@@ -193,7 +193,7 @@ def test_score_job_on_s3_twice_for_one_date_leaves_one_copy(model, small_dense, 
 def test_train_job_with_everything_on_s3(s3_server, bucket, s3, tmp_path):
     """The issue's command: model, scores, summary, report, cache and checkpoints in the
     bucket, nothing on local disk (two ranks on S3: tests/test_faults.py)."""
-    env = s3_env(dict(os.environ, SPARKAE_VENV=os.path.dirname(os.path.dirname(sys.executable))))
+    env = packages_env(dict(os.environ, SPARKAE_VENV=os.path.dirname(os.path.dirname(sys.executable))))
     workdir = tmp_path / "cwd"
     workdir.mkdir()
     confs = []

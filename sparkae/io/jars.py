@@ -1,4 +1,4 @@
-"""The Maven packages that give Spark the ``s3a://`` file system.
+"""The Maven packages that give Spark the ``s3a://`` file system and Delta Lake.
 
 pyspark's wheel bundles Hadoop's client jars but not ``hadoop-aws`` (the S3A connector) or
 the AWS SDK it is built on. Spark fetches both at session start when
@@ -9,9 +9,16 @@ matching AWS SDK bundle (``software.amazon.awssdk:bundle`` for Hadoop 3.4,
 ``hadoop-aws`` version must equal the bundled Hadoop's, which :func:`hadoop_version`
 reads from pyspark's own jars.
 
+Delta Lake (``format("delta")``) comes as the ``io.delta`` jar built for the installed
+Spark's minor version (:data:`DELTA_RELEASES`, read off Maven Central) plus the two session
+settings of :data:`DELTA_CONF`. Delta's jars call Spark internals, so a jar built for
+another Spark minor fails at the first write (measured: delta-spark_4.2_2.13:4.4.0 on Spark
+4.3.0 raises ``NoSuchMethodError: LogicalRDD.<init>``); a Spark with no Delta release gets
+no Delta, and reading a Delta table there fails with an error saying so.
+
 Set ``SPARKAE_NO_PACKAGES=1`` to add nothing (an air-gapped machine, or a cluster whose
 image already carries the jars); Databricks runtimes (``DATABRICKS_RUNTIME_VERSION`` set)
-already carry S3A, so nothing is added there either.
+already carry S3A and Delta, so nothing is added there either.
 """
 
 from __future__ import annotations
@@ -20,15 +27,35 @@ import logging
 import os
 import re
 import sys
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
-__all__ = ["hadoop_version", "s3a_packages", "packages_enabled", "merge_packages",
-           "with_s3a_packages", "PACKAGES_KEY"]
+__all__ = ["hadoop_version", "spark_version", "s3a_packages", "delta_package",
+           "packages_enabled", "merge_packages", "with_packages", "PACKAGES_KEY",
+           "DELTA_CONF", "DELTA_RELEASES"]
 
 log = logging.getLogger(__name__)
 
 #: The Spark setting that lists Maven coordinates to resolve at session start.
 PACKAGES_KEY = "spark.jars.packages"
+
+#: The Delta Lake jar for each Spark minor version: ``group:artifact`` and version, the
+#: newest on Maven Central (2026-12-01) whose POM names that Spark. Tested here: 3.5 (the
+#: legacy environment) and 4.2 (the main one); 4.0 and 4.1 as published.
+DELTA_RELEASES: Dict[str, Tuple[str, str]] = {
+    "3.5": ("io.delta:delta-spark_2.12", "3.3.2"),
+    "4.0": ("io.delta:delta-spark_2.13", "4.0.1"),
+    "4.1": ("io.delta:delta-spark_4.1_2.13", "4.4.0"),
+    "4.2": ("io.delta:delta-spark_4.2_2.13", "4.4.0"),
+}
+
+#: The session settings that make ``format("delta")``, Delta SQL (``OPTIMIZE``,
+#: ``DESCRIBE HISTORY``) and Delta catalog tables work; static, so set at session start.
+DELTA_CONF: Dict[str, str] = {
+    "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+    "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+}
+
+_SPARK_CORE = re.compile(r"^spark-core_(\d+\.\d+)-(\d+\.\d+\.\d+)\.jar$")
 
 #: Jar names that carry the bundled Hadoop's version, most specific first (Hadoop 3 builds
 #: ship the shaded client jars; a Hadoop 2 build would ship hadoop-common).
@@ -98,6 +125,45 @@ def s3a_packages(jars_dir: Optional[str] = None) -> str:
     return f"org.apache.hadoop:hadoop-aws:{hadoop_version(jars_dir)}"
 
 
+def spark_version(jars_dir: Optional[str] = None) -> str:
+    """The installed Spark's version, read from its ``spark-core_<scala>-<version>.jar``.
+
+    Parameters
+    ----------
+    jars_dir : str, optional
+        The folder of Spark's jars; pyspark's own ``jars/`` folder by default.
+
+    Raises
+    ------
+    RuntimeError
+        The folder is missing or holds no spark-core jar.
+    """
+    folder = jars_dir or _pyspark_jars_dir()
+    try:
+        names = os.listdir(folder)
+    except OSError as exc:
+        raise RuntimeError(f"cannot list Spark's jars folder {folder!r}: {exc}") from exc
+    found = sorted({m.group(2) for m in map(_SPARK_CORE.match, names) if m})
+    if len(found) != 1:
+        raise RuntimeError(f"expected one spark-core_<scala>-<version>.jar in {folder!r}, "
+                           f"found {found or 'none'}")
+    return found[0]
+
+
+def delta_package(jars_dir: Optional[str] = None) -> Optional[str]:
+    """The Delta Lake coordinate for the installed Spark, or None when Delta has no release
+    for its minor version (see :data:`DELTA_RELEASES`).
+
+    Parameters
+    ----------
+    jars_dir : str, optional
+        The folder of Spark's jars, as for :func:`spark_version`.
+    """
+    minor = ".".join(spark_version(jars_dir).split(".")[:2])
+    release = DELTA_RELEASES.get(minor)
+    return None if release is None else f"{release[0]}:{release[1]}"
+
+
 def packages_enabled(environ: Optional[Mapping[str, str]] = None) -> bool:
     """Whether sparkae should add the S3A packages.
 
@@ -150,15 +216,19 @@ def merge_packages(existing: Optional[str], extra: str) -> str:
     return ",".join(merged)
 
 
-def with_s3a_packages(conf: Optional[Mapping[str, Any]] = None,
-                      environ: Optional[Mapping[str, str]] = None) -> Dict[str, Any]:
-    """A copy of a Spark conf with the S3A packages added to ``spark.jars.packages``.
+def with_packages(conf: Optional[Mapping[str, Any]] = None,
+                  environ: Optional[Mapping[str, str]] = None,
+                  jars_dir: Optional[str] = None) -> Dict[str, Any]:
+    """A copy of a Spark conf with S3A and Delta Lake added.
 
-    The coordinates of :func:`s3a_packages` are merged into any value already there
-    (comma-joined, no duplicates, see :func:`merge_packages`). Nothing is added when
-    ``SPARKAE_NO_PACKAGES=1`` or on Databricks (``DATABRICKS_RUNTIME_VERSION`` set), whose
-    runtime already carries S3A. The first session start with the packages downloads them
-    from Maven Central into Ivy's cache (``~/.ivy2*``); later starts reuse the cache.
+    The coordinates of :func:`s3a_packages` and :func:`delta_package` (when Delta has a
+    release for this Spark) are merged into any ``spark.jars.packages`` already there
+    (comma-joined, no duplicates, the user's versions win, see :func:`merge_packages`),
+    and with Delta the settings of :data:`DELTA_CONF`: ``spark.sql.extensions`` is
+    extended, ``spark.sql.catalog.spark_catalog`` set unless the user set it. Nothing is
+    added when ``SPARKAE_NO_PACKAGES=1`` or on Databricks (``DATABRICKS_RUNTIME_VERSION``
+    set), whose runtime carries both. The first session start with the packages downloads
+    them from Maven Central into Ivy's cache (``~/.ivy2*``); later starts reuse the cache.
 
     Parameters
     ----------
@@ -166,37 +236,70 @@ def with_s3a_packages(conf: Optional[Mapping[str, Any]] = None,
         Spark settings; not modified.
     environ : mapping, optional
         The environment to read; ``os.environ`` by default.
+    jars_dir : str, optional
+        The folder of Spark's jars; pyspark's own by default.
 
     Returns
     -------
     dict
-        The settings with ``spark.jars.packages`` set or extended.
+        The settings with the packages and Delta's settings added.
     """
     out = dict(conf or {})
     if not packages_enabled(environ):
-        log.debug("not adding the S3A packages (SPARKAE_NO_PACKAGES=1 or Databricks)")
+        log.debug("not adding S3A and Delta (SPARKAE_NO_PACKAGES=1 or Databricks)")
         return out
+    coords = [s3a_packages(jars_dir)]
+    delta = delta_package(jars_dir)
+    if delta is None:
+        log.debug("Delta Lake has no release for Spark %s; not adding it",
+                  spark_version(jars_dir))
+    else:
+        coords.append(delta)
     existing = out.get(PACKAGES_KEY)
     out[PACKAGES_KEY] = merge_packages(None if existing is None else str(existing),
-                                       s3a_packages())
+                                       ",".join(coords))
+    if delta is not None:
+        out.update(delta_conf(out))
+    return out
+
+
+def delta_conf(conf: Mapping[str, Any]) -> Dict[str, str]:
+    """The Delta settings to set on top of ``conf``: Delta's SQL extension appended to any
+    ``spark.sql.extensions`` there, the Delta catalog unless a catalog is set."""
+    out: Dict[str, str] = {}
+    ext_key, cat_key = list(DELTA_CONF)
+    have = [e.strip() for e in str(conf.get(ext_key) or "").split(",") if e.strip()]
+    if DELTA_CONF[ext_key] not in have:
+        out[ext_key] = ",".join(have + [DELTA_CONF[ext_key]])
+    if not conf.get(cat_key):
+        out[cat_key] = DELTA_CONF[cat_key]
     return out
 
 
 def _main(argv: Optional[List[str]] = None) -> int:
-    """``python -m sparkae.io.jars [EXISTING]``: print the ``spark.jars.packages`` value.
-
-    Prints ``EXISTING`` (comma-separated coordinates, may be absent) merged with the S3A
-    coordinates, or ``EXISTING`` unchanged when packages are off; ``spark-submit.sh``
-    reads it from stdout.
+    """``python sparkae/io/jars.py packages [EXISTING]`` prints the ``spark.jars.packages``
+    value (EXISTING merged with S3A and Delta, or EXISTING unchanged when packages are off);
+    ``python sparkae/io/jars.py conf`` prints the Delta settings to add, one ``key=value``
+    per line (nothing when packages are off or Delta has no release for this Spark).
+    ``spark-submit.sh`` reads both from stdout.
     """
     args = sys.argv[1:] if argv is None else argv
-    existing = args[0] if args else ""
+    what, rest = (args[0], args[1:]) if args else ("packages", [])
     try:
-        value = merge_packages(existing, s3a_packages()) if packages_enabled() else existing
+        if what == "packages":
+            existing = rest[0] if rest else ""
+            value = with_packages({PACKAGES_KEY: existing} if existing else {})
+            sys.stdout.write(value.get(PACKAGES_KEY, existing) + "\n")
+        elif what == "conf":
+            if packages_enabled() and delta_package() is not None:
+                for key, value in DELTA_CONF.items():
+                    sys.stdout.write(f"{key}={value}\n")
+        else:
+            sys.stderr.write(f"sparkae: jars.py: got {what!r}, expected packages or conf\n")
+            return 2
     except RuntimeError as exc:
         sys.stderr.write(f"sparkae: {exc}\n")
         return 1
-    sys.stdout.write(value + "\n")
     return 0
 
 
