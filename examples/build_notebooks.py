@@ -190,6 +190,32 @@ retrained = Autoencoder(hidden=[100], epochs=EPOCHS, seed=123).fit(inliers, vali
 print(f"{inliers.count()} inliers; validation MSE {retrained.summary.validation_mse:.5f} "
       f"(trained on every row: {plain.summary.validation_mse:.5f})")
 retrained.summary.as_pandas()"""),
+    ("md", """\
+## Scoring into a Delta table, the nightly job's way
+
+`jobs/score.py` scores a table with a saved model and replaces one `run_date` of its
+output; here its work function runs on a Delta input (read at a pinned version, as
+`input.version` asks) into a Delta output, three times with one date repeated: each run
+is one Delta commit (`replaceWhere`), so the rerun replaces its date and touches no other.
+`get_session` added Delta's jar and settings (on Databricks the runtime's Delta is used)."""),
+    ("code", """\
+import tempfile
+
+from sparkae import nightly, score_config
+
+lake = os.environ.get("SPARKAE_EXAMPLE_LAKE") or tempfile.mkdtemp(prefix="sparkae-lake-")
+valid.select("id", "features").write.format("delta").mode("overwrite").save(f"{lake}/events")
+detector.write().overwrite().save(f"{lake}/model")
+for day in ("2024-06-01", "2024-06-02", "2024-06-01"):
+    settings = score_config.load(None, ["output.format=delta", "input.version=0"], {
+        "model": f"{lake}/model", "input": f"{lake}/events", "output": f"{lake}/scores",
+        "id_cols": "id", "run_date": day, "outputs": "reconstruction_mse,is_anomaly"})
+    summary = nightly.run_score(spark, settings)
+    print(f"{day}: read version {summary['input_version']}, wrote version "
+          f"{summary['output_version']}, replaced a previous run: {summary['replaced_previous']}")
+spark.read.format("delta").load(f"{lake}/scores").groupBy("run_date").count().show()
+spark.sql(f"DESCRIBE HISTORY delta.`{lake}/scores`").select(
+    "version", "operation", "operationParameters.predicate").show(truncate=False)"""),
 ]
 
 

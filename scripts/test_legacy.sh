@@ -3,7 +3,7 @@
 #   scripts/test_legacy.sh [pytest arguments]
 # Builds .venv-legacy on first use (scripts/bootstrap_legacy.sh), imports every sparkae
 # module there, then runs the data-path and training tests with data_loader=petastorm
-# (2-rank fits included).
+# (2-rank fits included), then the Delta Lake tests on delta-spark 3.x.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 VENV="${SPARKAE_LEGACY_VENV:-$ROOT/.venv-legacy}"
@@ -29,9 +29,16 @@ set +e
 # suite already and do not depend on the loader; the rest trains through Petastorm here.
 "$VENV/bin/python" -m pytest tests/test_distributed.py tests/test_converter.py -m "not slow" "$@"
 rc=$?
+# Delta Lake 3.x on Spark 3.5 (io.delta:delta-spark_2.12, resolved by Ivy): the in-process
+# tests; the ones that start ./spark-submit.sh (the main environment), a cluster or S3 ran
+# in the main suite.
+SPARKAE_NO_PACKAGES=0 "$VENV/bin/python" -m pytest \
+  tests/test_delta.py -m "delta and not s3 and not cluster" -k "not killed" "$@"
+rc_delta=$?
 set -e
-if [ "$rc" -eq 5 ]; then
+if [ "$rc" -eq 5 ] || [ "$rc_delta" -eq 5 ]; then
   echo "test_legacy.sh: pytest collected no tests; failing" >&2
   exit 1
 fi
-exit "$rc"
+[ "$rc" -ne 0 ] && exit "$rc"
+exit "$rc_delta"

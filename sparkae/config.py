@@ -17,6 +17,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional
 import yaml
 
 from sparkae.params import AutoencoderParams, check_known, validate
+from sparkae.partitions import looks_like_table
 from sparkae.tables import FORMATS, check_time_travel
 
 #: Defaults of every job setting (``model`` defaults come from the Autoencoder Params).
@@ -53,6 +54,8 @@ DEFAULTS: Dict[str, Dict[str, Any]] = {
     "model": {},
     "output": {
         "dir": "out",                # model/, scored/, summary.json
+        "format": "parquet",         # the scored rows: parquet | delta
+        "table": None,               # write the scored rows to this catalog table instead
         "overwrite": True,           # replace a previous run's results in dir
         "top_n": 5,                  # rows with the largest error in the printed summary
         "report": True,              # write report.html (the chapter's plots)
@@ -234,6 +237,12 @@ def _validate(settings: Dict[str, Any]) -> None:
         if "kind" not in noisy or "level" not in noisy:
             raise ValueError("input.corrupt: needs kind (gaussian, masking, salt_pepper) and "
                              "level")
+    fmt, table = settings["output"]["format"], settings["output"]["table"]
+    if fmt not in ("parquet", "delta"):
+        raise ValueError(f"output.format: got {fmt!r}, expected parquet or delta")
+    if table is not None and not (isinstance(table, str) and looks_like_table(table)):
+        raise ValueError(f"output.table: got {table!r}, expected a catalog table name such as "
+                         "db.scores, or null")
     top = settings["output"]["top_n"]
     if not isinstance(top, int) or top < 0:
         raise ValueError(f"output.top_n: got {top!r}, expected an integer >= 0")

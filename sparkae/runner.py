@@ -4,7 +4,8 @@ Results land under ``output.dir``, any location :mod:`sparkae.io` reaches (a loc
 ``s3a://``, ``hdfs://``, ``dbfs:/``, ...): ``model/`` (committed by its manifest, see
 :mod:`sparkae.persistence`), ``scored/`` (Parquet: the id and label columns,
 ``reconstruction_mse``, ``deep_features``; written beside its destination and moved into
-place), ``report.html`` and ``summary.json``, written last as the run's record. A failed
+place; or a Delta table there, or the catalog table ``output.table``, replaced by one
+overwrite), ``report.html`` and ``summary.json``, written last as the run's record. A failed
 run never leaves a half-written result in place of a previous one.
 """
 
@@ -21,7 +22,7 @@ import torch
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from sparkae import datasets, tables
+from sparkae import datasets, delta, tables
 from sparkae.data.cache import CACHE_DIR_CONF
 from sparkae.io import checks as paths
 from sparkae.io import fs
@@ -73,6 +74,42 @@ def _default_cache(spark: SparkSession, settings: Dict[str, Any], out: str) -> N
     model["cache_dir"] = join(out, "_cache")
     log.info("model.cache_dir: %s (on this cluster the data is materialized beside the "
              "outputs)", model["cache_dir"])
+
+
+def write_scored(spark: SparkSession, scored: DataFrame, output: Dict[str, Any],
+                 out: str) -> Tuple[DataFrame, str]:
+    """Write the scored rows as ``output`` says and return them read back, with where.
+
+    ``output.table`` set: that catalog table, replaced by one overwrite (``format`` delta or
+    parquet). Otherwise ``<dir>/scored``: Delta as one overwrite commit of the table there
+    (a new version; the old ones stay readable by time travel), Parquet written beside it
+    and moved into place.
+    """
+    fmt, table = output["format"], output["table"]
+    if table:
+        if not spark.catalog.tableExists(table):
+            scored.write.format(fmt).saveAsTable(table)
+        elif fmt == "delta" and delta.is_delta_table(spark, table):
+            # by its location: an overwrite through saveAsTable fails on Spark 3.5 + Delta
+            # 3.3 ("does not support truncate in batch mode")
+            where = spark.sql(f"DESCRIBE DETAIL {table}").first()["location"]
+            scored.write.format("delta").mode("overwrite") \
+                .option("overwriteSchema", "true").save(where)
+        else:
+            scored.write.format(fmt).mode("overwrite").saveAsTable(table)
+        return spark.table(table), table
+    dest = join(out, "scored")
+    if fmt == "delta" and delta.is_delta_path(dest, "output.dir"):
+        scored.write.format("delta").mode("overwrite").option("overwriteSchema", "true") \
+            .save(dest)
+        return spark.read.format("delta").load(dest), dest
+    tmp = join(out, f".scored.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        scored.write.format(fmt).save(tmp)
+        swap_dir(spark, tmp, dest, "output.dir")
+    finally:
+        fs.delete(tmp, "output.dir")
+    return spark.read.format(fmt).load(dest), dest
 
 
 def split_input(df: DataFrame, settings: Dict[str, Any],
@@ -138,14 +175,8 @@ def run_train(spark: SparkSession, settings: Dict[str, Any],
     score_cols = ["reconstruction_mse", "deep_features"] + (
         ["is_anomaly"] if model.threshold is not None else [])
     scored = model.transform(source).select(*carry, *score_cols)
-    tmp = join(out, f".scored.tmp-{uuid.uuid4().hex[:8]}")
-    try:
-        scored.write.parquet(tmp)
-        swap_dir(spark, tmp, join(out, "scored"), "output.dir")
-    finally:
-        fs.delete(tmp, "output.dir")
+    written, scored_at = write_scored(spark, scored, settings["output"], out)
     score_s = time.perf_counter() - t1
-    written = spark.read.parquet(join(out, "scored"))
     stats = written.agg(F.count(F.lit(1)).alias("n"),
                         F.mean("reconstruction_mse").alias("mean_mse")).first()
     top = [r.asDict() for r in written.select(*carry, "reconstruction_mse")
@@ -160,7 +191,7 @@ def run_train(spark: SparkSession, settings: Dict[str, Any],
         "fit_time_s": fit_s, "train_rows_per_s": s.rows_per_s,
         "score_time_s": score_s, "score_rows_per_s": stats["n"] / max(score_s, 1e-9),
         "wall_time_s": time.perf_counter() - t0, "hidden": settings["model"]["hidden"],
-        "model": join(out, "model"), "scored": join(out, "scored"),
+        "model": join(out, "model"), "scored": scored_at,
         "training_table": model.training_table,
         "top_errors": top, "history": s.history,
     }

@@ -207,4 +207,7 @@ def read_table(spark: SparkSession, location: str, format: str = "auto",
 def table_info(df: Any) -> Optional[TableInfo]:
     """The :class:`TableInfo` of a DataFrame returned by :func:`read_table`, else None
     (DataFrames derived from it by a transformation carry none)."""
-    return getattr(df, _ATTR, None)
+    # from the instance's own attributes: a Spark Connect DataFrame answers any unknown
+    # attribute name with a Column
+    value = getattr(df, "__dict__", {}).get(_ATTR)
+    return value if isinstance(value, TableInfo) else None

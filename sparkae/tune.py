@@ -204,13 +204,18 @@ def _run_trial(config: Dict[str, Any], ctx: Dict[str, Any]) -> None:
 def _trial(config: Dict[str, Any], ctx: Dict[str, Any]) -> None:
     from ray import tune
 
+    import ray
+
     index = config["trial"]
     params = dict(ctx["base"], **ctx["combos"][index])
     key = ctx["keys"][index]
     cpus = ctx["cpus"]
     store = ctx["store"]
     model_dir = join(store, "models", key)
-    row = {"key": key, "trial": index, "params": ctx["combos"][index]}
+    # where Ray placed the trial (its node), kept in the record
+    row = {"key": key, "trial": index, "params": ctx["combos"][index],
+           "node_ip": ray.util.get_node_ip_address(),
+           "node_id": ray.get_runtime_context().get_node_id()}
     t0 = time.perf_counter()
     spark = None
 
@@ -371,6 +376,7 @@ def ray_for(spark: Any, include_dashboard: bool = False) -> Iterator[int]:
                 head_node_options={"include_dashboard": include_dashboard})
             ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
             cpus = int(ray.cluster_resources().get("CPU", 1))
+            log.info("tuning: Ray nodes: %s", _describe_nodes(ray.nodes()))
         yield cpus
     finally:
         ray.shutdown()
@@ -379,6 +385,18 @@ def ray_for(spark: Any, include_dashboard: bool = False) -> Iterator[int]:
 
             with contextlib.suppress(Exception):
                 shutdown_ray_cluster()
+
+
+def _describe_nodes(nodes: List[Dict[str, Any]]) -> str:
+    """``10.0.0.1 (0 CPU, head), 10.0.0.2 (1 CPU), ...``: the alive nodes of ``ray.nodes()``."""
+    out = []
+    for n in nodes:
+        if not n.get("Alive"):
+            continue
+        res = n.get("Resources", {})
+        head = ", head" if "node:__internal_head__" in res else ""
+        out.append(f"{n.get('NodeManagerAddress')} ({int(res.get('CPU', 0))} CPU{head})")
+    return ", ".join(out)
 
 
 def _progress_callback(combos: List[Dict[str, Any]], varying: List[str], total: int,

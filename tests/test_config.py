@@ -17,7 +17,8 @@ def test_default_config_file_and_overrides():
     assert s["output"]["dir"] == "/tmp/x"
     assert s["spark"]["conf"] == {"spark.sql.shuffle.partitions": 4}
     assert s["evaluation"] == {"source": "split", "fraction": 0.2, "path": None, "images": None,
-                               "labels": None}
+                               "labels": None, "format": "auto", "version": None,
+                               "timestamp": None}
 
 
 def test_every_shipped_training_config_loads():

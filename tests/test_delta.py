@@ -137,21 +137,41 @@ def test_the_python_api_records_the_training_table(spark, delta_env, tmp_path):
     assert latest.count() == 403
 
 
-def test_the_train_job_reads_delta_and_records_it(spark, delta_env, tmp_path):
+def test_the_train_job_reads_and_writes_delta(spark, delta_env, tmp_path):
     from sparkae import config, runner
 
     x, model, root = delta_env
-    settings = config.load(None, [f"input.path={root / 'events'}", "input.source=parquet",
-                                  "input.version=0", "input.label_col=null",
-                                  "model.features_col=vec", "model.hidden=[3]",
-                                  "model.epochs=1", "output.report=false",
-                                  f"output.dir={tmp_path / 'out'}"])
-    summary = runner.run_train(spark, settings)
+    sets = [f"input.path={root / 'events'}", "input.source=parquet", "input.version=0",
+            "input.label_col=null", "model.features_col=vec", "model.hidden=[3]",
+            "model.epochs=1", "output.report=false", f"output.dir={tmp_path / 'out'}",
+            "output.format=delta"]
+    summary = runner.run_train(spark, config.load(None, sets))
     assert summary["rows"]["train"] + summary["rows"]["validation"] == 200
     assert summary["training_table"] == {"location": str(root / "events"),
                                          "format": "delta", "version": 0, "timestamp": None}
     saved = AutoencoderModel.load(str(tmp_path / "out" / "model"))
     assert saved.training_table["version"] == 0
+    scored = str(tmp_path / "out" / "scored")
+    assert summary["scored"] == scored and summary["rows"]["scored"] == 200
+    first = spark.read.format("delta").load(scored).orderBy("id").collect()
+    again = runner.run_train(spark, config.load(None, sets + ["model.seed=5"]))   # a rerun
+    assert again["rows"]["scored"] == 200
+    assert [r.operation for r in history(spark, f"delta.`{scored}`")] == ["WRITE", "WRITE"]
+    assert read_table(spark, scored, version=0).orderBy("id").collect() == first
+    spark.sql("DROP TABLE IF EXISTS sparkae_train_scores")
+    try:
+        table = runner.run_train(spark, config.load(None, sets + [
+            "output.table=sparkae_train_scores"]))
+        assert table["scored"] == "sparkae_train_scores"
+        assert spark.sql("DESCRIBE DETAIL sparkae_train_scores").first().format == "delta"
+        assert spark.table("sparkae_train_scores").count() == 200
+        runner.run_train(spark, config.load(None, sets + ["output.table=sparkae_train_scores"]))
+        assert [r.operation for r in history(spark, "sparkae_train_scores")][-1] == "WRITE"
+        assert len(history(spark, "sparkae_train_scores")) == 2
+    finally:
+        spark.sql("DROP TABLE IF EXISTS sparkae_train_scores")
+    with pytest.raises(ValueError, match="output.format: got 'orc', expected parquet or delta"):
+        config.load(None, ["output.format=orc"])
 
 
 def test_catalog_tables_in_and_out(spark, delta_env, tmp_path):

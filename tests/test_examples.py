@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, packages_env
 
 sys.path.insert(0, str(ROOT / "examples"))
 import build_notebooks  # noqa: E402
@@ -37,6 +37,7 @@ def test_the_two_notebooks_are_generated_from_one_source_and_match():
         assert api in text, api
 
 
+@pytest.mark.delta
 def test_the_notebook_runs_end_to_end_on_the_sample(tmp_path, monkeypatch):
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
@@ -46,9 +47,12 @@ def test_the_notebook_runs_end_to_end_on_the_sample(tmp_path, monkeypatch):
     env = {"SPARKAE_EXAMPLE_EPOCHS": "1", "SPARKAE_EXAMPLE_ROWS": "1000",
            "SPARKAE_EXAMPLE_GRID": "[[16]]",   # one Ray trial: tests/test_tune.py covers more
            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-           "PYSPARK_PYTHON": sys.executable, "SPARK_LOCAL_IP": "127.0.0.1"}
+           "PYSPARK_PYTHON": sys.executable, "SPARK_LOCAL_IP": "127.0.0.1",
+           "SPARKAE_EXAMPLE_LAKE": str(tmp_path / "lake")}
     for k, v in env.items():    # the kernel inherits this process's environment
         monkeypatch.setenv(k, v)
+    if "SPARKAE_NO_PACKAGES" not in packages_env():   # the notebook's session gets Delta
+        monkeypatch.delenv("SPARKAE_NO_PACKAGES", raising=False)
     t0 = time.perf_counter()
     client = nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
                                      resources={"metadata": {"path": str(ROOT / "examples")}})
@@ -64,4 +68,5 @@ def test_the_notebook_runs_end_to_end_on_the_sample(tmp_path, monkeypatch):
                      if o.output_type == "stream")
     assert "1 epochs per fit, 1000 rows" in text and "validation rows above the threshold" in text
     assert "best: {'hidden':" in text and "inliers; validation MSE" in text
+    assert "2024-06-01: read version 0, wrote version 2, replaced a previous run: True" in text
     print(f"notebook executed in {wall:.0f} s")

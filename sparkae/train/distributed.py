@@ -351,8 +351,28 @@ def _execute(cmd: List[str], client: Any = None) -> None:
     keep.extend(block)
     text = "".join(tail)
     if proc.returncode != 0 or keep or "ChildFailedError" in text:
-        raise RuntimeError("sparkae: training ranks failed (return code "
+        raise RuntimeError(f"sparkae: training ranks failed on host {_task_host()} (return code "
                            f"{proc.returncode}):\n" + "".join(keep) + "\nlast lines:\n" + text)
+
+
+def _task_host() -> str:
+    """``name (address)`` of the executor that runs this barrier task: the host of the
+    ranks it started (their failure names it; the driver cannot tell otherwise)."""
+    import socket
+
+    name = socket.gethostname()
+    try:
+        from pyspark import BarrierTaskContext
+
+        ctx = BarrierTaskContext.get()
+        address = ctx.getTaskInfos()[ctx.partitionId()].address.rsplit(":", 1)[0]
+    except Exception:  # noqa: BLE001 - not in a barrier task: the name is all there is
+        address = ""
+    return f"{name} ({address})" if address and address != name else name
+
+
+#: The host :func:`_execute` names in a failed task's error.
+_FAILED_HOST = re.compile(r"sparkae: training ranks failed on host (.+?) \(return code")
 
 
 def _is_local(spark: Any) -> bool:
@@ -511,6 +531,8 @@ def rank_failure(exc: BaseException, run_dir: Optional[str], world: int) -> Exce
                 except ValueError:
                     pass
     reported = {r.get("rank") for r in reports}
+    found = _FAILED_HOST.search(str(exc))
+    host = f" on host {found.group(1)}" if found else ""   # the failing task's ranks' host
     killed = []
     for m in _ROOT_CAUSE.finditer(str(exc)):
         rank, code, name = int(m.group(1)), int(m.group(2)), m.group(3)
@@ -522,7 +544,8 @@ def rank_failure(exc: BaseException, run_dir: Optional[str], world: int) -> Exce
         also = f" (rank(s) {', '.join(map(str, others))} failed after it)" if others else ""
         return RankFailedError(
             f"training failed on rank {rank} of {world}: its process was killed by signal "
-            f"{signum} ({name}), e.g. out of memory or killed by a user or the system{also}. "
+            f"{signum} ({name}){host}, e.g. out of memory or killed by a user or the "
+            f"system{also}. "
             "Checkpoints (checkpoint_dir) let fit(..., resume=True) continue from the last "
             "complete epoch.", rank=rank, error=f"killed by {name}")
     if not reports:
@@ -543,8 +566,9 @@ def rank_failure(exc: BaseException, run_dir: Optional[str], world: int) -> Exce
     if lost_peer(first.get("message", "")):
         also += (" (this rank lost its connection to another rank, which failed or was "
                  "killed first; that rank's own error did not reach the driver)")
+    where = f"rank {first['rank']} ran{host}\n" if host else ""
     message = (f"training failed on rank {first['rank']} of {first.get('world_size', world)}: "
-               f"{first['type']}: {first['message']}{also}\n"
+               f"{first['type']}: {first['message']}{also}\n{where}"
                f"last lines of rank {first['rank']}'s log:\n{tail}")
     return RankFailedError(message, rank=first["rank"],
                            error=f"{first['type']}: {first['message']}",
