@@ -141,7 +141,10 @@ def describe_schema(schema: Any) -> str:
 
 _NO_DELTA = re.compile(r"(DATA_SOURCE_NOT_FOUND|Failed to find (the )?data source: delta|"
                        r"ClassNotFoundException: (io\.delta|delta\.DefaultSource)|"
-                       r"PARSE_SYNTAX_ERROR.*HISTORY)", re.IGNORECASE)
+                       r"PARSE_SYNTAX_ERROR.*HISTORY|"
+                       # without Delta's parser, DESCRIBE HISTORY t reads as DESCRIBE TABLE HISTORY
+                       r"table or view `?HISTORY`? (cannot be|not) found|"
+                       r"Table or view not found: HISTORY)", re.IGNORECASE)
 
 
 def missing_delta_message(exc: BaseException) -> Optional[str]:

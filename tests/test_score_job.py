@@ -279,3 +279,15 @@ def test_workers_read_parquet_row_groups_and_score_like_spark(spark, job_env, tm
              "id_cols": "id,part", "run_date": "2024-03-01", "outputs": "reconstruction_mse"}
     summary = nightly.run_score(spark, score_config.load(None, [], flags))
     assert summary["reader"] == "spark" and summary["rows"]["in"] == 403
+
+
+def test_a_delta_input_without_delta_in_the_session_fails_clearly(spark, tmp_path):
+    """This run's session has no Delta Lake (test.sh loads it only for tests marked delta):
+    a Delta folder is recognised and refused with the reason, before any job."""
+    from sparkae import read_table
+
+    log = tmp_path / "events" / "_delta_log"
+    log.mkdir(parents=True)
+    (log / "00000000000000000000.json").write_text("{}\n")
+    with pytest.raises(ValueError, match="this SparkSession has no Delta Lake"):
+        read_table(spark, str(tmp_path / "events"))
