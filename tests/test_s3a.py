@@ -96,58 +96,76 @@ def test_hadoop_version_fails_clearly_without_hadoop_jars(tmp_path):
         jars.hadoop_version(str(tmp_path / "missing"))
 
 
-def test_with_s3a_packages_merges_without_duplicates():
-    ours = jars.s3a_packages()
+@pytest.fixture
+def jars43(tmp_path):
+    """A Spark 4.3 jars folder (Hadoop 3.4.1): S3A only, Delta has no release for it."""
+    for name in ("spark-core_2.13-4.3.0.jar", "hadoop-client-api-3.4.1.jar"):
+        (tmp_path / name).write_bytes(b"")
+    return str(tmp_path)
+
+
+def test_with_packages_merges_without_duplicates(jars43):
+    ours = jars.s3a_packages(jars43)
     on = {}
-    assert jars.with_s3a_packages({}, environ=on) == {jars.PACKAGES_KEY: ours}
-    assert jars.with_s3a_packages(None, environ=on) == {jars.PACKAGES_KEY: ours}
+
+    def add(conf, environ=on):
+        return jars.with_packages(conf, environ=environ, jars_dir=jars43)
+
+    assert add({}) == {jars.PACKAGES_KEY: ours}
+    assert add(None) == {jars.PACKAGES_KEY: ours}
     conf = {"spark.x": "1", jars.PACKAGES_KEY: "io.delta:delta-spark_2.13:4.0.0"}
-    merged = jars.with_s3a_packages(conf, environ=on)
+    merged = add(conf)
     assert merged == {"spark.x": "1",
                       jars.PACKAGES_KEY: f"io.delta:delta-spark_2.13:4.0.0,{ours}"}
     assert conf[jars.PACKAGES_KEY] == "io.delta:delta-spark_2.13:4.0.0"   # not modified
     # already there, alone or in a list with blanks: once, order kept
-    assert jars.with_s3a_packages({jars.PACKAGES_KEY: ours}, environ=on) == {
-        jars.PACKAGES_KEY: ours}
-    again = jars.with_s3a_packages({jars.PACKAGES_KEY: f" a:b:1 , {ours},, a:b:1"},
-                                   environ=on)
+    assert add({jars.PACKAGES_KEY: ours}) == {jars.PACKAGES_KEY: ours}
+    again = add({jars.PACKAGES_KEY: f" a:b:1 , {ours},, a:b:1"})
     assert again[jars.PACKAGES_KEY] == f"a:b:1,{ours}"
     # applying twice changes nothing
-    assert jars.with_s3a_packages(merged, environ=on) == merged
+    assert add(merged) == merged
 
 
-def test_with_s3a_packages_keeps_the_users_hadoop_aws_version():
+def test_with_packages_keeps_the_users_hadoop_aws_version(jars43):
     mine = "org.apache.hadoop:hadoop-aws:0.0.1"
-    out = jars.with_s3a_packages({jars.PACKAGES_KEY: mine}, environ={})
+    out = jars.with_packages({jars.PACKAGES_KEY: mine}, environ={}, jars_dir=jars43)
     assert out[jars.PACKAGES_KEY] == mine
 
 
 @pytest.mark.parametrize("environ", [{"SPARKAE_NO_PACKAGES": "1"},
                                      {"DATABRICKS_RUNTIME_VERSION": "15.4"}])
-def test_with_s3a_packages_adds_nothing_when_off(environ):
+def test_with_packages_adds_nothing_when_off(environ):
     conf = {jars.PACKAGES_KEY: "a:b:1", "spark.x": "1"}
-    assert jars.with_s3a_packages(conf, environ=environ) == conf
-    assert jars.with_s3a_packages({}, environ=environ) == {}
+    assert jars.with_packages(conf, environ=environ) == conf
+    assert jars.with_packages({}, environ=environ) == {}
     assert not jars.packages_enabled(environ)
     assert jars.packages_enabled({"SPARKAE_NO_PACKAGES": "0"})
 
 
-def test_with_s3a_packages_reads_os_environ(monkeypatch):
+def test_with_packages_reads_os_environ(monkeypatch, jars43):
     monkeypatch.setenv("SPARKAE_NO_PACKAGES", "1")
-    assert jars.with_s3a_packages({}) == {}
+    assert jars.with_packages({}, jars_dir=jars43) == {}
     monkeypatch.delenv("SPARKAE_NO_PACKAGES")
     monkeypatch.delenv("DATABRICKS_RUNTIME_VERSION", raising=False)
-    assert jars.with_s3a_packages({}) == {jars.PACKAGES_KEY: jars.s3a_packages()}
+    assert jars.with_packages({}, jars_dir=jars43) == {
+        jars.PACKAGES_KEY: jars.s3a_packages(jars43)}
 
 
 def test_jars_script_prints_the_value_for_spark_submit(monkeypatch, capsys):
     monkeypatch.delenv("SPARKAE_NO_PACKAGES", raising=False)
     monkeypatch.delenv("DATABRICKS_RUNTIME_VERSION", raising=False)
-    ours = jars.s3a_packages()
-    assert jars._main([]) == 0
+    ours = ",".join(filter(None, [jars.s3a_packages(), jars.delta_package()]))
+    assert jars._main(["packages"]) == 0
     assert capsys.readouterr().out == f"{ours}\n"
-    assert jars._main(["a:b:1"]) == 0
+    assert jars._main(["packages", "a:b:1"]) == 0
     assert capsys.readouterr().out == f"a:b:1,{ours}\n"
+    assert jars._main(["conf"]) == 0
+    printed = capsys.readouterr().out
+    assert printed == ("".join(f"{k}={v}\n" for k, v in jars.DELTA_CONF.items())
+                       if jars.delta_package() else "")
+    assert jars._main(["nope"]) == 2
     monkeypatch.setenv("SPARKAE_NO_PACKAGES", "1")
-    assert jars._main(["a:b:1"]) == 0
+    assert jars._main(["packages", "a:b:1"]) == 0
     assert capsys.readouterr().out == "a:b:1\n"
+    assert jars._main(["conf"]) == 0
+    assert capsys.readouterr().out == ""
