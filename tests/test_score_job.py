@@ -147,9 +147,9 @@ def test_bad_model_input_or_schema_fail_clearly_and_write_nothing(spark, job_env
         ({"model": str(tmp_path / "nope")}, FileNotFoundError,
          "model.path: model path: '.*nope' does not exist"),
         ({"input": str(tmp_path / "missing")}, FileNotFoundError,
-         "input '.*missing' does not exist: it is not a path, and no catalog table"),
+         "input.path: '.*missing' does not exist"),
         ({"input": "no_such_table"}, FileNotFoundError,
-         "input 'no_such_table' does not exist"),
+         "input.path: 'no_such_table' does not exist: no path and no catalog table"),
         ({"id_cols": "id,customer"}, ValueError,
          r"input.id_cols: column 'customer' not found in input .*; it has columns \['id', 'vec'\]"),
     ]
@@ -180,7 +180,10 @@ def test_settings_errors_name_the_setting():
         (["scoring.outputs=[mse]"], "scoring.outputs: got 'mse', expected any of"),
         (["run.date=yesterday"], "run.date: got 'yesterday', expected a date YYYY-MM-DD"),
         (["scoring.treshold=1"], "unknown setting 'treshold'; did you mean 'threshold'"),
-        (["output.format=delta"], "output.format: got 'delta', expected one of auto, parquet"),
+        (["output.format=orc"], "output.format: got 'orc', expected one of auto, parquet, "
+                                "delta, table"),
+        (["input.version=-1"], "input.version: got -1, expected a Delta version"),
+        (["input.timestamp=noon"], "input.timestamp: got 'noon', expected a time such as"),
         (["input.id_cols=[run_date]"], "output.partition_col: 'run_date' is also in"),
     ]:
         with pytest.raises(ValueError, match=message):
