@@ -58,11 +58,16 @@ def main(argv=None) -> int:
     except (ValueError, FileNotFoundError) as exc:
         print(f"score: {exc}", file=sys.stderr)
         return 2
+    from sparkae.io.uri import parse
     from sparkae.nightly import describe_error, format_summary, load_model, run_score
     from sparkae.session import get_session
 
+    model = None
     try:
-        model = load_model(settings["model"]["path"])  # before Spark starts: fail fast
+        # a local model before Spark starts: fail fast. One on a file system (s3a://, ...)
+        # after: its settings (spark.hadoop.fs.s3a.endpoint, ...) come with the session
+        if parse(settings["model"]["path"], "model.path").is_local:
+            model = load_model(settings["model"]["path"])
     except (ValueError, FileNotFoundError) as exc:
         print(f"score: failed: {describe_error(exc)}", file=sys.stderr)
         return 1

@@ -202,9 +202,8 @@ def _run_trial(config: Dict[str, Any], ctx: Dict[str, Any]) -> None:
 
 
 def _trial(config: Dict[str, Any], ctx: Dict[str, Any]) -> None:
-    from ray import tune
-
     import ray
+    from ray import tune
 
     index = config["trial"]
     params = dict(ctx["base"], **ctx["combos"][index])
@@ -568,11 +567,13 @@ def _run_grid(spark, train_df, validation_df, base, combos, keys, todo, varying,
         epochs = max(int(dict(ctx["base"], **c).get("epochs", 10)) for c in combos)
         sched = ASHAScheduler(time_attr="training_iteration", max_t=epochs, grace_period=1,
                               reduction_factor=2)
-    # Ray's own results stay on this machine (sparkae keeps its record in the store)
+    # Ray's own results stay on this machine (sparkae keeps its record in the store);
+    # removed after Ray is down, also when Ray fails to start
     ray_dir = tempfile.mkdtemp(prefix="sparkae-ray-")
-    with ray_for(spark, include_dashboard) as cpus, _env(RAY_AIR_NEW_OUTPUT="0"), \
-            contextlib.ExitStack() as stack:
+    with contextlib.ExitStack() as stack:
         stack.callback(shutil.rmtree, ray_dir, True)
+        cpus = stack.enter_context(ray_for(spark, include_dashboard))
+        stack.enter_context(_env(RAY_AIR_NEW_OUTPUT="0"))
         trainable = tune.with_resources(tune.with_parameters(_run_trial, ctx=ctx), resources)
         tuner = tune.Tuner(
             trainable, param_space={"trial": tune.grid_search(todo)},

@@ -371,8 +371,9 @@ def _task_host() -> str:
     return f"{name} ({address})" if address and address != name else name
 
 
-#: The host :func:`_execute` names in a failed task's error.
-_FAILED_HOST = re.compile(r"sparkae: training ranks failed on host (.+?) \(return code")
+#: The host :func:`_execute` names in a failed task's error (not the source line of the
+#: ``raise`` that a Python traceback in the same text quotes).
+_FAILED_HOST = re.compile(r"sparkae: training ranks failed on host ([^{}\n]+?) \(return code")
 
 
 def _is_local(spark: Any) -> bool:
