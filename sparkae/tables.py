@@ -73,10 +73,8 @@ def check_time_travel(version: Any, timestamp: Any, what: str = "input") -> None
         raise ValueError(f"{what}.version: got {version!r}, expected a Delta version "
                          "(an integer >= 0) or null")
     if timestamp is not None:
-        text = timestamp.isoformat(sep=" ") if isinstance(timestamp, dt.datetime) else (
-            timestamp.isoformat() if isinstance(timestamp, dt.date) else timestamp)
         try:
-            dt.datetime.fromisoformat(str(text))
+            dt.datetime.fromisoformat(_timestamp_text(timestamp))
         except ValueError:
             raise ValueError(f"{what}.timestamp: got {timestamp!r}, expected a time such as "
                              "'2024-06-01 12:00:00' or '2024-06-01'") from None

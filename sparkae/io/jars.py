@@ -71,6 +71,15 @@ def _pyspark_jars_dir() -> str:
     return os.path.join(os.path.dirname(os.path.abspath(pyspark.__file__)), "jars")
 
 
+def _jar_names(jars_dir: Optional[str]) -> Tuple[str, List[str]]:
+    """The jars folder (pyspark's own by default) and the names in it."""
+    folder = jars_dir or _pyspark_jars_dir()
+    try:
+        return folder, os.listdir(folder)
+    except OSError as exc:
+        raise RuntimeError(f"cannot list Spark's jars folder {folder!r}: {exc}") from exc
+
+
 def hadoop_version(jars_dir: Optional[str] = None) -> str:
     """The Hadoop version bundled with the installed pyspark.
 
@@ -90,12 +99,7 @@ def hadoop_version(jars_dir: Optional[str] = None) -> str:
     RuntimeError
         The folder is missing or holds no Hadoop client jar (a "without Hadoop" Spark build).
     """
-    folder = jars_dir or _pyspark_jars_dir()
-    try:
-        names = os.listdir(folder)
-    except OSError as exc:
-        raise RuntimeError(f"cannot list Spark's jars folder {folder!r} to find the bundled "
-                           f"Hadoop version: {exc}") from exc
+    folder, names = _jar_names(jars_dir)
     for pattern in _HADOOP_JARS:
         versions = sorted({m.group(1) for m in map(pattern.match, names) if m})
         if len(versions) == 1:
@@ -138,11 +142,7 @@ def spark_version(jars_dir: Optional[str] = None) -> str:
     RuntimeError
         The folder is missing or holds no spark-core jar.
     """
-    folder = jars_dir or _pyspark_jars_dir()
-    try:
-        names = os.listdir(folder)
-    except OSError as exc:
-        raise RuntimeError(f"cannot list Spark's jars folder {folder!r}: {exc}") from exc
+    folder, names = _jar_names(jars_dir)
     found = sorted({m.group(2) for m in map(_SPARK_CORE.match, names) if m})
     if len(found) != 1:
         raise RuntimeError(f"expected one spark-core_<scala>-<version>.jar in {folder!r}, "
