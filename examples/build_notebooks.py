@@ -201,16 +201,16 @@ is one Delta commit (`replaceWhere`), so the rerun replaces its date and touches
     ("code", """\
 import tempfile
 
-from sparkae import nightly, score_config
+from sparkae.jobs import score_job, score_settings
 
 lake = os.environ.get("SPARKAE_EXAMPLE_LAKE") or tempfile.mkdtemp(prefix="sparkae-lake-")
 valid.select("id", "features").write.format("delta").mode("overwrite").save(f"{lake}/events")
 detector.write().overwrite().save(f"{lake}/model")
 for day in ("2024-06-01", "2024-06-02", "2024-06-01"):
-    settings = score_config.load(None, ["output.format=delta", "input.version=0"], {
+    settings = score_settings.load(None, ["output.format=delta", "input.version=0"], {
         "model": f"{lake}/model", "input": f"{lake}/events", "output": f"{lake}/scores",
         "id_cols": "id", "run_date": day, "outputs": "reconstruction_mse,is_anomaly"})
-    summary = nightly.run_score(spark, settings)
+    summary = score_job.run_score(spark, settings)
     print(f"{day}: read version {summary['input_version']}, wrote version "
           f"{summary['output_version']}, replaced a previous run: {summary['replaced_previous']}")
 spark.read.format("delta").load(f"{lake}/scores").groupBy("run_date").count().show()

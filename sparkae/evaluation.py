@@ -6,10 +6,12 @@ import math
 
 from pyspark import keyword_only
 from pyspark.ml.evaluation import Evaluator
-from pyspark.ml.param import Param, Params, TypeConverters
+from pyspark.ml.param import Param, TypeConverters
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
+
+from sparkae.spark_private import dummy_parent
 
 METRICS = ("mse", "rmse")
 
@@ -33,8 +35,8 @@ class ReconstructionEvaluator(Evaluator, DefaultParamsReadable, DefaultParamsWri
     ...                            evaluator=ReconstructionEvaluator())   # doctest: +SKIP
     """
 
-    metric_name = Param(Params._dummy(), "metric_name", "mse or rmse", TypeConverters.toString)
-    score_col = Param(Params._dummy(), "score_col", "per-row reconstruction error column",
+    metric_name = Param(dummy_parent(), "metric_name", "mse or rmse", TypeConverters.toString)
+    score_col = Param(dummy_parent(), "score_col", "per-row reconstruction error column",
                       TypeConverters.toString)
 
     @keyword_only

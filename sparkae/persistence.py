@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from typing import Any, Dict, Tuple
 
 import torch
@@ -74,10 +75,13 @@ def save_model(path: str, metadata: Dict[str, Any], state: Dict[str, torch.Tenso
 def _spark_ml_metadata(uid: Any) -> bytes:
     """Spark ML's ``metadata/part-00000`` naming the Python class, so that a
     ``PipelineModel`` holding the model saves and loads with Spark's own ``save``/``load``
-    (Spark's reader then calls :meth:`AutoencoderModel.load` on the directory)."""
-    line = json.dumps({"class": "sparkae.estimator.AutoencoderModel", "uid": uid,
-                       "timestamp": 0, "sparkVersion": "", "paramMap": {},
-                       "defaultParamMap": {}})
+    (Spark's reader then calls :meth:`AutoencoderModel.load` on the directory); with the
+    save time (ms since the epoch) and the PySpark version, as Spark ML writes them."""
+    import pyspark
+
+    line = json.dumps({"class": MODEL_CLASS, "uid": uid,
+                       "timestamp": int(time.time() * 1000), "sparkVersion": pyspark.__version__,
+                       "paramMap": {}, "defaultParamMap": {}})
     return (line + "\n").encode()
 
 

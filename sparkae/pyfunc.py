@@ -21,14 +21,13 @@ import numpy as np
 
 from sparkae.data.prepare import InputInfo
 from sparkae.scoring import PASS_ELEMENTS, score_matrix
+from sparkae.tracking import ARTIFACT
 
 try:  # the base class only where MLflow is installed: sparkae imports without it
     from mlflow.pyfunc import PythonModel as _Base
 except ImportError:  # pragma: no cover - exercised in environments without MLflow
     _Base = object
 
-#: Name of the model directory among the pyfunc model's artifacts.
-ARTIFACT = "sparkae_model"
 
 
 def frame_to_matrix(pdf: Any, info: InputInfo, skip_missing: bool = False
@@ -145,12 +144,12 @@ class AutoencoderPyfunc(_Base):
     """
 
     def load_context(self, context: Any) -> None:
-        from sparkae.estimator import AutoencoderModel
+        from sparkae.model import AutoencoderModel
 
         model = AutoencoderModel.load(context.artifacts[ARTIFACT])
         self._net = model.network()
         self._info = model.input_info
-        self._layer = model._layer(None)
+        self._layer = model.resolve_layer()
         self._threshold = model.threshold
         self._skip = model.getOrDefault("missing_values_handling") == "skip"
 

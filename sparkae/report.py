@@ -13,7 +13,7 @@ import base64
 import html
 import io
 import logging
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -22,7 +22,8 @@ from sparkae.io import fs
 log = logging.getLogger("sparkae")
 
 
-def _plt():
+def pyplot() -> Any:
+    """matplotlib's pyplot on the Agg backend (no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -31,16 +32,17 @@ def _plt():
     return plt
 
 
-def _png(fig) -> bytes:
+def to_png(fig: Any) -> bytes:
+    """``fig`` as PNG bytes (90 dpi); the figure is closed."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-    _plt().close(fig)
+    pyplot().close(fig)
     return buf.getvalue()
 
 
 def training_curve(history: Sequence[Dict]) -> bytes:
     """Training (and validation) MSE per epoch."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.5))
     epochs = [h["epoch"] for h in history]
     ax.plot(epochs, [h["train_mse"] for h in history], marker="o", label="train")
@@ -52,13 +54,13 @@ def training_curve(history: Sequence[Dict]) -> bytes:
     ax.set_yscale("log")
     ax.legend()
     ax.set_title("Training curve")
-    return _png(fig)
+    return to_png(fig)
 
 
 def generated_grid(rows: np.ndarray, image_shape: Sequence[int],
                    title: str = "Rows generated from prior draws") -> bytes:
     """A grid of generated rows shown as images (variational and adversarial models)."""
-    plt = _plt()
+    plt = pyplot()
     n = len(rows)
     cols = min(8, n)
     lines = -(-n // cols)
@@ -72,7 +74,7 @@ def generated_grid(rows: np.ndarray, image_shape: Sequence[int],
         else:
             ax.axis("off")
     fig.suptitle(title)
-    return _png(fig)
+    return to_png(fig)
 
 
 def reconstructions(rows: np.ndarray, recon: np.ndarray, title: str,
@@ -80,7 +82,7 @@ def reconstructions(rows: np.ndarray, recon: np.ndarray, title: str,
                     captions: Optional[List[str]] = None) -> bytes:
     """Rows (top) above their reconstructions (bottom): images when ``image_shape`` is
     given, line plots otherwise."""
-    plt = _plt()
+    plt = pyplot()
     n = len(rows)
     fig, axes = plt.subplots(2, n, figsize=(1.4 * n, 3.2), squeeze=False)
     for i in range(n):
@@ -100,12 +102,12 @@ def reconstructions(rows: np.ndarray, recon: np.ndarray, title: str,
     axes[0][0].set_ylabel("input")
     axes[1][0].set_ylabel("reconstruction")
     fig.suptitle(title)
-    return _png(fig)
+    return to_png(fig)
 
 
 def error_distribution(errors: np.ndarray, threshold: Optional[float] = None) -> bytes:
     """Histogram of per-row reconstruction MSE, with the anomaly threshold when set."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.5))
     errors = errors[np.isfinite(errors)]
     positive = errors[errors > 0]
@@ -121,12 +123,12 @@ def error_distribution(errors: np.ndarray, threshold: Optional[float] = None) ->
     ax.set_xlabel("reconstruction MSE")
     ax.set_ylabel("rows")
     ax.set_title(f"Reconstruction errors ({len(errors)} rows)")
-    return _png(fig)
+    return to_png(fig)
 
 
 def coding_activations(acts: Sequence[float], target: Optional[float] = None) -> bytes:
     """Average activation of every coding unit (rho-hat), sorted, with the sparsity target."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.5))
     values = np.sort(np.asarray(acts))
     ax.bar(np.arange(len(values)), values, color="#228833")
@@ -137,7 +139,7 @@ def coding_activations(acts: Sequence[float], target: Optional[float] = None) ->
     ax.set_ylabel("average activation")
     ax.legend()
     ax.set_title("Coding layer average activations")
-    return _png(fig)
+    return to_png(fig)
 
 
 def _two_d(x: np.ndarray) -> np.ndarray:
@@ -151,7 +153,7 @@ def _two_d(x: np.ndarray) -> np.ndarray:
 def codings_vs_pca(codings: np.ndarray, scaled_inputs: np.ndarray, labels: np.ndarray) -> bytes:
     """2-D codings (or their first two principal components) beside a 2-D PCA of the
     scaled inputs, coloured by label."""
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.5))
     titles = ("autoencoder codings" if codings.shape[1] == 2 else "codings (first 2 PCs)",
               "PCA of the inputs")
@@ -159,7 +161,7 @@ def codings_vs_pca(codings: np.ndarray, scaled_inputs: np.ndarray, labels: np.nd
         sc = ax.scatter(data[:, 0], data[:, 1], c=labels, cmap="tab10", s=4)
         ax.set_title(title)
     fig.colorbar(sc, ax=axes, label="label")
-    return _png(fig)
+    return to_png(fig)
 
 
 def write_html(path: str, title: str, summary_rows: Dict[str, object],

@@ -18,9 +18,8 @@ from typing import Any, Dict, Optional
 
 from pyspark.sql import DataFrame, SparkSession
 
-from sparkae import delta
+import sparkae.delta as delta
 from sparkae.io import fs
-from sparkae.partitions import looks_like_table
 
 log = logging.getLogger("sparkae")
 
@@ -58,6 +57,12 @@ class TableInfo:
     def as_dict(self) -> Dict[str, Any]:
         """A JSON-ready dict."""
         return asdict(self)
+
+
+def looks_like_table(name: str) -> bool:
+    """``db.table`` or ``table``: no path separator, no scheme, not relative (``./x``)."""
+    return "/" not in name and "\\" not in name and ":" not in name and \
+        not name.startswith(".") and bool(name)
 
 
 def check_time_travel(version: Any, timestamp: Any, what: str = "input") -> None:

@@ -30,6 +30,9 @@ import sys
 import tempfile
 from typing import Any, Dict, List, Optional
 
+#: Name of the model directory among the pyfunc model's artifacts.
+ARTIFACT = "sparkae_model"
+
 log = logging.getLogger("sparkae")
 
 #: What to install for tracking.
@@ -145,8 +148,6 @@ def log_fit(model: Any, values: Dict[str, Any]) -> Optional[Dict[str, str]]:
             totals["threshold"] = model.threshold
         mlflow.log_metrics({k: float(v) for k, v in totals.items()})
         mlflow.log_dict(s.to_json(), "summary.json")
-        from sparkae.pyfunc import ARTIFACT
-
         path = os.path.join(tmp, ARTIFACT)
         model.save(path)
         mlflow.log_artifacts(path, artifact_path=ARTIFACT)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sparkae import config
+from sparkae.jobs import train_settings as config
 from tests.conftest import ROOT
 
 

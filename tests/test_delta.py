@@ -18,7 +18,8 @@ import time
 import pytest
 from pyspark.sql import functions as F
 
-from sparkae import Autoencoder, AutoencoderModel, nightly, read_table, score_config, scoring
+from sparkae import Autoencoder, AutoencoderModel, read_table, scoring
+from sparkae.jobs import score_job, score_settings
 from sparkae.io import jars
 from tests.conftest import ROOT, packages_env
 
@@ -49,7 +50,7 @@ def settings_for(root, out, date, outputs="reconstruction_mse,is_anomaly", **ext
     flags = {"model": str(root / "model"), "input": str(root / "events"), "output": str(out),
              "id_cols": "id", "run_date": date, "outputs": outputs}
     sets = [f"{k}={json.dumps(v)}" for k, v in extra.items()]
-    return score_config.load(None, sets, flags)
+    return score_settings.load(None, sets, flags)
 
 
 def date_files(spark, table, date):
@@ -66,11 +67,11 @@ def history(spark, ref):
 def test_nightly_runs_replace_their_date_in_one_commit(spark, delta_env, tmp_path):
     x, model, root = delta_env
     out = tmp_path / "scores"
-    s1 = nightly.run_score(spark, settings_for(root, out, "2024-01-01",
+    s1 = score_job.run_score(spark, settings_for(root, out, "2024-01-01",
                                                **{"output.format": "delta"}))
-    s2 = nightly.run_score(spark, settings_for(root, out, "2024-01-02"))   # auto: Delta
+    s2 = score_job.run_score(spark, settings_for(root, out, "2024-01-02"))   # auto: Delta
     day2 = date_files(spark, out, "2024-01-02")
-    s3 = nightly.run_score(spark, settings_for(root, out, "2024-01-01"))
+    s3 = score_job.run_score(spark, settings_for(root, out, "2024-01-01"))
     assert (s1["input_format"], s1["input_version"]) == ("delta", 1)
     assert [s["output_version"] for s in (s1, s2, s3)] == [0, 1, 2]
     assert [s["replaced_previous"] for s in (s1, s2, s3)] == [False, False, True]
@@ -95,7 +96,7 @@ def test_nightly_runs_replace_their_date_in_one_commit(spark, delta_env, tmp_pat
         ref.reconstruction_mse.fillna(-1).round(6))
     # OPTIMIZE compacts the written date (4 files, one per input partition, into 1)
     assert len(date_files(spark, out, "2024-01-01")) > 1
-    s4 = nightly.run_score(spark, settings_for(root, out, "2024-01-01",
+    s4 = score_job.run_score(spark, settings_for(root, out, "2024-01-01",
                                                **{"output.optimize": True}))
     assert len(date_files(spark, out, "2024-01-01")) == 1
     assert history(spark, f"delta.`{out}`")[-1].operation == "OPTIMIZE"
@@ -105,15 +106,15 @@ def test_nightly_runs_replace_their_date_in_one_commit(spark, delta_env, tmp_pat
 def test_time_travel_scores_the_version_asked_for(spark, delta_env, tmp_path):
     x, model, root = delta_env
     out = tmp_path / "scores"
-    old = nightly.run_score(spark, settings_for(root, out, "2024-02-01",
+    old = score_job.run_score(spark, settings_for(root, out, "2024-02-01",
                                                 **{"input.version": 0}))
     assert old["input_version"] == 0 and old["rows"]["in"] == 200
     first, second = history(spark, f"delta.`{root / 'events'}`")
     between = first.timestamp + (second.timestamp - first.timestamp) / 2
-    at = nightly.run_score(spark, settings_for(root, out, "2024-02-02",
+    at = score_job.run_score(spark, settings_for(root, out, "2024-02-02",
                                                **{"input.timestamp": str(between)}))
     assert at["input_version"] == 0 and at["rows"]["in"] == 200
-    now = nightly.run_score(spark, settings_for(root, out, "2024-02-03",
+    now = score_job.run_score(spark, settings_for(root, out, "2024-02-03",
                                                 **{"input.timestamp": str(second.timestamp)}))
     assert now["input_version"] == 1 and now["rows"]["in"] == 403
     ids = spark.read.parquet(str(out)).where("run_date = DATE'2024-02-01'")    # a new path: Parquet
@@ -138,14 +139,14 @@ def test_the_python_api_records_the_training_table(spark, delta_env, tmp_path):
 
 
 def test_the_train_job_reads_and_writes_delta(spark, delta_env, tmp_path):
-    from sparkae import config, runner
+    from sparkae.jobs import train_job, train_settings
 
     x, model, root = delta_env
     sets = [f"input.path={root / 'events'}", "input.source=parquet", "input.version=0",
             "input.label_col=null", "model.features_col=vec", "model.hidden=[3]",
             "model.epochs=1", "output.report=false", f"output.dir={tmp_path / 'out'}",
             "output.format=delta"]
-    summary = runner.run_train(spark, config.load(None, sets))
+    summary = train_job.run_train(spark, train_settings.load(None, sets))
     assert summary["rows"]["train"] + summary["rows"]["validation"] == 200
     assert summary["training_table"] == {"location": str(root / "events"),
                                          "format": "delta", "version": 0, "timestamp": None}
@@ -154,24 +155,24 @@ def test_the_train_job_reads_and_writes_delta(spark, delta_env, tmp_path):
     scored = str(tmp_path / "out" / "scored")
     assert summary["scored"] == scored and summary["rows"]["scored"] == 200
     first = spark.read.format("delta").load(scored).orderBy("id").collect()
-    again = runner.run_train(spark, config.load(None, sets + ["model.seed=5"]))   # a rerun
+    again = train_job.run_train(spark, train_settings.load(None, sets + ["model.seed=5"]))   # a rerun
     assert again["rows"]["scored"] == 200
     assert [r.operation for r in history(spark, f"delta.`{scored}`")] == ["WRITE", "WRITE"]
     assert read_table(spark, scored, version=0).orderBy("id").collect() == first
     spark.sql("DROP TABLE IF EXISTS sparkae_train_scores")
     try:
-        table = runner.run_train(spark, config.load(None, sets + [
+        table = train_job.run_train(spark, train_settings.load(None, sets + [
             "output.table=sparkae_train_scores"]))
         assert table["scored"] == "sparkae_train_scores"
         assert spark.sql("DESCRIBE DETAIL sparkae_train_scores").first().format == "delta"
         assert spark.table("sparkae_train_scores").count() == 200
-        runner.run_train(spark, config.load(None, sets + ["output.table=sparkae_train_scores"]))
+        train_job.run_train(spark, train_settings.load(None, sets + ["output.table=sparkae_train_scores"]))
         assert [r.operation for r in history(spark, "sparkae_train_scores")][-1] == "WRITE"
         assert len(history(spark, "sparkae_train_scores")) == 2
     finally:
         spark.sql("DROP TABLE IF EXISTS sparkae_train_scores")
     with pytest.raises(ValueError, match="output.format: got 'orc', expected parquet or delta"):
-        config.load(None, ["output.format=orc"])
+        train_settings.load(None, ["output.format=orc"])
 
 
 def test_catalog_tables_in_and_out(spark, delta_env, tmp_path):
@@ -183,12 +184,12 @@ def test_catalog_tables_in_and_out(spark, delta_env, tmp_path):
             .saveAsTable("sparkae_events")
         spark.sql("DELETE FROM sparkae_events WHERE id >= 100")     # version 1
         for date in ("2024-03-01", "2024-03-02", "2024-03-01"):
-            s = score_config.load(None, ["output.format=delta", "input.version=0",
+            s = score_settings.load(None, ["output.format=delta", "input.version=0",
                                          f"output.summary={tmp_path / (date + '.json')}"],
                                   {"model": str(root / "model"), "input": "sparkae_events",
                                    "output": "sparkae_delta_scores", "id_cols": "id",
                                    "run_date": date, "outputs": "reconstruction_mse"})
-            summary = nightly.run_score(spark, s)
+            summary = score_job.run_score(spark, s)
         assert summary["input_format"] == "delta" and summary["input_version"] == 0
         assert summary["replaced_previous"] and summary["output_version"] == 3   # 0: created
         counts = spark.table("sparkae_delta_scores").groupBy("run_date").count().toPandas()
@@ -204,20 +205,20 @@ def test_catalog_tables_in_and_out(spark, delta_env, tmp_path):
 def test_schema_changes_fail_unless_merging(spark, delta_env, tmp_path):
     x, model, root = delta_env
     out = tmp_path / "scores"
-    nightly.run_score(spark, settings_for(root, out, "2024-04-01", outputs="reconstruction_mse",
+    score_job.run_score(spark, settings_for(root, out, "2024-04-01", outputs="reconstruction_mse",
                                           **{"output.format": "delta"}))
     before = history(spark, f"delta.`{out}`")
     with pytest.raises(ValueError) as err:
-        nightly.run_score(spark, settings_for(root, out, "2024-04-02"))
+        score_job.run_score(spark, settings_for(root, out, "2024-04-02"))
     text = str(err.value)
     assert "has columns (id bigint, reconstruction_mse double)" in text
     assert "this run writes (id bigint, reconstruction_mse double, is_anomaly boolean)" in text
     assert "output.schema_mode=merge" in text
     assert history(spark, f"delta.`{out}`") == before                  # nothing written
     with pytest.raises(ValueError, match="deep_features array<float>"):
-        nightly.run_score(spark, settings_for(root, out, "2024-04-01",
+        score_job.run_score(spark, settings_for(root, out, "2024-04-01",
                                               outputs="reconstruction_mse,deep_features"))
-    merged = nightly.run_score(spark, settings_for(root, out, "2024-04-02",
+    merged = score_job.run_score(spark, settings_for(root, out, "2024-04-02",
                                                    **{"output.schema_mode": "merge"}))
     assert merged["output_version"] == 1
     table = spark.read.format("delta").load(str(out))
@@ -227,7 +228,7 @@ def test_schema_changes_fail_unless_merging(spark, delta_env, tmp_path):
 def test_bad_input_fails_clearly_and_leaves_the_table_unchanged(spark, delta_env, tmp_path):
     x, model, root = delta_env
     out = tmp_path / "scores"
-    nightly.run_score(spark, settings_for(root, out, "2024-05-01", **{"output.format": "delta"}))
+    score_job.run_score(spark, settings_for(root, out, "2024-05-01", **{"output.format": "delta"}))
     before = history(spark, f"delta.`{out}`")
     plain = tmp_path / "plain"
     spark.read.format("delta").load(str(root / "events")).write.parquet(str(plain))
@@ -238,7 +239,7 @@ def test_bad_input_fails_clearly_and_leaves_the_table_unchanged(spark, delta_env
         if path:   # the --input flag wins over --set input.path
             s["input"]["path"] = path
         with pytest.raises(exc, match=match):
-            nightly.run_score(spark, s)
+            score_job.run_score(spark, s)
 
     fails(ValueError, r"input.path: '.*plain' is not a Delta table \(it has no _delta_log",
           **{"input.path": str(plain), "input.format": "delta"})
@@ -261,7 +262,7 @@ def test_bad_input_fails_clearly_and_leaves_the_table_unchanged(spark, delta_env
         settings_for(root, out, "2024-05-01", **{"output.schema_mode": "loose"})
     # a folder of other files is not made into a Delta table
     with pytest.raises(ValueError, match=r"holds files but no Delta table"):
-        nightly.run_score(spark, settings_for(root, plain, "2024-05-01",
+        score_job.run_score(spark, settings_for(root, plain, "2024-05-01",
                                               **{"output.format": "delta"}))
     assert history(spark, f"delta.`{out}`") == before
 
@@ -278,8 +279,8 @@ def test_a_killed_run_leaves_the_previous_version_and_a_rerun_completes(spark, d
     tasks write files into the table; the table stays at its previous version."""
     x, model, root = delta_env
     out = tmp_path / "scores"
-    nightly.run_score(spark, settings_for(root, out, "2024-06-01", **{"output.format": "delta"}))
-    nightly.run_score(spark, settings_for(root, out, "2024-06-02"))
+    score_job.run_score(spark, settings_for(root, out, "2024-06-01", **{"output.format": "delta"}))
+    score_job.run_score(spark, settings_for(root, out, "2024-06-02"))
     before = spark.read.format("delta").load(str(out)).orderBy("run_date", "id").collect()
     files = set(os.listdir(out / "run_date=2024-06-01"))
     args = ["--model", str(root / "model"), "--input", str(root / "events"),
@@ -335,7 +336,7 @@ def test_the_nightly_job_on_a_delta_table_in_s3(s3_spark, s3_server, delta_env):
     s3_server.bucket("delta-lake")
     out = "s3a://delta-lake/scores"
     for date in ("2024-08-01", "2024-08-02", "2024-08-01"):
-        summary = nightly.run_score(s3_spark, settings_for(root, out, date,
+        summary = score_job.run_score(s3_spark, settings_for(root, out, date,
                                                           **{"output.format": "delta"}))
     assert summary["output_version"] == 2 and summary["replaced_previous"]
     assert summary["summary"] == f"{out}/_runs/run_date=2024-08-01.json"

@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 from pyspark.ml.linalg import Vectors
 
-from sparkae import Autoencoder, AutoencoderModel, config, score_config
+from sparkae import Autoencoder, AutoencoderModel
+from sparkae.jobs import score_settings, train_settings
 from sparkae.train.checkpoint import CheckpointError
 from tests.conftest import ROOT
 
@@ -117,9 +118,9 @@ def test_params_out_of_range_or_exclusive(vec_df, kwargs, message):
 
 def test_unknown_config_keys_get_a_suggestion(tmp_path):
     with pytest.raises(ValueError, match=r"did you mean 'epochs'"):
-        config.load(None, ["model.epoch=3"])
+        train_settings.load(None, ["model.epoch=3"])
     with pytest.raises(ValueError, match=r"did you mean"):
-        score_config.load(None, ["scoring.batchsize=3"], {})
+        score_settings.load(None, ["scoring.batchsize=3"], {})
 
 
 # -- models ------------------------------------------------------------------------------
@@ -224,12 +225,12 @@ def test_yaml_tags_that_run_code_are_refused(tmp_path):
     marker = tmp_path / "ran"
     bad = tmp_path / "bad.yaml"
     bad.write_text(f"model:\n  epochs: !!python/object/apply:os.system ['touch {marker}']\n")
-    for load in (lambda: config.load(str(bad), []),
-                 lambda: score_config.load(str(bad), [], {})):
+    for load in (lambda: train_settings.load(str(bad), []),
+                 lambda: score_settings.load(str(bad), [], {})):
         with pytest.raises(ValueError, match=r"bad.yaml"):
             load()
     with pytest.raises(ValueError):
-        config.load(None, [f"model.epochs=!!python/object/apply:os.system ['touch {marker}']"])
+        train_settings.load(None, [f"model.epochs=!!python/object/apply:os.system ['touch {marker}']"])
     assert not marker.exists()
 
 
@@ -246,7 +247,7 @@ def _train_job(*sets, timeout=300):
 
 def test_jobs_refuse_unwritable_outputs_and_outputs_over_their_input(spark, tmp_path,
                                                                      small_model, vec_df):
-    from sparkae import nightly
+    from sparkae.jobs import score_job
 
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
@@ -267,7 +268,7 @@ def test_jobs_refuse_unwritable_outputs_and_outputs_over_their_input(spark, tmp_
     def score(out):
         flags = {"model": str(tmp_path / "model"), "input": str(src), "output": str(out),
                  "run_date": "2024-01-01"}
-        return nightly.run_score(spark, score_config.load(None, [], flags))
+        return score_job.run_score(spark, score_settings.load(None, [], flags))
 
     with pytest.raises(ValueError, match=r"output.path: '.*a-file/scores' cannot be written: "
                                          r"'.*a-file' is a file"):

@@ -8,7 +8,7 @@ import sys
 import pytest
 import yaml
 
-from sparkae import config, score_config, tune_config
+from sparkae.jobs import score_settings, train_settings, tune_settings
 from tests.conftest import ROOT
 
 
@@ -27,15 +27,15 @@ def _expected(defaults: dict, model: bool) -> list:
     lines = []
     for section, values in defaults.items():
         if section == "model" and model:
-            values = config.model_defaults()
+            values = train_settings.model_defaults()
         for key, value in values.items():
             lines.append(f"  {section}.{key} = {_flow(value)}")
     return lines
 
 
-@pytest.mark.parametrize("job, defaults", [("train", config.DEFAULTS),
-                                           ("score", score_config.DEFAULTS),
-                                           ("tune", tune_config.DEFAULTS)])
+@pytest.mark.parametrize("job, defaults", [("train", train_settings.DEFAULTS),
+                                           ("score", score_settings.DEFAULTS),
+                                           ("tune", tune_settings.DEFAULTS)])
 def test_help_lists_every_setting_and_its_default(job, defaults):
     text = _help(job).splitlines()
     expected = _expected(defaults, model=job != "score")
@@ -43,7 +43,7 @@ def test_help_lists_every_setting_and_its_default(job, defaults):
     assert not missing, f"jobs/{job}.py --help lacks: {missing}"
     assert "--set SECTION.KEY=VALUE" in "\n".join(text)
     if job != "score":   # every Autoencoder Param, by name, with its default
-        for name, value in config.model_defaults().items():
+        for name, value in train_settings.model_defaults().items():
             assert f"  model.{name} = {_flow(value)}" in text, name
         assert "  model.progress = auto" in text and "  model.hidden = [100]" in text
     if job == "tune":

@@ -135,7 +135,7 @@ def test_missing_mlflow_is_a_clear_error(spark, small_dense, monkeypatch):
 
 def test_bad_param_value():
     with pytest.raises(ValueError, match="'mlflow_tracking': got 'yes', expected True or False"):
-        from sparkae.params import validate
+        from sparkae.validation import validate
 
         validate({"mlflow_tracking": "yes"})
 
@@ -160,13 +160,13 @@ def test_frame_to_matrix_rows_and_errors():
 
 
 def test_train_job_logs_the_report(spark, small_dense, mlflow, tmp_path):
-    from sparkae import config
-    from sparkae.runner import run_train
+    from sparkae.jobs import train_settings
+    from sparkae.jobs.train_job import run_train
 
     _, df = small_dense
     data = tmp_path / "in.parquet"
     df.select("id", "arr").write.parquet(str(data))
-    settings = config.load(None, ["input.source=parquet", f"input.path={data}",
+    settings = train_settings.load(None, ["input.source=parquet", f"input.path={data}",
                                   "input.label_col=null", "evaluation.source=none",
                                   "model.features_col=arr", "model.hidden=[4]",
                                   "model.epochs=1", "model.mlflow_tracking=true",

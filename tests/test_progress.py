@@ -9,7 +9,7 @@ import re
 import pytest
 
 from sparkae import Autoencoder
-from sparkae.params import validate
+from sparkae.validation import validate
 from sparkae.progress import EpochProgress, format_eta, resolve_mode
 
 LINE = re.compile(r"epoch (\d+)/(\d+)  train_mse=[0-9.]+(  validation_mse=[0-9.]+)?  "

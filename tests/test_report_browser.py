@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 
 from sparkae import report
-from sparkae.tune_config import leaderboard_chart
+from sparkae.jobs.tune_job import leaderboard_chart
 from tests.browser import check_page, chromium_or_skip
 
 
@@ -67,7 +67,7 @@ def test_the_browser_check_catches_broken_images_and_script_errors(tmp_path):
 
 def test_tune_report_renders_in_chromium(tmp_path):
     chromium = chromium_or_skip()
-    from sparkae.tune_config import write_report
+    from sparkae.jobs.tune_job import write_report
 
     board = pd.DataFrame({"hidden": ["[50]", "[100]", "[7]"], "train_mse": [0.02, 0.01, None],
                           "validation_mse": [0.03, 0.015, None],

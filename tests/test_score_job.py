@@ -13,7 +13,8 @@ import pytest
 import torch
 from pyspark.sql import functions as F
 
-from sparkae import Autoencoder, nightly, partitions, score_config, scoring
+from sparkae import Autoencoder, scoring
+from sparkae.jobs import partitions, score_job, score_settings
 from tests.conftest import ROOT
 
 
@@ -37,7 +38,7 @@ def settings_for(root, out, date, outputs="reconstruction_mse,is_anomaly", **ext
     flags = {"model": str(root / "model"), "input": str(root / "input"), "output": str(out),
              "id_cols": "id", "run_date": date, "outputs": outputs}
     sets = [f"{k}={json.dumps(v)}" for k, v in extra.items()]
-    return score_config.load(None, sets, flags)
+    return score_settings.load(None, sets, flags)
 
 
 def snapshot(directory):
@@ -54,10 +55,10 @@ def snapshot(directory):
 def test_runs_replace_only_their_date_and_write_a_summary(spark, job_env, tmp_path):
     x, model, root = job_env
     out = tmp_path / "scores"
-    s1 = nightly.run_score(spark, settings_for(root, out, "2024-01-01"))
-    nightly.run_score(spark, settings_for(root, out, "2024-01-02"))
+    s1 = score_job.run_score(spark, settings_for(root, out, "2024-01-01"))
+    score_job.run_score(spark, settings_for(root, out, "2024-01-02"))
     day2 = snapshot(out / "run_date=2024-01-02")
-    s3 = nightly.run_score(spark, settings_for(root, out, "2024-01-01"))
+    s3 = score_job.run_score(spark, settings_for(root, out, "2024-01-01"))
     assert not s1["replaced_previous"] and s3["replaced_previous"]
     assert snapshot(out / "run_date=2024-01-02") == day2          # the other date: untouched
     scores = spark.read.parquet(str(out)).toPandas()
@@ -81,15 +82,15 @@ def test_runs_replace_only_their_date_and_write_a_summary(spark, job_env, tmp_pa
     assert summary["wall_time_s"] > 0 and summary["rows_per_s"] > 0
     assert sorted(os.listdir(out)) == ["_runs", "run_date=2024-01-01", "run_date=2024-01-02"]
     # without --outputs: the model's outputs, and is_anomaly since it has a threshold
-    assert nightly.resolve_outputs(model, None, None) == ["deep_features",
+    assert score_job.resolve_outputs(model, None, None) == ["deep_features",
                                                           "reconstruction_mse", "is_anomaly"]
 
 
 def test_a_run_failing_mid_write_leaves_every_partition_as_it_was(spark, job_env, tmp_path):
     x, model, root = job_env
     out = tmp_path / "scores"
-    nightly.run_score(spark, settings_for(root, out, "2024-02-01"))
-    nightly.run_score(spark, settings_for(root, out, "2024-02-02"))
+    score_job.run_score(spark, settings_for(root, out, "2024-02-01"))
+    score_job.run_score(spark, settings_for(root, out, "2024-02-02"))
     before = snapshot(out)
     # partition 1 raises on its 3rd Arrow batch of 25 rows: its first 50 rows have
     # already gone to the Parquet writer, and other tasks may have committed files
@@ -97,16 +98,16 @@ def test_a_run_failing_mid_write_leaves_every_partition_as_it_was(spark, job_env
     spark.conf.set(scoring.FAIL_CONF, "1:3")
     try:
         with pytest.raises(Exception, match="injected failure"):
-            nightly.run_score(spark, settings_for(root, out, "2024-02-01"))
+            score_job.run_score(spark, settings_for(root, out, "2024-02-01"))
         with pytest.raises(Exception, match="injected failure"):    # a new date: not created
-            nightly.run_score(spark, settings_for(root, out, "2024-02-03"))
+            score_job.run_score(spark, settings_for(root, out, "2024-02-03"))
     finally:
         spark.conf.unset(scoring.FAIL_CONF)
         spark.conf.unset("spark.sql.execution.arrow.maxRecordsPerBatch")
     assert snapshot(out) == before
     assert sorted(os.listdir(out)) == ["_runs", "run_date=2024-02-01", "run_date=2024-02-02"]
     assert spark.read.parquet(str(out)).count() == 806
-    nightly.run_score(spark, settings_for(root, out, "2024-02-01"))   # the rerun completes
+    score_job.run_score(spark, settings_for(root, out, "2024-02-01"))   # the rerun completes
     assert spark.read.parquet(str(out)).count() == 806
 
 
@@ -114,7 +115,7 @@ def test_a_failed_or_killed_swap_restores_the_previous_partition(spark, job_env,
                                                                   monkeypatch):
     x, model, root = job_env
     out = tmp_path / "scores"
-    nightly.run_score(spark, settings_for(root, out, "2024-03-01"))
+    score_job.run_score(spark, settings_for(root, out, "2024-03-01"))
     before = snapshot(out / "run_date=2024-03-01")
     real = partitions.PathPartitions._swap
 
@@ -125,7 +126,7 @@ def test_a_failed_or_killed_swap_restores_the_previous_partition(spark, job_env,
 
     monkeypatch.setattr(partitions.PathPartitions, "_swap", move_old_then_fail)
     with pytest.raises(OSError, match="disk gone"):
-        nightly.run_score(spark, settings_for(root, out, "2024-03-01"))
+        score_job.run_score(spark, settings_for(root, out, "2024-03-01"))
     assert snapshot(out / "run_date=2024-03-01") == before
     assert not (out / "_staging").exists()
     # a run killed between the two renames: the old copy waits under _replaced
@@ -137,7 +138,7 @@ def test_a_failed_or_killed_swap_restores_the_previous_partition(spark, job_env,
     assert snapshot(out / "run_date=2024-03-01") == before
     assert sorted(os.listdir(out)) == ["_runs", "run_date=2024-03-01"]
     monkeypatch.setattr(partitions.PathPartitions, "_swap", real)
-    assert nightly.run_score(spark, settings_for(root, out, "2024-03-01"))["replaced_previous"]
+    assert score_job.run_score(spark, settings_for(root, out, "2024-03-01"))["replaced_previous"]
 
 
 def test_bad_model_input_or_schema_fail_clearly_and_write_nothing(spark, job_env, tmp_path):
@@ -170,7 +171,7 @@ def test_bad_model_input_or_schema_fail_clearly_and_write_nothing(spark, job_env
                 "output": str(out), "id_cols": "id", "run_date": "2024-04-01"}
         base.update(flags)
         with pytest.raises(kind, match=message):
-            nightly.run_score(spark, score_config.load(None, [], base))
+            score_job.run_score(spark, score_settings.load(None, [], base))
         assert not out.exists()
 
 
@@ -187,12 +188,12 @@ def test_settings_errors_name_the_setting():
         (["input.id_cols=[run_date]"], "output.partition_col: 'run_date' is also in"),
     ]:
         with pytest.raises(ValueError, match=message):
-            score_config.load(None, sets, flags)
+            score_settings.load(None, sets, flags)
     with pytest.raises(ValueError, match=r"model.path: got None, expected a non-empty string "
                                          r"\(give --model"):
-        score_config.load(None, [], {"input": "i", "output": "o"})
-    s = score_config.load(os.path.join(ROOT, "conf", "score.yaml"), [], flags)
-    assert s["input"]["id_cols"] == ["id"] and score_config.run_date(s)
+        score_settings.load(None, [], {"input": "i", "output": "o"})
+    s = score_settings.load(os.path.join(ROOT, "conf", "score.yaml"), [], flags)
+    assert s["input"]["id_cols"] == ["id"] and score_settings.run_date(s)
 
 
 def test_table_output_uses_dynamic_partition_overwrite(spark, job_env, tmp_path):
@@ -204,7 +205,7 @@ def test_table_output_uses_dynamic_partition_overwrite(spark, job_env, tmp_path)
         for date in ("2024-05-01", "2024-05-02", "2024-05-01"):
             s = settings_for(root, "sparkae_scores_t", date, outputs="reconstruction_mse",
                              **{"output.summary": str(tmp_path / f"{date}.json")})
-            summary = nightly.run_score(spark, s)
+            summary = score_job.run_score(spark, s)
         assert summary["replaced_previous"] and summary["rows"]["scored"] == 400
         counts = spark.table("sparkae_scores_t").groupBy("run_date").count().toPandas()
         assert sorted(counts["count"]) == [403, 403]
@@ -216,9 +217,9 @@ def test_describe_error_digs_out_the_worker_error():
     text = ("An error occurred while calling o1.parquet.\n: org.apache.spark.SparkException: "
             "Job aborted\nTraceback (most recent call last):\n  File \"x.py\", line 1\n"
             "RuntimeError: sparkae: injected failure in partition 1\n\tat org.apache.Foo")
-    assert nightly.describe_error(Exception(text)) == \
+    assert score_job.describe_error(Exception(text)) == \
         "RuntimeError: sparkae: injected failure in partition 1"
-    assert nightly.describe_error(ValueError("input.id_cols: bad\nmore")) == "input.id_cols: bad"
+    assert score_job.describe_error(ValueError("input.id_cols: bad\nmore")) == "input.id_cols: bad"
 
 
 def _job(args, timeout=300):
@@ -256,16 +257,16 @@ def test_workers_read_parquet_row_groups_and_score_like_spark(spark, job_env, tm
     equal the Spark-read path's, row for row; a Hive-partitioned input (columns the files
     lack) or the conf switch falls back to Spark."""
     x, model, root = job_env
-    direct = nightly.run_score(spark, settings_for(root, tmp_path / "a", "2024-03-01",
+    direct = score_job.run_score(spark, settings_for(root, tmp_path / "a", "2024-03-01",
                                                    outputs="reconstruction_mse,deep_features"))
     assert direct["reader"] == "pyarrow row groups"
     assert direct["rows"] == {"in": 403, "scored": 400, "skipped": 3}
-    spark.conf.set(nightly.DIRECT_CONF, "false")
+    spark.conf.set(score_job.DIRECT_CONF, "false")
     try:
-        viaspark = nightly.run_score(spark, settings_for(
+        viaspark = score_job.run_score(spark, settings_for(
             root, tmp_path / "b", "2024-03-01", outputs="reconstruction_mse,deep_features"))
     finally:
-        spark.conf.unset(nightly.DIRECT_CONF)
+        spark.conf.unset(score_job.DIRECT_CONF)
     assert viaspark["reader"] == "spark"
     a = pd.read_parquet(tmp_path / "a" / "run_date=2024-03-01").sort_values("id")
     b = pd.read_parquet(tmp_path / "b" / "run_date=2024-03-01").sort_values("id")
@@ -280,7 +281,7 @@ def test_workers_read_parquet_row_groups_and_score_like_spark(spark, job_env, tm
         .write.partitionBy("part").parquet(str(hive))
     flags = {"model": str(root / "model"), "input": str(hive), "output": str(tmp_path / "c"),
              "id_cols": "id,part", "run_date": "2024-03-01", "outputs": "reconstruction_mse"}
-    summary = nightly.run_score(spark, score_config.load(None, [], flags))
+    summary = score_job.run_score(spark, score_settings.load(None, [], flags))
     assert summary["reader"] == "spark" and summary["rows"]["in"] == 403
 
 

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 from pyarrow import fs as pafs
 
-from sparkae import Autoencoder, AutoencoderModel, nightly, score_config
+from sparkae import Autoencoder, AutoencoderModel
+from sparkae.jobs import score_job, score_settings
 from sparkae.io import backends, checks, commit, fs
 from sparkae.io.uri import parse
 from tests.conftest import ROOT, packages_env
@@ -180,8 +181,8 @@ def test_score_job_on_s3_twice_for_one_date_leaves_one_copy(model, small_dense, 
     df.select("id", "vec").write.mode("overwrite").parquet(f"{root}/input")
     flags = {"model": f"{root}/model", "input": f"{root}/input", "output": f"{root}/scores",
              "id_cols": "id", "run_date": "2024-03-01", "outputs": "reconstruction_mse"}
-    first = nightly.run_score(spark, score_config.load(None, [], flags))
-    second = nightly.run_score(spark, score_config.load(None, [], flags))
+    first = score_job.run_score(spark, score_settings.load(None, [], flags))
+    second = score_job.run_score(spark, score_settings.load(None, [], flags))
     assert not first["replaced_previous"] and second["replaced_previous"]
     scores = spark.read.parquet(f"{root}/scores").toPandas()
     assert len(scores) == 400 and scores.id.is_unique

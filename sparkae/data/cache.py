@@ -30,6 +30,7 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 from pyspark.sql import DataFrame
 
+import sparkae.spark_private as spark_private
 from sparkae.data.converter import forget_open_files, materialize
 from sparkae.io import fs
 from sparkae.io.uri import join, parse
@@ -128,10 +129,9 @@ def plan_key(df: DataFrame, stats: Any = None, extra: str = "") -> Optional[str]
         parts.append(f"semantic={df.semanticHash()}")
     except Exception:  # noqa: BLE001 - very old or unusual sessions
         return None
-    try:
-        parts.append(df._jdf.queryExecution().analyzed().canonicalized().toString())
-    except Exception:  # noqa: BLE001 - Spark Connect has no _jdf
-        pass
+    plan = spark_private.analyzed_plan(df)   # None under Spark Connect
+    if plan is not None:
+        parts.append(plan)
     try:
         parts.extend(sorted(df.inputFiles()))
     except Exception:  # noqa: BLE001
@@ -241,8 +241,8 @@ def clear_cache(cache_dir: Optional[str] = None) -> int:
                                             name == "petastorm"):
             fs.delete(path, "cache_dir")
             removed += 1
-    from sparkae.data import petastorm as _pt
+    from sparkae.data.petastorm import forget_converters
 
-    _pt.forget_converters()
+    forget_converters()
     log.info("cleared %d cache entries under %s", removed, root)
     return removed

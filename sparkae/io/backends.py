@@ -17,6 +17,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional
 
 import pyarrow as pa
 
+import sparkae.spark_private as spark_private
 from sparkae.io.uri import Uri
 
 log = logging.getLogger("sparkae")
@@ -166,9 +167,8 @@ class Hadoop:
     """Hadoop's FileSystem through the driver's JVM (what Spark uses)."""
 
     def __init__(self, spark: Any, uri: Uri) -> None:
-        jvm = spark._jvm
-        self._conf = spark._jsc.hadoopConfiguration()
-        self._Path = jvm.org.apache.hadoop.fs.Path
+        self._conf = spark_private.hadoop_conf(spark)
+        self._Path = spark_private.jvm(spark).org.apache.hadoop.fs.Path
         self.fs = self._Path(uri.text).getFileSystem(self._conf)
 
     def _p(self, uri: Uri) -> Any:
@@ -242,10 +242,9 @@ def _driver_spark() -> Any:
         from pyspark.sql import SparkSession
 
         spark = SparkSession.getActiveSession()
-        spark._jsc  # noqa: B018 - classic session only
-        return spark
     except Exception:  # noqa: BLE001
         return None
+    return spark if spark is not None and spark_private.is_classic(spark) else None
 
 
 def make(uri: Uri, opts: Mapping[str, str], what: str) -> Any:

@@ -14,6 +14,7 @@ import shutil
 import uuid
 from typing import Any, List
 
+import sparkae.spark_private as spark_private
 from sparkae.io.backends import Hadoop
 from sparkae.io.uri import parse
 
@@ -47,11 +48,9 @@ class HadoopFiles:
     s3a://, ...): :class:`sparkae.io.backends.Hadoop` on string paths."""
 
     def __init__(self, spark: Any, root: str, what: str = "output") -> None:
-        try:
-            spark._jsc  # noqa: B018 - classic session only
-        except Exception:  # Spark Connect: no JVM on this side
+        if not spark_private.is_classic(spark):  # Spark Connect: no JVM on this side
             raise ValueError(f"{what} '{root}': paths with a scheme need a classic "
-                             "SparkSession; under Spark Connect write to a catalog table") from None
+                             "SparkSession; under Spark Connect write to a catalog table")
         self._fs = Hadoop(spark, parse(root, what))
 
     def exists(self, path: str) -> bool:

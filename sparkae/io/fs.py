@@ -28,6 +28,7 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
 
 import pyarrow as pa
 
+import sparkae.spark_private as spark_private
 from sparkae.io import backends
 from sparkae.io.backends import StorageError
 from sparkae.io.uri import Uri, parse
@@ -56,7 +57,7 @@ def options_from_spark(spark: Any) -> Dict[str, str]:
     core-site entries under :data:`PREFIXES`); empty under Spark Connect."""
     out: Dict[str, str] = {}
     try:
-        conf = spark.sparkContext._jsc.hadoopConfiguration()
+        conf = spark_private.hadoop_conf(spark)
     except Exception:  # noqa: BLE001 - Spark Connect: no JVM on this side
         try:
             for key, value in spark.conf.getAll.items() if hasattr(spark.conf, "getAll") else []:

@@ -1,135 +1,24 @@
-"""Settings of the tuning job (``jobs/tune.py``): YAML -> validated dict, and the run.
-
-Sections: ``spark``, ``input`` and ``evaluation`` (as in :mod:`sparkae.config`), ``model``
-(the base Autoencoder Params every trial starts from), ``grid`` (Param name -> list of
-candidates; list-valued Params such as ``hidden`` take a list of lists), ``tune`` (how
-trials run) and ``output``. Missing keys take the defaults of :data:`DEFAULTS`; unknown
-keys are errors with a "did you mean" suggestion; ``section.key=value`` overrides parse
-their values as YAML (``--set 'grid.hidden=[[50],[100]]'``).
+"""The tuning job's run (``jobs/tune.py``): read the data, run the grid, write the results.
 
 Results under ``output.dir``: ``leaderboard.csv``, ``leaderboard.md``, ``leaderboard.png``,
-``report.html``, ``best_params.json``, ``best_model/``; the trial record and every trial's model under
-``tune.storage_path`` (default ``<output.dir>/trials``), so running the job again with the
-same grid resumes where it stopped (``tune.resume: false`` starts over).
+``report.html``, ``best_params.json``, ``best_model/``; the trial record and every trial's
+model under ``tune.storage_path`` (default ``<output.dir>/trials``), so running the job
+again with the same grid resumes where it stopped (``tune.resume: false`` starts over).
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import time
-from typing import Any, Dict, Iterable, List, Optional
+from typing import Any, Dict, List, Optional
 
-import yaml
-
-from sparkae import config as train_config
-from sparkae.config import apply_layers, read_sections
+import sparkae.report as report
+from sparkae.estimator import Autoencoder
 from sparkae.io import fs
 from sparkae.io.uri import join, parse
-from sparkae.params import check_known
+from sparkae.jobs.train_job import read_source, split_input
+from sparkae.tune import grid_search
 
-#: Defaults of every setting of the tuning job (``model`` defaults: the Autoencoder's).
-DEFAULTS: Dict[str, Dict[str, Any]] = {
-    "spark": {"master": "local[2]", "app_name": "sparkae-tune", "conf": {}},
-    "input": copy.deepcopy(train_config.DEFAULTS["input"]),
-    "evaluation": copy.deepcopy(train_config.DEFAULTS["evaluation"]),
-    "model": {},
-    "grid": {},
-    "tune": {
-        "search": "grid",            # grid | random
-        "num_samples": None,         # random: how many combinations to draw
-        "scheduler": None,           # None | asha (stop poor trials early, per epoch)
-        "max_concurrent_trials": None,   # None: as many as the CPUs allow
-        "cpus_per_trial": 1,         # each trial's Spark cores and Torch threads
-        "seed": None,                # random search (and fits without model.seed)
-        "storage_path": None,        # trial record + models; None: <output.dir>/trials
-        "resume": True,              # skip trials already finished in storage_path
-        "dashboard": False,          # start Ray's dashboard
-    },
-    "output": {
-        "dir": "out/tune",           # leaderboard.{csv,md,png}, best_params.json, best_model/
-        "overwrite": True,           # replace a previous run's results in dir
-    },
-}
-
-
-def load(path: Optional[str] = None, overrides: Iterable[str] = ()) -> Dict[str, Dict[str, Any]]:
-    """Read a YAML tuning config (or the defaults), apply overrides and validate.
-
-    Raises
-    ------
-    FileNotFoundError
-        The config file does not exist.
-    ValueError
-        Unknown sections or keys, bad YAML, an empty or malformed grid, bad values.
-    """
-    raw, where = read_sections(path, DEFAULTS)
-    settings = copy.deepcopy(DEFAULTS)
-    settings["model"] = train_config.model_defaults()
-    apply_layers(settings, raw, where, overrides, _merge)
-    validate(settings)
-    return settings
-
-
-def _merge(settings: Dict[str, Any], section: str, values: Dict[str, Any], where: str) -> None:
-    if section != "grid":   # grid keys are checked against the Params in validate()
-        check_known(list(values), list(settings[section]), f"{where}, section '{section}'")
-    for key, value in values.items():
-        if section == "spark" and key == "conf":
-            if not isinstance(value, dict):
-                raise ValueError(f"{where}: spark.conf must be a mapping of Spark settings")
-            settings["spark"]["conf"].update(value)
-        else:
-            settings[section][key] = value
-
-
-def validate(settings: Dict[str, Any]) -> None:
-    """Check every section (the ``model`` and ``input``/``evaluation`` sections with the
-    training job's rules, the grid with :func:`sparkae.tune.expand_grid`)."""
-    from sparkae.tune import expand_grid
-
-    probe = copy.deepcopy(train_config.DEFAULTS)
-    for section in ("spark", "input", "evaluation", "model"):
-        probe[section] = settings[section]
-    train_config._validate(probe)
-    t = settings["tune"]
-    if not settings["grid"]:
-        raise ValueError("grid: empty; give at least one Param with a list of candidates, "
-                         "e.g. grid: {hidden: [[50], [100]]}")
-    if t["scheduler"] not in (None, "asha"):
-        raise ValueError(f"tune.scheduler: got {t['scheduler']!r}, expected null or 'asha'")
-    for key in ("max_concurrent_trials", "num_samples"):
-        v = t[key]
-        if v is not None and not (isinstance(v, int) and v >= 1):
-            raise ValueError(f"tune.{key}: got {v!r}, expected null or an integer >= 1")
-    cpus = t["cpus_per_trial"]
-    if not (isinstance(cpus, int) and cpus >= 1):
-        raise ValueError(f"tune.cpus_per_trial: got {cpus!r}, expected an integer >= 1")
-    try:
-        expand_grid(settings["grid"], t["search"], t["num_samples"], t["seed"])
-    except ValueError as exc:
-        raise ValueError(f"grid: {exc}" if not str(exc).startswith(("param_grid", "grid"))
-                         else str(exc).replace("param_grid", "grid", 1)) from None
-
-
-def describe_defaults() -> str:
-    """Every setting with its default, one per line (for ``--help``)."""
-    lines: List[str] = []
-    for section, values in DEFAULTS.items():
-        if section == "grid":
-            lines.append("  grid.<Autoencoder Param> = [candidates] (list-valued Params: a "
-                         "list of lists)")
-            continue
-        if section == "model":
-            values = train_config.model_defaults()
-        for key, value in values.items():
-            text = yaml.safe_dump(value, default_flow_style=True).strip()
-            lines.append(f"  {section}.{key} = {text.removesuffix('...').strip()}")
-    return "\n".join(lines)
-
-
-# ---------------------------------------------------------------------------------------
-# The run
 
 def run(spark: Any, settings: Dict[str, Any]) -> Dict[str, Any]:
     """Read the data, run the grid and write the results; return a summary dict.
@@ -139,10 +28,6 @@ def run(spark: Any, settings: Dict[str, Any]) -> Dict[str, Any]:
     FileExistsError
         ``output.overwrite`` is false and ``output.dir`` already holds results.
     """
-    from sparkae.estimator import Autoencoder
-    from sparkae.runner import read_source, split_input
-    from sparkae.tune import grid_search
-
     t0 = time.perf_counter()
     out = parse(settings["output"]["dir"], "output.dir").text
     names = ("leaderboard.csv", "leaderboard.md", "leaderboard.png", "best_model")
@@ -207,9 +92,7 @@ def markdown_table(df: Any) -> str:
 def leaderboard_chart(flat: Any, has_valid: bool) -> bytes:
     """A horizontal bar chart of the leaderboard's MSE, best at the top; failed trials are
     listed with no bar."""
-    from sparkae.report import _plt, _png
-
-    plt = _plt()
+    plt = report.pyplot()
     by = "validation_mse" if has_valid else "train_mse"
     skip = {"trial", "train_mse", "validation_mse", "epochs", "wall_s", "status", "error"}
     params = [c for c in flat.columns if c not in skip]
@@ -225,15 +108,13 @@ def leaderboard_chart(flat: Any, has_valid: bool) -> bytes:
     ax.invert_yaxis()
     ax.set_xlabel(f"{by.replace('_', ' ')} (scaled)")
     ax.set_title("Tuning leaderboard (best at the top)")
-    return _png(fig)
+    return report.to_png(fig)
 
 
 def write_report(path: str, flat: Any, best_params: Optional[Dict[str, Any]],
                  best_history: Optional[List[Dict[str, Any]]], has_valid: bool) -> str:
     """Write the grid's HTML report: the leaderboard chart and the best model's training
     curve, with the trial counts and the best Params; return the path."""
-    from sparkae import report
-
     figures = {"Tuning leaderboard": leaderboard_chart(flat, has_valid)}
     if best_history:
         figures["Best model: training curve"] = report.training_curve(best_history)

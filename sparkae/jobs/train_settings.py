@@ -1,24 +1,20 @@
-"""YAML configs -> validated settings -> Autoencoder Params: the one source of truth for jobs/.
+"""Settings of the training job (``jobs/train.py``): defaults and checks.
 
 A config has five sections: ``spark``, ``input``, ``evaluation``, ``model`` (any
 :class:`~sparkae.Autoencoder` Param) and ``output``. Missing keys take the defaults of
-:data:`DEFAULTS`; unknown keys are errors with a "did you mean" suggestion. Overrides
-come as ``section.key=value`` strings whose values are parsed as YAML
-(``--set model.hidden=[300,100,300]``).
+:data:`DEFAULTS`; :mod:`sparkae.jobs.settings` reads the file and the ``--set``
+overrides.
 """
 
 from __future__ import annotations
 
 import copy
-import logging
-import sys
-from typing import Any, Callable, Dict, Iterable, List, Optional
+from typing import Any, Dict, Iterable, Optional
 
-import yaml
-
-from sparkae.params import AutoencoderParams, check_known, validate
-from sparkae.partitions import looks_like_table
-from sparkae.tables import FORMATS, check_time_travel
+from sparkae.jobs import settings as loader
+from sparkae.params import AutoencoderParams
+from sparkae.validation import check_known, validate as validate_params
+from sparkae.tables import FORMATS, check_time_travel, looks_like_table
 
 #: Defaults of every job setting (``model`` defaults come from the Autoencoder Params).
 DEFAULTS: Dict[str, Dict[str, Any]] = {
@@ -73,87 +69,11 @@ def model_defaults() -> Dict[str, Any]:
     return {param.name: p.getOrDefault(param) for param in p.params}
 
 
-def parse_override(item: str) -> tuple[List[str], Any]:
-    if "=" not in item:
-        raise ValueError(f"--set: got {item!r}, expected section.key=value, "
-                         "e.g. model.epochs=1")
-    key, raw = item.split("=", 1)
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError as exc:
-        raise ValueError(f"--set {key}: value {raw!r} is not valid YAML: {exc}") from None
-    parts = key.strip().split(".")
-    if len(parts) < 2 or not all(parts):
-        raise ValueError(f"--set: key {key!r} must name a section and a setting, "
-                         "e.g. model.epochs")
-    return parts, value
-
-
-def read_sections(path: Optional[str], sections: Iterable[str]) -> tuple[Dict[str, Any], str]:
-    """Read a YAML config of named ``sections`` safely; return ``(raw mapping, where)``.
-
-    Raises
-    ------
-    FileNotFoundError
-        The file does not exist.
-    ValueError
-        Bad YAML, a top level that is not a mapping, or an unknown section.
-    """
-    sections = list(sections)
-    raw: Dict[str, Any] = {}
-    if path is not None:
-        from sparkae.io import fs
-
-        if not fs.isfile(path, "--config"):
-            raise FileNotFoundError(f"config file '{path}' does not exist")
-        try:   # a local file, or one on cluster storage (s3a://, dbfs:/, ...)
-            raw = yaml.safe_load(fs.read_bytes(path, "--config").decode()) or {}
-        except yaml.YAMLError as exc:
-            raise ValueError(f"config file '{path}' is not valid YAML: {exc}") from None
-        if not isinstance(raw, dict):
-            raise ValueError(f"config file '{path}': expected a mapping of sections "
-                             f"({', '.join(sections)}), got {type(raw).__name__}")
-    where = f"config '{path}'" if path else "config"
-    check_known(list(raw), sections, where)
-    return raw, where
-
-
-Merge = Callable[[Dict[str, Any], str, Dict[str, Any], str], None]
-
-
-def apply_layers(settings: Dict[str, Any], raw: Dict[str, Any], where: str,
-                 overrides: Iterable[str], merge: Merge) -> None:
-    """Merge a config file's sections (``raw``, from :func:`read_sections`), then the
-    ``--set section.key=value`` overrides, into ``settings`` with ``merge(settings,
-    section, values, where)``. ``--set spark.conf.<name>=value`` sets one Spark setting.
-
-    Raises
-    ------
-    ValueError
-        A section that is not a mapping, an unknown section, or what ``merge`` refuses.
-    """
-    for section, values in raw.items():
-        if values is None:
-            continue
-        if not isinstance(values, dict):
-            raise ValueError(f"{where}: section '{section}' must be a mapping, got {values!r}")
-        merge(settings, section, values, where)
-    for item in overrides:
-        parts, value = parse_override(item)
-        check_known([parts[0]], list(settings), "--set")
-        if parts[0] == "spark" and parts[1] == "conf" and len(parts) > 2:
-            settings["spark"]["conf"][".".join(parts[2:])] = value
-            continue
-        merge(settings, parts[0], {".".join(parts[1:]): value}, "--set")
-
-
-def setup_logging(level: str, quiet: Iterable[str] = ("py4j", "pyspark")) -> None:
-    """A job's logging: ``level`` on stderr with timestamps; the ``quiet`` loggers at
-    WARNING."""
-    logging.basicConfig(level=level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for name in quiet:
-        logging.getLogger(name).setLevel(logging.WARNING)
+def defaults() -> Dict[str, Dict[str, Any]]:
+    """:data:`DEFAULTS` with the ``model`` section filled with every Param's default."""
+    out = copy.deepcopy(DEFAULTS)
+    out["model"] = model_defaults()
+    return out
 
 
 def load(path: Optional[str] = None, overrides: Iterable[str] = ()) -> Dict[str, Dict[str, Any]]:
@@ -169,8 +89,7 @@ def load(path: Optional[str] = None, overrides: Iterable[str] = ()) -> Dict[str,
     Returns
     -------
     dict
-        Complete settings; ``settings["model"]`` holds only Params that differ from
-        nothing (every Param, defaults filled in).
+        Complete settings; ``settings["model"]`` holds every Param, defaults filled in.
 
     Raises
     ------
@@ -179,27 +98,11 @@ def load(path: Optional[str] = None, overrides: Iterable[str] = ()) -> Dict[str,
     ValueError
         Unknown sections or keys, bad YAML, or invalid values (naming the key).
     """
-    raw, where = read_sections(path, DEFAULTS)
-    settings = copy.deepcopy(DEFAULTS)
-    settings["model"] = model_defaults()
-    apply_layers(settings, raw, where, overrides, _merge)
-    _validate(settings)
-    return settings
+    return loader.load(path, overrides, defaults(), validate)
 
 
-def _merge(settings: Dict[str, Any], section: str, values: Dict[str, Any], where: str) -> None:
-    known = list(settings[section])
-    check_known(list(values), known, f"{where}, section '{section}'")
-    for key, value in values.items():
-        if section == "spark" and key == "conf":
-            if not isinstance(value, dict):
-                raise ValueError(f"{where}: spark.conf must be a mapping of Spark settings")
-            settings["spark"]["conf"].update(value)
-        else:
-            settings[section][key] = value
-
-
-def _validate(settings: Dict[str, Any]) -> None:
+def validate(settings: Dict[str, Any]) -> None:
+    """Check every setting; messages name the setting, the value and what is allowed."""
     from sparkae.estimator import Autoencoder
 
     src = settings["input"]["source"]
@@ -250,15 +153,9 @@ def _validate(settings: Dict[str, Any]) -> None:
         ae = Autoencoder(**settings["model"])
     except TypeError as exc:
         raise ValueError(f"model: {exc}") from None
-    validate(ae.param_values())
+    validate_params(ae.param_values())
 
 
 def describe_defaults() -> str:
     """Every setting with its default, one per line (for ``--help``)."""
-    lines: List[str] = []
-    defaults = copy.deepcopy(DEFAULTS)
-    defaults["model"] = model_defaults()
-    for section, values in defaults.items():
-        for key, value in values.items():
-            lines.append(f"  {section}.{key} = {yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}")
-    return "\n".join(lines)
+    return loader.describe(defaults())

@@ -38,7 +38,8 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from sparkae import delta
+import sparkae.delta as delta
+from sparkae.tables import looks_like_table
 from sparkae.io.dirs import files_for
 from sparkae.io.uri import parse
 
@@ -49,11 +50,6 @@ STAGING, REPLACED = "_staging", "_replaced"
 
 def _join(root: str, *parts: str) -> str:
     return "/".join([root.rstrip("/"), *parts])
-
-
-def is_local(path: str) -> bool:
-    """True for a plain path (no ``scheme://``)."""
-    return "://" not in path and not path.startswith("file:")
 
 
 class PathPartitions:
@@ -298,9 +294,3 @@ def make_output(spark: SparkSession, target: str, fmt: str, column: str,
             return DeltaPartitions(spark, target, column, True, schema_mode, optimize)
         return TablePartitions(spark, target, column)
     return PathPartitions(spark, target, column)
-
-
-def looks_like_table(name: str) -> bool:
-    """``db.table`` or ``table``: no path separator, no scheme, not relative (``./x``)."""
-    return "/" not in name and "\\" not in name and ":" not in name and \
-        not name.startswith(".") and bool(name)

@@ -4,7 +4,7 @@
 path, a Delta path or catalog table at a pinned version, or another catalog table),
 checks it against the model on the driver, scores it with :mod:`sparkae.scoring` and
 writes ``id_cols`` + the score columns as the ``run_date`` partition of the output through
-:mod:`sparkae.partitions` (a Parquet folder, a catalog table or a Delta table: re-running
+:mod:`sparkae.jobs.partitions` (a Parquet folder, a catalog table or a Delta table: re-running
 a date replaces exactly that partition; a failed run leaves every partition as it was).
 Counts (rows in, scored, skipped and why, anomalies) are observed during the write
 itself, so the table is read once. A run summary JSON is written beside the output, with
@@ -25,17 +25,25 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from sparkae import score_config, scoring, tables
+import sparkae.scoring as scoring
+import sparkae.tables as tables
 from sparkae.io import checks as paths
 from sparkae.io import fs
 from sparkae.io.uri import join, parse
 from sparkae.data.arrow_rows import SCORED, SKIP_REASONS
 from sparkae.estimator import AutoencoderModel
-from sparkae.partitions import is_local, looks_like_table, make_output
+from sparkae.jobs import score_settings
+from sparkae.jobs.partitions import make_output
+from sparkae.tables import looks_like_table
 
 log = logging.getLogger("sparkae")
 
 _STATUS = "__sparkae_status"
+
+
+def _plain_path(path: str) -> bool:
+    """A path pyarrow opens as is in every worker (no ``scheme://``, no ``file:``)."""
+    return "://" not in path and not path.startswith("file:")
 
 
 def read_input(spark: SparkSession, path: str, fmt: str = "auto",
@@ -66,7 +74,7 @@ def direct_pieces(spark: SparkSession, path: str, df: DataFrame, model: Autoenco
     except Exception:  # noqa: BLE001 - no conf access: keep the default
         pass
     local = path[len("file:"):] if path.startswith("file:") else path
-    if (model.input_info.kind not in ("vector", "array") or not is_local(path)
+    if (model.input_info.kind not in ("vector", "array") or not _plain_path(path)
             or os.path.isdir(os.path.join(local, "_delta_log"))
             or any(not isinstance(df.schema[c].dataType, _SIMPLE) for c in ids)):
         return []
@@ -101,7 +109,7 @@ def run_score(spark: SparkSession, settings: Dict[str, Any],
     ----------
     spark : SparkSession
     settings : dict
-        From :func:`sparkae.score_config.load`.
+        From :func:`sparkae.score_settings.load`.
     model : AutoencoderModel, optional
         The model at ``model.path``, when the caller loaded it already.
 
@@ -119,7 +127,7 @@ def run_score(spark: SparkSession, settings: Dict[str, Any],
         Spark job. Failures of the scoring job itself propagate as Spark raises them.
     """
     t0 = time.perf_counter()
-    date = score_config.run_date(settings)
+    date = score_settings.run_date(settings)
     model = model if model is not None else load_model(settings["model"]["path"])
     src = settings["input"]
     df = read_input(spark, src["path"], src["format"], src["version"], src["timestamp"])
@@ -145,10 +153,10 @@ def run_score(spark: SparkSession, settings: Dict[str, Any],
         model.set(model.scoring_batch_size, sc["batch_size"])
     col = settings["output"]["partition_col"]
     # built first in any case: it checks the input against the model on the driver
-    scored = model._score(df, outputs, sc["layer"], threshold, status_col=_STATUS, carry=ids)
+    scored = model.score(df, outputs, sc["layer"], threshold, status_col=_STATUS, carry=ids)
     pieces = direct_pieces(spark, src["path"], df, model, ids)
     if pieces:
-        scored = model._score_parquet(spark, src["path"], df.schema, outputs, sc["layer"],
+        scored = model.score_parquet(spark, src["path"], df.schema, outputs, sc["layer"],
                                       threshold, status_col=_STATUS, carry=ids, pieces=pieces)
     log.info("reading the input with %s", "pyarrow in the Python workers (%d row groups)"
              % len(pieces) if pieces else "Spark")

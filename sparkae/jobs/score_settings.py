@@ -1,23 +1,18 @@
 """Settings of the nightly scoring job (``jobs/score.py``): YAML -> validated dict.
 
-Sections: ``spark`` (as in :mod:`sparkae.config`), ``model``, ``input``, ``scoring``,
-``output`` and ``run``. Missing keys take the defaults of :data:`DEFAULTS`; unknown
-keys are errors with a "did you mean" suggestion; ``section.key=value`` overrides parse
-their values as YAML. The job's direct flags (``--model``, ``--input``, ...) are applied
-last, through :data:`FLAGS`.
+Sections: ``spark`` (as in :mod:`sparkae.jobs.train_settings`), ``model``, ``input``,
+``scoring``, ``output`` and ``run``. Missing keys take the defaults of :data:`DEFAULTS`;
+:mod:`sparkae.jobs.settings` reads the file and the ``--set`` overrides. The job's direct
+flags (``--model``, ``--input``, ...) are applied last, through :data:`FLAGS`.
 """
 
 from __future__ import annotations
 
-import copy
 import datetime as dt
 import re
 from typing import Any, Dict, Iterable, List, Optional
 
-import yaml
-
-from sparkae.config import apply_layers, read_sections
-from sparkae.params import check_known
+from sparkae.jobs import settings as loader
 from sparkae.scoring import OUTPUT_TYPES
 from sparkae.tables import FORMATS, check_time_travel
 
@@ -89,29 +84,16 @@ def load(path: Optional[str] = None, overrides: Iterable[str] = (),
     ValueError
         Unknown sections or keys, bad YAML, or invalid values (naming the setting).
     """
-    raw, where = read_sections(path, DEFAULTS)
-    settings = copy.deepcopy(DEFAULTS)
-    apply_layers(settings, raw, where, overrides, _merge)
-    for flag, value in (flags or {}).items():
-        if value is None:
-            continue
-        section, key = FLAGS[flag].split(".")
-        if key in ("id_cols", "outputs") and isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()]
-        settings[section][key] = value
-    validate(settings)
-    return settings
-
-
-def _merge(settings: Dict[str, Any], section: str, values: Dict[str, Any], where: str) -> None:
-    check_known(list(values), list(settings[section]), f"{where}, section '{section}'")
-    for key, value in values.items():
-        if section == "spark" and key == "conf":
-            if not isinstance(value, dict):
-                raise ValueError(f"{where}: spark.conf must be a mapping of Spark settings")
-            settings["spark"]["conf"].update(value)
-        else:
+    def apply_flags(settings: Dict[str, Any]) -> None:
+        for flag, value in (flags or {}).items():
+            if value is None:
+                continue
+            section, key = FLAGS[flag].split(".")
+            if key in ("id_cols", "outputs") and isinstance(value, str):
+                value = [v.strip() for v in value.split(",") if v.strip()]
             settings[section][key] = value
+
+    return loader.load(path, overrides, DEFAULTS, validate, after=apply_flags)
 
 
 def _require(settings: Dict[str, Any], key: str, flag: str) -> None:
@@ -191,9 +173,4 @@ def run_date(settings: Dict[str, Any]) -> str:
 
 def describe_defaults() -> str:
     """Every setting with its default, one per line (for ``--help``)."""
-    lines = []
-    for section, values in DEFAULTS.items():
-        for key, value in values.items():
-            text = yaml.safe_dump(value, default_flow_style=True).strip()
-            lines.append(f"  {section}.{key} = {text.removesuffix('...').strip()}")
-    return "\n".join(lines)
+    return loader.describe(DEFAULTS)

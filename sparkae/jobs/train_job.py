@@ -22,7 +22,9 @@ import torch
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from sparkae import datasets, delta, tables
+import sparkae.datasets as datasets
+import sparkae.delta as delta
+import sparkae.tables as tables
 from sparkae.data.cache import CACHE_DIR_CONF
 from sparkae.io import checks as paths
 from sparkae.io import fs
@@ -200,7 +202,7 @@ def run_train(spark: SparkSession, settings: Dict[str, Any],
                                          join(out, "report.html"))
     _write_json(summary, join(out, "summary.json"))
     if model.tracking:   # the fit was logged to MLflow: add the run's report and summary
-        from sparkae import tracking
+        import sparkae.tracking as tracking
 
         tracking.log_files(model.tracking["run_id"],
                            [p for p in (summary.get("report"), join(out, "summary.json"))
@@ -217,7 +219,7 @@ def _features(rows, col: str) -> np.ndarray:
 def write_report(model, source: DataFrame, scored: DataFrame, settings: Dict[str, Any],
                  path: str, sample_rows: int = 2000) -> str:
     """Collect small samples (never the table) and write the HTML report of a run."""
-    from sparkae import report
+    import sparkae.report as report
 
     feat = settings["model"]["features_col"]
     id_col, label_col = settings["input"]["id_col"], settings["input"]["label_col"]
