@@ -79,7 +79,7 @@ def _child(path: str, stats_file: str, out: str) -> Dict[str, Any]:
         df = spark.read.parquet(path)
         t0 = time.perf_counter()
         with _Sampler(jvm_pid) as sampler:
-            model._score(df, ["reconstruction_mse", "is_anomaly"]).write.mode("overwrite") \
+            model.score(df, ["reconstruction_mse", "is_anomaly"]).write.mode("overwrite") \
                 .parquet(out)
         secs = time.perf_counter() - t0
         written = spark.read.parquet(out).count()

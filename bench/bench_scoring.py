@@ -155,8 +155,8 @@ def spark_rate(spark, model, path: str, outputs: List[str], direct: bool = True
     df = spark.read.parquet(path)
     n = df.count()
     t0 = time.perf_counter()
-    scored = (model._score_parquet(spark, path, df.schema, outputs) if direct
-              else model._score(df, outputs))
+    scored = (model.score_parquet(spark, path, df.schema, outputs) if direct
+              else model.score(df, outputs))
     scored.write.format("noop").mode("overwrite").save()
     secs = time.perf_counter() - t0
     return {"rows": n, "seconds": round(secs, 3), "rows_per_s": round(n / secs)}

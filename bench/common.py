@@ -339,7 +339,7 @@ def sparkae_column(model, df, outputs: List[str], column: str) -> np.ndarray:
 def score_to_noop(model, df, outputs: Optional[List[str]] = None) -> float:
     """Seconds to score ``df`` into Spark's ``noop`` sink (every row computed, none kept)."""
     if outputs:
-        scored = model._score(df, outputs)
+        scored = model.score(df, outputs)
     else:
         scored = model.transform(df)
     _, secs = timed(lambda: scored.write.format("noop").mode("overwrite").save())

@@ -120,3 +120,14 @@ def check_page(chromium: str, page: str, workdir: str) -> PageCheck:
     check.console = [line for line in (dom.stderr + run.stderr).splitlines()
                      if CONSOLE.search(line)]
     return check
+
+
+def assert_renders(chromium: str, page: str, workdir: str, figures) -> None:
+    """Every figure of ``page`` is decoded, laid out and drawn; the console is clean."""
+    check = check_page(chromium, page, workdir)
+    assert [i["alt"] for i in check.images] == list(figures)
+    for image in check.images:
+        assert image["complete"] and image["naturalWidth"] > 100, image
+        assert image["naturalHeight"] > 100 and image["width"] > 100, image
+        assert check.ink(image) > 0.02, (image["alt"], check.ink(image))
+    assert not check.console, check.console

