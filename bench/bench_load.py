@@ -34,7 +34,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 import numpy as np  # noqa: E402
 
 TITLE = "Load: scoring 10,000,000 rows with flat memory"
-#: A soak test of issue #9, not a comparison: ``python -m bench load`` runs it; ``all`` does not.
+#: A soak test of the README's guarantees at 10M rows, not a comparison: ``python -m bench load`` runs it; ``all`` does not.
 IN_ALL = False
 
 

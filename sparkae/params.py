@@ -172,7 +172,7 @@ class AutoencoderParams(Params):
     anomaly_threshold = _p("anomaly_threshold", "anomaly threshold on reconstruction_mse "
                            "(overrides anomaly_quantile)",
                            lambda v: None if v is None else TypeConverters.toFloat(v))
-    # distributed training (issue 4)
+    # distributed training
     num_workers = _p("num_workers", "training ranks: 1 trains in the driver process; N > 1 "
                      "starts N ranks with TorchDistributor (local processes on a local "
                      "master, barrier tasks on a cluster) under DistributedDataParallel",
@@ -196,7 +196,7 @@ class AutoencoderParams(Params):
                         "last one", lambda v: None if v is None else str(v))
     checkpoint_interval = _p("checkpoint_interval", "epochs between checkpoints",
                              TypeConverters.toInt)
-    # families beyond H2O (issue 7)
+    # families beyond H2O
     architecture = _p("architecture", f"network family: {', '.join(ARCHITECTURES)}",
                       TypeConverters.toString)
     kl_beta = _p("kl_beta", "variational: weight of the KL term (loss = MSE + kl_beta * KL / "
@@ -217,7 +217,7 @@ class AutoencoderParams(Params):
                      TypeConverters.toInt)
     prior = _p("prior", f"adversarial: the codings' prior, {' or '.join(PRIORS)} (N(0, I) or "
                "uniform on [-1, 1])", TypeConverters.toString)
-    # wide sparse input (issue 4)
+    # wide sparse input
     reconstruction_sampling = _p(
         "reconstruction_sampling", "sparse batches: train on each row's stored columns plus "
         "this many columns drawn uniformly from its zero columns, weighted (zero columns / k) "
@@ -225,12 +225,12 @@ class AutoencoderParams(Params):
         "& Bengio 2011); the output layer computes only those entries and, on 1 rank, only "
         "their weights are updated. None = the exact loss. Validation and scoring stay exact",
         _to_sampling)
-    # progress (issue 8)
+    # progress
     progress = _p("progress", "training progress: 'bar' (tqdm; a widget in notebooks), "
                   "'log' (one 'sparkae' log line per epoch), 'none', or 'auto' (log under "
                   "spark-submit or when stderr is not a terminal, else bar)",
                   TypeConverters.toString)
-    # MLflow (issue 8)
+    # MLflow
     mlflow_tracking = _p("mlflow_tracking", "log the Params, per-epoch metrics and the model "
                          "(a sparkae directory and an MLflow pyfunc model) to MLflow; needs "
                          "sparkae[mlflow]. A fit inside an active MLflow run logs to it even "

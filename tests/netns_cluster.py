@@ -1,4 +1,4 @@
-"""Three test hosts on one machine (issue 18): network namespaces with their own addresses,
+"""Three test hosts on one machine: network namespaces with their own addresses,
 host names, /tmp and working directory, joined by a bridge in a namespace of its own.
 
 Host ``a`` is 10.213.0.1, ``b`` 10.213.0.2, ``c`` 10.213.0.3 (/24, interface ``eth0`` in

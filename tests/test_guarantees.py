@@ -1,4 +1,4 @@
-"""The README's guarantees (issue 9): bad input caught with a clear error naming the thing,
+"""The README's guarantees: bad input caught with a clear error naming the thing,
 the value found and what is allowed; safe model files and configs; loopback-only services;
 private temporary files; checkpoints that fail loudly."""
 

@@ -1,4 +1,4 @@
-"""sparkae on three hosts (issue 18): network namespaces made by the test, each with its own
+"""sparkae on three hosts: network namespaces made by the test, each with its own
 address, host name, /tmp and working directory (tests/netns_cluster.py; Spark and moto on
 them: tests/netns_spark.py; what they do on the network: tests/netns_observe.py). Host ``a``
 (10.213.0.1) runs the Spark master, moto's S3 server and the drivers; ``b`` and ``c`` run

@@ -192,7 +192,7 @@ def test_score_job_on_s3_twice_for_one_date_leaves_one_copy(model, small_dense, 
 
 
 def test_train_job_with_everything_on_s3(s3_server, bucket, s3, tmp_path):
-    """The issue's command: model, scores, summary, report, cache and checkpoints in the
+    """The storage walkthrough's command: model, scores, summary, report, cache and checkpoints in the
     bucket, nothing on local disk (two ranks on S3: tests/test_faults.py)."""
     env = packages_env(dict(os.environ, SPARKAE_VENV=os.path.dirname(os.path.dirname(sys.executable))))
     workdir = tmp_path / "cwd"
