@@ -1,4 +1,4 @@
-"""``Autoencoder``: the Spark ML Estimator that trains an :class:`~sparkae.model.AutoencoderModel`."""
+"""``Autoencoder``: the Spark ML Estimator that trains an ``AutoencoderModel``."""
 
 from __future__ import annotations
 
