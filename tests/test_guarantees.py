@@ -22,7 +22,7 @@ from pyspark.ml.linalg import Vectors
 from sparkae import Autoencoder, AutoencoderModel
 from sparkae.jobs import score_settings, train_settings
 from sparkae.train.checkpoint import CheckpointError
-from tests.conftest import ROOT
+from tests.conftest import ROOT, listening_sockets
 
 
 @pytest.fixture(scope="module")
@@ -323,43 +323,6 @@ def test_a_full_disk_stops_training_with_a_clear_error(vec_df, tiny_disk):
 
 # -- services and temporary files ---------------------------------------------------------
 
-def _listening(pids):
-    """(address, port) of every TCP socket in LISTEN state owned by ``pids``."""
-    inodes = set()
-    for pid in pids:
-        try:
-            for fd in os.listdir(f"/proc/{pid}/fd"):
-                try:
-                    link = os.readlink(f"/proc/{pid}/fd/{fd}")
-                except OSError:
-                    continue
-                if link.startswith("socket:["):
-                    inodes.add(link[8:-1])
-        except OSError:
-            continue
-    found = set()
-    for table, v6 in (("/proc/net/tcp", False), ("/proc/net/tcp6", True)):
-        try:
-            lines = Path(table).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            parts = line.split()
-            local, state, inode = parts[1], parts[3], parts[9]
-            if state != "0A" or inode not in inodes:
-                continue
-            addr_hex, port_hex = local.split(":")
-            raw = bytes.fromhex(addr_hex)
-            if v6:
-                words = [raw[i:i + 4][::-1] for i in range(0, 16, 4)]
-                import ipaddress
-                addr = str(ipaddress.IPv6Address(b"".join(words)))
-            else:
-                addr = ".".join(str(b) for b in raw[::-1])
-            found.add((addr, int(port_hex, 16)))
-    return found
-
-
 def _tree(pid):
     out, todo = [pid], [pid]
     while todo:
@@ -386,7 +349,7 @@ def test_local_mode_listens_on_loopback_only_and_leaves_no_temp_files(spark, mni
 
     def watch():
         while not stop.is_set():
-            seen.update(_listening(_tree(os.getpid())))
+            seen.update(listening_sockets(_tree(os.getpid())))
             time.sleep(0.1)
 
     watcher = threading.Thread(target=watch, daemon=True)

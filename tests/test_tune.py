@@ -1,4 +1,4 @@
-"""Ray Tune grids (issue 6): a real local Ray on 127.0.0.1, started once for the module."""
+"""Ray Tune grids: a real local Ray on 127.0.0.1, started once for the module."""
 
 from __future__ import annotations
 
@@ -109,20 +109,20 @@ def test_bad_arguments_fail_before_ray(split):
 
 
 def test_tune_configs():
-    from sparkae import tune_config
+    from sparkae.jobs import tune_settings
 
-    hidden = tune_config.load("conf/grid_hidden.yaml")
+    hidden = tune_settings.load("conf/grid_hidden.yaml")
     assert hidden["grid"]["hidden"][2] == [300, 100, 300] and len(hidden["grid"]["hidden"]) == 5
     assert hidden["model"]["activation"] == "tanh"
-    sparsity = tune_config.load("conf/grid_sparsity.yaml", ["tune.scheduler=asha"])
+    sparsity = tune_settings.load("conf/grid_sparsity.yaml", ["tune.scheduler=asha"])
     assert sparsity["grid"]["sparsity_beta"] == [0.01, 0.05, 0.1, 0.2]
     assert sparsity["model"]["average_activation"] == -0.1
     with pytest.raises(ValueError, match="give a list of lists"):
-        tune_config.load("conf/grid_hidden.yaml", ["grid.hidden=[50, 100]"])
+        tune_settings.load("conf/grid_hidden.yaml", ["grid.hidden=[50, 100]"])
     with pytest.raises(ValueError, match="did you mean 'scheduler'"):
-        tune_config.load("conf/grid_hidden.yaml", ["tune.schedular=asha"])
+        tune_settings.load("conf/grid_hidden.yaml", ["tune.schedular=asha"])
     with pytest.raises(ValueError, match="tune.cpus_per_trial"):
-        tune_config.load("conf/grid_hidden.yaml", ["tune.cpus_per_trial=0"])
+        tune_settings.load("conf/grid_hidden.yaml", ["tune.cpus_per_trial=0"])
 
 
 def test_input_prepared_once_and_bad_features_col_is_a_failed_trial(local_ray, split, caplog):
@@ -148,16 +148,16 @@ def test_tune_job_writes_its_results_to_s3(local_ray, s3_server, s3_spark):
     """jobs/tune.py's run with everything on s3a://: the trial store (record objects and
     every trial's model, written by Ray workers through pyarrow), the leaderboard, the best
     model and the report; a second run resumes and reruns nothing."""
-    from sparkae import tune_config
+    from sparkae.jobs import tune_job, tune_settings
     from sparkae.io import fs
 
     name = f"tunejob-{uuid.uuid4().hex[:8]}"
     s3_server.bucket(name)
     out = f"s3a://{name}/grid"
-    settings = tune_config.load("conf/grid_hidden.yaml", [
+    settings = tune_settings.load("conf/grid_hidden.yaml", [
         "grid.hidden=[[4], [6]]", "model.epochs=1", "evaluation.fraction=0.5",
         f"output.dir={out}"])
-    summary = tune_config.run(s3_spark, settings)
+    summary = tune_job.run(s3_spark, settings)
     assert summary["trials"] == 2 and summary["failed"] == 0
     assert summary["best_model"] == f"{out}/best_model"
     names = fs.listdir(out)
@@ -170,7 +170,7 @@ def test_tune_job_writes_its_results_to_s3(local_ray, s3_server, s3_spark):
     records = fs.listdir(f"{out}/trials/{RECORD}")
     assert len(records) == 2 and len(fs.listdir(f"{out}/trials/models")) == 2
     settings["output"]["overwrite"] = True
-    again = tune_config.run(s3_spark, settings)
+    again = tune_job.run(s3_spark, settings)
     assert fs.listdir(f"{out}/trials/{RECORD}") == records       # nothing rerun
     assert json.loads(fs.read_bytes(f"{out}/best_params.json")) == best
     assert again["trials"] == 2

@@ -1,6 +1,7 @@
-"""Run a 2-config grid on a standalone Spark cluster (Ray on Spark); print the leaderboard
-as JSON on the last line. Usage: python tests/tune_cluster_driver.py MASTER_URL WORK_DIR
-(started by tests/test_tune_cluster.py: one SparkContext per process)."""
+"""Run a 2-config grid on a standalone Spark cluster; print the leaderboard as JSON on the
+last line. With the driver on loopback (as in the tests), sparkae runs Ray on 127.0.0.1
+instead of Ray on Spark and logs so. Usage: python tests/tune_cluster_driver.py MASTER_URL
+WORK_DIR (started by tests/test_tune_cluster.py: one SparkContext per process)."""
 
 from __future__ import annotations
 
