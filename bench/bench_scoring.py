@@ -272,7 +272,7 @@ def run(quick: bool = False, rows: Optional[int] = None) -> Dict[str, Any]:
             from pyspark.sql import functions as F
 
             from sparkae import scoring
-            udt = scoring._has_udt(spark.read.parquet(path).schema)
+            udt = scoring.has_udt(spark.read.parquet(path).schema)
             result["engine"] = ("arrow_udf" if hasattr(F, "arrow_udf") and not udt
                                 else "map_in_arrow")
             n_out = min(n, 200_000)

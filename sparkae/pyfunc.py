@@ -20,7 +20,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 
 from sparkae.data.prepare import InputInfo
-from sparkae.scoring import PASS_ELEMENTS, score_matrix
+from sparkae.scoring.forward import PASS_ELEMENTS, score_matrix
 from sparkae.tracking import ARTIFACT
 
 try:  # the base class only where MLflow is installed: sparkae imports without it

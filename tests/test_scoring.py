@@ -1,12 +1,18 @@
-"""Scoring: Arrow decoding, the one-pass forward, every output, sparse input, schema checks."""
+"""Scoring: Arrow decoding, the one-pass forward, every output, sparse input, schema checks,
+the bounded caches of payloads and networks, and the package's import rules."""
 
 from __future__ import annotations
 
+import ast
+import contextlib
+import io
 import itertools
+import os
 
 import numpy as np
 import pyarrow as pa
 import pytest
+import pyarrow.parquet as pq
 import torch
 from pyspark.ml.linalg import Vectors
 from pyspark.sql import functions as F
@@ -14,6 +20,9 @@ from pyspark.sql import functions as F
 from sparkae import Autoencoder, AutoencoderModel, scoring
 from sparkae.data import arrow_rows
 from sparkae.data.prepare import InputInfo
+from sparkae.scoring import broadcasts, faults, worker
+from sparkae.scoring.broadcasts import PayloadSource
+from sparkae.scoring.forward import Scorer
 from sparkae.nn.models import build_network
 from sparkae.train.summary import TrainingSummary
 
@@ -161,7 +170,7 @@ def test_sparse_first_layer_equals_the_dense_forward(kept):
     net = _net(kept=kept)
     x = _sparse_rows(50, 30, 0.02)
     x[4, 5] = np.nan                     # a stored missing value: imputed by the model
-    scorer = scoring._Scorer(net, torch.device("cpu"))
+    scorer = Scorer(net, torch.device("cpu"))
     ref = scoring.score_matrix(net, x, ALL, 2, THRESHOLD)
     block = _block(x)
     assert block.nnz < scoring.SPARSE_DENSITY * 50 * scorer.kept      # the CSR path
@@ -178,7 +187,7 @@ def test_unrequested_outputs_are_not_computed():
     net.decode_from_last = lambda h: calls.append("decode") or torch.zeros(len(h), 30)
     later = net.layers[2].forward
     net.layers[2].forward = lambda z: calls.append("layer3") or later(z)
-    scorer = scoring._Scorer(net, torch.device("cpu"))
+    scorer = Scorer(net, torch.device("cpu"))
     for x in (_sparse_rows(20, 30, 0.02), _sparse_rows(20, 30, 0.9)):
         out = scorer.score(_block(x), ["deep_features"], 2, None, batch_size=8)
         assert set(out) == {"deep_features"} and out["deep_features"].shape == (20, 2)
@@ -188,7 +197,7 @@ def test_unrequested_outputs_are_not_computed():
 
 
 def test_wide_rows_are_scored_in_bounded_passes():
-    scorer = scoring._Scorer(_net(), torch.device("cpu"))
+    scorer = Scorer(_net(), torch.device("cpu"))
     assert scorer.rows_per_pass(1024, 784) == 1024
     assert scorer.rows_per_pass(1024, 1_000_000) == scoring.PASS_ELEMENTS // 1_000_000
     assert scorer.rows_per_pass(1024, 10**9) == 1
@@ -199,7 +208,7 @@ def test_wide_rows_are_scored_in_bounded_passes():
 @pytest.mark.parametrize("outputs", COMBOS, ids=["+".join(o[:2] for o in c) for c in COMBOS])
 def test_every_output_combination_matches_a_local_forward_pass(fitted, outputs):
     x, df, model = fitted
-    scored = model._score(df, outputs, layer=2, threshold=THRESHOLD)
+    scored = model.score(df, outputs, layer=2, threshold=THRESHOLD)
     assert scored.columns == df.columns + outputs
     assert_close(collect(scored, outputs), reference(model, x, 2))
 
@@ -213,12 +222,12 @@ def test_every_input_layout_and_both_transports_agree(spark, fitted, engine):
     for col in ("vec", "arr"):
         info = InputInfo("vector" if col == "vec" else "array", col, [], 12)
         m = AutoencoderModel._create(model._spec, model._state, info, model.summary)
-        got = collect(m._score(df, ALL, 1, THRESHOLD, engine=engine), ALL)
+        got = collect(m.score(df, ALL, 1, THRESHOLD, engine=engine), ALL)
         assert_close(got, ref)
     cols = [f"c{j}" for j in range(12)]
     m = AutoencoderModel._create(model._spec, model._state, InputInfo("columns", None, cols, 12),
                                  model.summary)
-    assert_close(collect(m._score(df, ALL, 1, THRESHOLD, engine=engine), ALL), ref)
+    assert_close(collect(m.score(df, ALL, 1, THRESHOLD, engine=engine), ALL), ref)
 
 
 def test_sparse_vectors_score_like_dense_ones(spark):
@@ -235,7 +244,7 @@ def test_sparse_vectors_score_like_dense_ones(spark):
     ref = reference(model, x, 1)
     for rows in (sparse_rows, dense_rows):
         df = spark.createDataFrame(rows, ["id", "v"]).repartition(2)
-        assert_close(collect(model._score(df, ALL, 1), ALL), ref)
+        assert_close(collect(model.score(df, ALL, 1), ALL), ref)
 
 
 def test_vectors_read_from_parquet_score_with_the_default_transport(spark, fitted, tmp_path):
@@ -244,8 +253,8 @@ def test_vectors_read_from_parquet_score_with_the_default_transport(spark, fitte
     x, df, model = fitted
     df.select("id", "vec").write.parquet(str(tmp_path / "in"))
     back = spark.read.parquet(str(tmp_path / "in"))
-    assert scoring._has_udt(back.schema) and not scoring._has_udt(df.select("arr").schema)
-    scored = model._score(back, ALL, 2, THRESHOLD)
+    assert scoring.has_udt(back.schema) and not scoring.has_udt(df.select("arr").schema)
+    scored = model.score(back, ALL, 2, THRESHOLD)
     assert scored.columns == ["id", "vec"] + ALL
     assert_close(collect(scored, ALL), reference(model, x, 2))
 
@@ -262,7 +271,7 @@ def test_null_infinite_and_missing_rows(spark, fitted):
     t = spark.createDataFrame(rows, "id long, arr array<double>")
     m = AutoencoderModel._create(model._spec, model._state, InputInfo("array", "arr", [], 12),
                                  model.summary)
-    out = m._score(t, ["reconstruction_mse"], status_col="st").toPandas().sort_values("id")
+    out = m.score(t, ["reconstruction_mse"], status_col="st").toPandas().sort_values("id")
     assert out.st.tolist() == [0, 1, 2, 0]
     assert out.reconstruction_mse.isna().tolist() == [False, True, True, False]
     xi = x[3].copy()
@@ -270,7 +279,7 @@ def test_null_infinite_and_missing_rows(spark, fitted):
     np.testing.assert_allclose(out.reconstruction_mse.iloc[3],
                                reference(model, xi[None], 1)["reconstruction_mse"][0], rtol=1e-5)
     m.set(m.missing_values_handling, "skip")
-    out = m._score(t, ["reconstruction_mse"], status_col="st").toPandas().sort_values("id")
+    out = m.score(t, ["reconstruction_mse"], status_col="st").toPandas().sort_values("id")
     assert out.st.tolist() == [0, 1, 2, 3]
 
 
@@ -278,7 +287,7 @@ def test_threshold_given_at_scoring_time(fitted):
     x, df, model = fitted
     mse = reference(model, x, 1)["reconstruction_mse"]
     cut = float(np.median(mse))
-    got = collect(model._score(df, ["reconstruction_mse", "is_anomaly"], threshold=cut),
+    got = collect(model.score(df, ["reconstruction_mse", "is_anomaly"], threshold=cut),
                   ["is_anomaly"])
     np.testing.assert_array_equal(got["is_anomaly"], mse > cut)
     assert 0 < got["is_anomaly"].sum() < len(x)
@@ -318,7 +327,7 @@ def test_schema_and_request_errors_before_any_job(spark, fitted):
          r"engine: got 'rdd', expected one of arrow_udf"),
     ]
     for frame, outputs, kw, message in cases:
-        _fails_before_any_job(spark, lambda: model._score(frame, outputs, **kw), message)
+        _fails_before_any_job(spark, lambda: model.score(frame, outputs, **kw), message)
     _fails_before_any_job(spark, lambda: scoring.score(
         df, scoring.pack(model._spec, model._state), "k", model.input_info,
         ["reconstruction_mse"], 1, batch_size=0),
@@ -351,8 +360,11 @@ def test_a_million_sparse_columns_without_densifying(spark):
     vals = [rng.random(per_row) for _ in range(n)]
     df = spark.createDataFrame([(i, Vectors.sparse(size, idx[i], vals[i])) for i in range(n)],
                                ["id", "v"]).repartition(2)
-    scored = model._score(df, ["deep_features", "reconstruction_mse"])
-    plan = scored._jdf.queryExecution().executedPlan().toString()
+    scored = model.score(df, ["deep_features", "reconstruction_mse"])
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        scored.explain()
+    plan = out.getvalue()
     assert "vector_to_array" not in plan and "MapInArrow" in plan   # the vector goes as is
     got = collect(scored, ["deep_features", "reconstruction_mse"])
     for lo in range(0, n, 10):                      # the reference, 10 dense rows at a time
@@ -364,3 +376,182 @@ def test_a_million_sparse_columns_without_densifying(spark):
                                    rtol=1e-4, atol=1e-5)
         np.testing.assert_allclose(got["reconstruction_mse"][lo:lo + 10],
                                    ref["reconstruction_mse"], rtol=1e-5)
+
+
+# -- the direct Parquet reader's listing (no Spark) -----------------------------------------
+
+def test_parquet_pieces_lists_row_groups_of_plain_local_tables_only(tmp_path):
+    table = pa.table({"id": list(range(10))})
+    pq.write_table(table, tmp_path / "a.parquet", row_group_size=4)
+    (tmp_path / "_SUCCESS").write_text("")
+    assert scoring.parquet_pieces(str(tmp_path)) == [
+        (str(tmp_path / "a.parquet"), 0, 4), (str(tmp_path / "a.parquet"), 1, 4),
+        (str(tmp_path / "a.parquet"), 2, 2)]
+    assert scoring.parquet_pieces(f"file:{tmp_path}") == []      # URIs: Spark reads them
+    assert scoring.parquet_pieces("s3a://bucket/t") == []
+    os.makedirs(tmp_path / "p" / "day=1")
+    pq.write_table(table, tmp_path / "p" / "day=1" / "b.parquet")
+    assert scoring.parquet_pieces(str(tmp_path / "p")) == []     # Hive-partitioned
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "x.parquet").write_text("not parquet")
+    assert scoring.parquet_pieces(str(tmp_path / "bad")) == []
+
+
+# -- bounded caches (fakes, no Spark) --------------------------------------------------------
+
+class FakeBroadcast:
+    def __init__(self, value):
+        self.value, self.unpersisted = value, False
+
+    def unpersist(self, blocking=False):
+        self.unpersisted = True
+
+
+class FakeContext:
+    def __init__(self, app="local-1", start=1):
+        self.applicationId, self.startTime, self.made = app, start, []
+
+    def broadcast(self, value):
+        self.made.append(FakeBroadcast(value))
+        return self.made[-1]
+
+
+class FakeSession:
+    def __init__(self, sc=None, conf=None):
+        self._sc, self.conf = sc, FakeConf(conf or {})
+
+    @property
+    def sparkContext(self):
+        if self._sc is None:
+            raise RuntimeError("Spark Connect: no SparkContext")
+        return self._sc
+
+
+class FakeConf:
+    def __init__(self, values):
+        self.values = values
+
+    def get(self, name, default=None):
+        return self.values.get(name, default)
+
+
+@pytest.fixture
+def registry(monkeypatch):
+    """An empty driver registry for the test (the module's own is left alone)."""
+    from collections import OrderedDict
+
+    monkeypatch.setattr(broadcasts, "_ENTRIES", OrderedDict())
+    return broadcasts
+
+
+def test_a_payload_is_broadcast_once_and_a_newer_one_replaces_it(registry):
+    sc = FakeContext()
+    spark = FakeSession(sc)
+    first = registry.payload_source(spark, "m", b"one")
+    assert registry.payload_source(spark, "m", bytes(b"one")) is first   # equal bytes: reused
+    assert len(sc.made) == 1 and first.get() == b"one"
+    newer = registry.payload_source(spark, "m", b"two")
+    assert newer.token != first.token and newer.get() == b"two"
+    assert sc.made[0].unpersisted and not sc.made[1].unpersisted
+
+
+def test_the_driver_registry_is_bounded_and_unpersists_what_it_evicts(registry, monkeypatch):
+    monkeypatch.setattr(registry, "DRIVER_MODELS", 2)
+    sc = FakeContext()
+    spark = FakeSession(sc)
+    a = registry.payload_source(spark, "a", b"a")
+    registry.payload_source(spark, "b", b"b")
+    assert registry.payload_source(spark, "a", b"a") is a            # a is now the newest
+    registry.payload_source(spark, "c", b"c")                        # evicts b
+    assert [bc.unpersisted for bc in sc.made] == [False, True, False]
+    assert len(registry._ENTRIES) == 2
+    registry.clear()
+    assert all(bc.unpersisted for bc in sc.made) and not registry._ENTRIES
+
+
+def test_a_restarted_context_never_reuses_an_old_broadcast(registry):
+    """The same Python object stands for both contexts (as ``id(sc)`` could be reused):
+    the application id and start time tell them apart."""
+    sc = FakeContext("local-1", 100)
+    spark = FakeSession(sc)
+    old = registry.payload_source(spark, "m", b"p")
+    sc.applicationId, sc.startTime = "local-2", 200
+    new = registry.payload_source(spark, "m", b"p")
+    assert new is not old and new.broadcast is sc.made[1]
+    assert [k[0] for k in registry._ENTRIES] == [("local-2", 200)]   # the stopped one is gone
+
+
+def test_under_spark_connect_the_payload_travels_with_the_function(registry):
+    src = registry.payload_source(FakeSession(None), "m", b"p")
+    assert src.broadcast is None and src.get() == b"p"
+    assert registry.payload_source(FakeSession(None), "m", b"p") is src
+
+
+def test_the_worker_cache_is_bounded_and_keyed_by_payload(monkeypatch):
+    from collections import OrderedDict
+
+    monkeypatch.setattr(worker, "_SCORERS", OrderedDict())
+    monkeypatch.setattr(worker, "WORKER_MODELS", 2)
+    built = []
+    real_unpack = worker.unpack
+    monkeypatch.setattr(worker, "unpack", lambda p: built.append(p) or real_unpack(p))
+    net = _net(size=10, hidden=(3,))
+    payload = scoring.pack({"input_size": 10, "kept": 10, "hidden": [3], "activation": "tanh"},
+                           net.state_dict())
+    a, b, c = (PayloadSource(t, payload=payload) for t in "abc")
+    first = worker.scorer_for(a, 1)
+    assert worker.scorer_for(a, 1) is first and len(built) == 1      # rebuilt once
+    worker.scorer_for(b, 1)
+    worker.scorer_for(a, 1)
+    worker.scorer_for(c, 1)                                          # evicts b
+    assert worker.cached_tokens() == ["a", "c"] and len(built) == 3
+    assert worker.scorer_for(b, 1) is not first and len(built) == 4
+
+
+# -- test fault hooks ----------------------------------------------------------------------
+
+def test_fault_hooks_are_off_unless_their_confs_are_set():
+    assert faults.from_session(FakeSession(FakeContext())) is None
+    hook = faults.from_session(FakeSession(conf={scoring.FAIL_CONF: "1:3",
+                                                 scoring.DELAY_CONF: "0"}))
+    assert hook == faults.BatchFault((1, 3), 0.0)
+    hook()                                                  # no task here: nothing happens
+    with pytest.raises(ValueError, match="expected PARTITION:BATCH"):
+        faults.from_session(FakeSession(conf={scoring.FAIL_CONF: "3"}))
+    with pytest.raises(ValueError, match="expected seconds"):
+        faults.from_session(FakeSession(conf={scoring.DELAY_CONF: "soon"}))
+
+
+def test_an_injected_fault_fails_the_scoring_job(spark, fitted):
+    """What the tests of failed runs rely on: the conf makes the named batch raise."""
+    x, df, model = fitted
+    spark.conf.set(scoring.FAIL_CONF, "0:1")
+    try:
+        scored = model.score(df.repartition(1), ["reconstruction_mse"])
+        with pytest.raises(Exception, match=r"injected failure .* in partition 0, Arrow batch 1"):
+            scored.collect()
+    finally:
+        spark.conf.unset(scoring.FAIL_CONF)
+    assert model.score(df, ["reconstruction_mse"]).count() == len(x)
+
+# -- import rules of the package -----------------------------------------------------------
+
+def _imports(module_file):
+    tree = ast.parse(open(module_file).read())
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return names
+
+
+def test_the_forward_pass_has_no_spark_and_scoring_no_job_glue():
+    pkg = os.path.dirname(scoring.__file__)
+    for name in ("forward.py", "payload.py", "broadcasts.py"):
+        assert not any(n.split(".")[0] == "pyspark" for n in _imports(os.path.join(pkg, name)))
+    for name in os.listdir(pkg):
+        if name.endswith(".py"):
+            assert not any(n.startswith(("sparkae.jobs", "sparkae.partitions"))
+                           for n in _imports(os.path.join(pkg, name))), name

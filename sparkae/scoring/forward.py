@@ -1,0 +1,218 @@
+"""The forward pass of scoring: raw feature rows in, the requested outputs out as NumPy.
+
+Pure Torch and NumPy (no Spark). One forward pass computes every requested output and
+skips what is not requested: ``deep_features`` alone stops at the coding layer. Sparse
+rows with few stored entries enter the first layer as a CSR matrix (the input scaling is
+folded into that layer's weights), so a 1,000,000-wide sparse row costs its stored
+entries; outputs of full width (``reconstruction_mse``, ``feature_errors``,
+``reconstruction``, ``is_anomaly``) are computed in passes of at most
+:data:`PASS_ELEMENTS` values, which bounds a worker's memory for any width.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from sparkae.data.arrow_rows import RowBlock
+from sparkae.nn.models import AutoencoderNet
+
+#: Largest number of values one dense tensor of a forward pass may hold (64 MiB of
+#: float32); wider rows are scored in passes of fewer rows.
+PASS_ELEMENTS = 1 << 24
+#: Sparse rows whose stored entries are below this share of the width use a CSR first layer.
+SPARSE_DENSITY = 0.05
+#: Columns of the first layer's weights folded with the scaling at a time (float64 sums).
+_FOLD_COLUMNS = 1 << 16
+
+
+def needs_full_width(outputs: Sequence[str]) -> bool:
+    """Whether ``outputs`` need the decoder (anything besides ``deep_features``)."""
+    return any(o != "deep_features" for o in outputs)
+
+
+def _hidden_from_first(net: AutoencoderNet, pre1: torch.Tensor,
+                       upto: Optional[int]) -> List[torch.Tensor]:
+    """Hidden activations when the first layer's pre-activation is already computed."""
+    last = len(net.layers) if upto is None else upto
+    drops = list(getattr(net, "dropouts", [None] * len(net.layers)))  # identity in eval mode
+    acts = [net.acts[0](pre1)]
+    for i in range(1, last):
+        z = drops[i - 1](acts[-1]) if drops[i - 1] is not None else acts[-1]
+        acts.append(net.acts[i](net.layers[i](z)))
+    return acts
+
+
+def _outputs(net: AutoencoderNet, acts: List[torch.Tensor], z: Callable[[], torch.Tensor],
+             outputs: Sequence[str], layer: int,
+             threshold: Optional[float]) -> Dict[str, np.ndarray]:
+    """The requested outputs from the hidden activations; ``z`` gives the scaled input
+    (only called when an output needs it)."""
+    out: Dict[str, np.ndarray] = {}
+    if "deep_features" in outputs:
+        out["deep_features"] = acts[layer - 1].cpu().numpy()
+    if needs_full_width(outputs):
+        y = net.decode_from_last(acts[-1])
+        err = (y - z()) ** 2
+        mse = err.mean(dim=1).double().cpu().numpy()
+        if "reconstruction_mse" in outputs:
+            out["reconstruction_mse"] = mse
+        if "feature_errors" in outputs:
+            out["feature_errors"] = err.cpu().numpy()
+        if "reconstruction" in outputs:
+            out["reconstruction"] = net.scaler.unscale(y).cpu().numpy()
+        if "is_anomaly" in outputs:
+            out["is_anomaly"] = mse > threshold
+    return out
+
+
+def score_matrix(net: AutoencoderNet, x: np.ndarray, outputs: List[str], layer: int,
+                 threshold: Optional[float] = None) -> Dict[str, np.ndarray]:
+    """Compute the requested outputs for raw feature rows ``x`` (rows x input width).
+
+    Parameters
+    ----------
+    net : AutoencoderNet
+        An evaluation-mode network (its scaler scales ``x``).
+    x : ndarray
+        Raw feature rows, one per row of the result.
+    outputs : list of str
+        Any of ``deep_features``, ``reconstruction_mse``, ``reconstruction``,
+        ``feature_errors``, ``is_anomaly``.
+    layer : int
+        1-based hidden layer for ``deep_features``.
+    threshold : float, optional
+        Needed for ``is_anomaly`` (``reconstruction_mse > threshold``).
+
+    Returns
+    -------
+    dict of str to ndarray
+        Only the requested outputs; the network runs once.
+    """
+    with torch.no_grad():
+        z = net.scaler(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)))
+        upto = None if needs_full_width(outputs) else layer
+        return _outputs(net, net.hidden_activations(z, upto=upto), lambda: z, outputs, layer,
+                        threshold)
+
+
+class Scorer:
+    """A network on this worker's device, with what its sparse first layer needs.
+
+    Parameters
+    ----------
+    net : AutoencoderNet
+        An evaluation-mode network; moved to ``device``.
+    device : torch.device
+        Where the forward passes run.
+    """
+
+    def __init__(self, net: AutoencoderNet, device: torch.device) -> None:
+        self.net, self.device = net.to(device), device
+        sc = net.scaler
+        self.size, self.kept = int(sc.input_size), int(sc.keep.numel())
+        self.keep_pos: Optional[np.ndarray] = None
+        if not sc.all_kept:
+            self.keep_pos = np.full(self.size, -1, dtype=np.int64)
+            self.keep_pos[sc.keep.cpu().numpy()] = np.arange(self.kept)
+        self.shift, self.scale = sc.shift, sc.scale
+        self._first: Optional[Tuple[torch.Tensor, torch.Tensor]] = None
+        shift, scale = sc.shift.double(), sc.scale.double()
+        self.z_zero = (-shift * scale).float()  # scaled value of a stored zero
+        # a missing (NaN) entry in raw units: what the scaler's imputation maps it to
+        self.raw_impute = (shift + sc.impute.double() / scale).float().cpu().numpy() \
+            if hasattr(sc, "impute") else None
+
+    def first_layer(self) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``(W * scale)^T`` and ``b - W @ (shift * scale)``, built on first sparse use:
+        ``layer1((x - shift) * scale) = x @ (W * scale)^T + (b - W @ (shift * scale))``."""
+        if self._first is None:
+            w, b = self.net.layers[0].weight, self.net.layers[0].bias
+            offset = (self.shift.double() * self.scale.double())
+            b_eff = b.double().clone()
+            for i in range(0, w.shape[1], _FOLD_COLUMNS):
+                b_eff -= w[:, i:i + _FOLD_COLUMNS].double() @ offset[i:i + _FOLD_COLUMNS]
+            self._first = ((w * self.scale).t().contiguous(), b_eff.float())
+        return self._first
+
+    def rows_per_pass(self, batch_size: int, width: int) -> int:
+        """Rows of one pass: ``batch_size``, fewer when a pass would exceed
+        :data:`PASS_ELEMENTS` values of ``width`` each (at least one)."""
+        return max(1, min(batch_size, PASS_ELEMENTS // max(1, width)))
+
+    def score(self, block: RowBlock, outputs: List[str], layer: int,
+              threshold: Optional[float], batch_size: int) -> Dict[str, np.ndarray]:
+        """Outputs for the scored rows of ``block``, in passes of at most ``batch_size``.
+
+        Returns
+        -------
+        dict of str to ndarray
+            One entry per requested output, one row per scored row of ``block``; empty
+            when ``block`` has no row to score.
+        """
+        full = needs_full_width(outputs)
+        # the CSR first layer is the dense network's; other families score densified rows
+        sparse = (getattr(self.net, "supports_csr_scoring", True) and block.dense is None and
+                  block.nnz < SPARSE_DENSITY * max(1, block.rows) * self.kept)
+        parts: List[Dict[str, np.ndarray]] = []
+        with torch.no_grad():
+            if sparse:
+                lengths, cols, vals = self._kept_entries(block)
+                starts = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+                step = self.rows_per_pass(batch_size, self.kept) if full else batch_size
+                for lo in range(0, block.rows, step):
+                    hi = min(block.rows, lo + step)
+                    parts.append(self._sparse_pass(starts, cols, vals, lo, hi, outputs, layer,
+                                                   threshold, full))
+            else:
+                step = self.rows_per_pass(batch_size, self.size)
+                for lo in range(0, block.rows, step):
+                    x = torch.from_numpy(block.to_dense(lo, min(block.rows, lo + step)))
+                    z = self.net.scaler(x.to(self.device))
+                    acts = self.net.hidden_activations(z, upto=None if full else layer)
+                    parts.append(_outputs(self.net, acts, lambda: z, outputs, layer, threshold))
+        if not parts:
+            return {}
+        return {o: np.concatenate([p[o] for p in parts]) for o in parts[0]}
+
+    def _kept_entries(self, block: RowBlock) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Sparse components restricted to the modelled features, in network column order."""
+        lengths, kc, vals = block.lengths, block.cols, block.vals
+        if self.keep_pos is not None:
+            kc = self.keep_pos[block.cols]
+            m = kc >= 0
+            if not m.all():
+                rows = np.repeat(np.arange(block.rows), block.lengths)
+                lengths, kc, vals = np.bincount(rows[m], minlength=block.rows), kc[m], vals[m]
+        missing = np.isnan(vals)
+        if missing.any():  # mean imputation, folded into the raw value
+            vals = vals.copy()
+            vals[missing] = (self.raw_impute[kc[missing]] if self.raw_impute is not None
+                             else 0.0)
+        return lengths, kc, vals
+
+    def _sparse_pass(self, starts: np.ndarray, cols: np.ndarray, vals: np.ndarray, lo: int,
+                     hi: int, outputs: List[str], layer: int, threshold: Optional[float],
+                     full: bool) -> Dict[str, np.ndarray]:
+        """Outputs for scored rows ``lo:hi`` through the CSR first layer."""
+        e0, e1 = int(starts[lo]), int(starts[hi])
+        n, dev = hi - lo, self.device
+        c = torch.from_numpy(cols[e0:e1]).to(dev)
+        v = torch.from_numpy(vals[e0:e1]).to(dev)
+        crow = torch.from_numpy(starts[lo:hi + 1] - e0).to(dev)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "sparse CSR support is in beta"
+            x = torch.sparse_csr_tensor(crow, c, v, size=(n, self.kept))
+            w_eff_t, b_eff = self.first_layer()
+            pre1 = torch.sparse.mm(x, w_eff_t) + b_eff
+        acts = _hidden_from_first(self.net, pre1, None if full else layer)
+
+        def z() -> torch.Tensor:
+            rows = torch.repeat_interleave(torch.arange(n, device=dev), crow.diff())
+            dense = self.z_zero.expand(n, self.kept).clone()
+            dense[rows, c] = (v - self.shift[c]) * self.scale[c]
+            return dense
+        return _outputs(self.net, acts, z, outputs, layer, threshold)

@@ -1,0 +1,147 @@
+"""Scoring a plain local Parquet table with the Python workers reading its row groups.
+
+Through Spark, the JVM decodes every row and converts it to Arrow for the Python workers,
+the cost that dominates scoring. Here the JVM only hands out the list of row groups (one
+small DataFrame of ``(file, row_group)``), and each worker reads its row groups with
+pyarrow, in batches of ``spark.sql.execution.arrow.maxRecordsPerBatch`` rows (bounded
+memory), and scores them as :func:`sparkae.scoring.transport.score` would.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Iterator, List, Optional, Tuple
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pyspark.sql import DataFrame
+from pyspark.sql import types as T
+
+from sparkae.data.prepare import InputInfo
+from sparkae.scoring.broadcasts import payload_source
+from sparkae.scoring.encode import output_fields
+from sparkae.scoring.faults import from_session as fault_hook
+from sparkae.scoring.worker import BatchScorer
+
+#: Rows per Arrow batch read when the session does not say (Spark's own default).
+_READ_ROWS = 10000
+
+
+def _plain_local(path: str) -> bool:
+    """True for a plain path (no ``scheme://``, no ``file:``): only those are read here;
+    a URI goes through Spark, which knows its file system."""
+    return "://" not in path and not path.startswith("file:")
+
+
+def parquet_pieces(path: str) -> List[Tuple[str, int, int]]:
+    """``(file, row group, rows)`` of every Parquet file under the local ``path``.
+
+    Returns
+    -------
+    list of (str, int, int)
+        Empty when ``path`` is not a plain local Parquet table (then the caller lets Spark
+        read it): not a plain local path, Hive-partitioned (``col=value`` directories
+        carry columns the files lack), or unreadable by pyarrow.
+    """
+    if not _plain_local(path):
+        return []
+    files: List[str] = []
+    if os.path.isfile(path):
+        files = [path]
+    else:
+        for base, dirs, names in os.walk(path):
+            dirs[:] = sorted(d for d in dirs if not d.startswith(("_", ".")))
+            if base != path and "=" in os.path.basename(base):
+                return []
+            files += [os.path.join(base, n) for n in sorted(names)
+                      if not n.startswith(("_", ".")) and n.endswith(".parquet")]
+    pieces = []
+    try:
+        for f in files:
+            meta = pq.ParquetFile(f).metadata
+            pieces += [(f, g, meta.row_group(g).num_rows) for g in range(meta.num_row_groups)]
+    except Exception:  # noqa: BLE001 - not something pyarrow reads: Spark will say why
+        return []
+    return pieces
+
+
+def _read_rows(spark: Any) -> int:
+    """Rows per Arrow batch read, as Spark's own Arrow batches (bounded memory)."""
+    try:
+        rows = int(spark.conf.get("spark.sql.execution.arrow.maxRecordsPerBatch",
+                                  str(_READ_ROWS)) or _READ_ROWS)
+    except Exception:  # noqa: BLE001
+        rows = _READ_ROWS
+    return max(1, rows)
+
+
+def _slots(spark: Any) -> int:
+    """Task slots of the session, for the number of reading tasks."""
+    try:
+        return int(spark.sparkContext.defaultParallelism)
+    except Exception:  # noqa: BLE001 - Spark Connect: no SparkContext here
+        return int(spark.conf.get("spark.default.parallelism", "2") or 2)
+
+
+def score_parquet(spark: Any, path: str, schema: T.StructType, payload: bytes, key: str,
+                  info: InputInfo, outputs: List[str], layer: int, batch_size: int = 1024,
+                  threshold: Optional[float] = None, threads: int = 1, *,
+                  skip_missing: bool = False, status_col: Optional[str] = None,
+                  carry: Optional[List[str]] = None,
+                  pieces: Optional[List[Tuple[str, int, int]]] = None) -> DataFrame:
+    """Like :func:`sparkae.scoring.transport.score` on ``spark.read.parquet(path)``, but
+    the Python workers read the Parquet row groups themselves with pyarrow.
+
+    Parameters
+    ----------
+    spark : SparkSession
+    path : str
+        A plain local (or shared) Parquet table, see :func:`parquet_pieces`.
+    schema : StructType
+        The table's Spark schema (for the carried columns).
+    payload, key, info, outputs, layer, batch_size, threshold, threads, skip_missing,
+    status_col
+        As for :func:`sparkae.scoring.transport.score`; the request is not checked here.
+    carry : list of str, optional
+        Columns of the table kept in the result (default: none).
+    pieces : list of (str, int, int), optional
+        :func:`parquet_pieces` of ``path`` when the caller has them.
+
+    Returns
+    -------
+    DataFrame
+        The ``carry`` columns, then ``outputs`` (then ``status_col``).
+
+    Raises
+    ------
+    ValueError
+        ``features_cols`` input, or ``path`` is not a plain local Parquet table.
+    """
+    if info.kind not in ("vector", "array"):
+        raise ValueError("score_parquet: features_cols input is scored through Spark")
+    pieces = pieces if pieces is not None else parquet_pieces(path)
+    if not pieces:
+        raise ValueError(f"score_parquet: '{path}' is not a plain local Parquet table")
+    carry = list(carry or [])
+    column = info.column
+    source = payload_source(spark, key, payload)
+    job = BatchScorer(source, tuple(outputs), layer, threshold, batch_size, threads,
+                      status_col is not None, bool(skip_missing), fault_hook(spark))
+    fields = [schema[c] for c in carry] + output_fields(outputs, status_col)
+    names = [f.name for f in fields]
+    read_rows = _read_rows(spark)
+
+    def _score(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            for f, g in zip(batch.column(0).to_pylist(), batch.column(1).to_pylist()):
+                reader = pq.ParquetFile(f)
+                for part in reader.iter_batches(batch_size=read_rows, row_groups=[g],
+                                                columns=[column] + carry,
+                                                use_pandas_metadata=False):
+                    _, arrays = job(part.column(0))
+                    carried = [part.column(i + 1) for i in range(len(carry))]
+                    yield pa.RecordBatch.from_arrays(carried + arrays, names=names)
+
+    tasks = max(1, min(len(pieces), _slots(spark) * 4))
+    listing = spark.createDataFrame([(f, g) for f, g, _ in pieces], "file string, row_group int")
+    return listing.repartition(tasks).mapInArrow(_score, T.StructType(fields))

@@ -1,0 +1,116 @@
+"""What runs in a Python worker: a bounded cache of rebuilt networks, and the per-batch
+scoring call the transports share.
+
+A worker scores many batches, often of one model: it rebuilds the network from the
+payload once (on its GPU when it has one) and keeps it, as ``predict_batch_udf`` keeps
+its model. The cache holds at most :data:`WORKER_MODELS` networks, least recently used
+first out, keyed by the payload's token (:class:`sparkae.scoring.broadcasts.PayloadSource`),
+which is new for every payload the driver hands out: a worker never serves a network
+from another payload, another session included.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Callable, List, Optional, Tuple
+
+import pyarrow as pa
+import torch
+
+from sparkae.scoring.broadcasts import PayloadSource
+from sparkae.scoring.encode import score_column
+from sparkae.scoring.forward import Scorer
+from sparkae.scoring.payload import unpack
+
+#: Networks a Python worker keeps at once.
+WORKER_MODELS = 3
+
+_LOCK = threading.Lock()
+# payload token -> network of this worker, least recently used first.
+_SCORERS: "OrderedDict[str, Scorer]" = OrderedDict()
+
+
+def _device(threads: int) -> torch.device:
+    """This worker's GPU when it has one; else the CPU with ``threads`` Torch threads."""
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    torch.set_num_threads(threads)
+    return torch.device("cpu")
+
+
+def scorer_for(source: PayloadSource, threads: int) -> Scorer:
+    """This worker's network for ``source``, rebuilt on first use and cached.
+
+    Parameters
+    ----------
+    source : PayloadSource
+        The payload and its token.
+    threads : int
+        Torch threads when the network is rebuilt on the CPU.
+
+    Returns
+    -------
+    Scorer
+        The network on this worker's device.
+    """
+    with _LOCK:
+        scorer = _SCORERS.get(source.token)
+        if scorer is not None:
+            _SCORERS.move_to_end(source.token)
+            return scorer
+    scorer = Scorer(unpack(source.get()), _device(threads))
+    with _LOCK:
+        _SCORERS[source.token] = scorer
+        while len(_SCORERS) > WORKER_MODELS:
+            _SCORERS.popitem(last=False)
+    return scorer
+
+
+def cached_tokens() -> List[str]:
+    """Tokens of the networks this worker holds, least recently used first."""
+    with _LOCK:
+        return list(_SCORERS)
+
+
+@dataclass(frozen=True)
+class BatchScorer:
+    """One scoring job's work on an Arrow column, as shipped to the workers.
+
+    Attributes
+    ----------
+    source : PayloadSource
+        The model.
+    outputs : tuple of str
+        The requested outputs, in order.
+    layer, threshold, batch_size
+        As for :meth:`sparkae.scoring.forward.Scorer.score`.
+    threads : int
+        Torch threads per Python worker (CPU executors).
+    with_status : bool
+        Also return the ``status`` column.
+    skip_missing : bool
+        Null scores for rows with missing values instead of imputing them.
+    before_batch : callable, optional
+        Run before each batch is scored (tests' fault injection); None in production.
+    """
+
+    source: PayloadSource
+    outputs: Tuple[str, ...]
+    layer: int
+    threshold: Optional[float]
+    batch_size: int
+    threads: int
+    with_status: bool
+    skip_missing: bool
+    before_batch: Optional[Callable[[], None]] = None
+
+    def __call__(self, col: pa.Array) -> Tuple[List[str], List[pa.Array]]:
+        """Names and Arrow columns of the scores of ``col`` (see
+        :func:`sparkae.scoring.encode.score_column`)."""
+        if self.before_batch is not None:
+            self.before_batch()
+        scorer = scorer_for(self.source, self.threads)
+        return score_column(col, scorer, self.outputs, self.layer, self.threshold,
+                            self.batch_size, self.with_status, self.skip_missing)
