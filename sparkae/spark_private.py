@@ -4,7 +4,7 @@ PySpark keeps some things it needs itself behind underscores: the JVM gateway of
 session, Hadoop's configuration, the Scala SparkContext's status tracker, a DataFrame's
 analyzed plan, the parent of class-level Params, an ML object's uid, and TorchDistributor's
 launcher. Each use here is a small function with the PySpark versions it was checked on
-(3.5 and 4.0-4.2; ``tests/test_spark_private.py`` runs in both environments), so an
+(3.5 and 4.2; ``tests/test_spark_private.py`` runs in both environments), so an
 upgrade that moves one breaks one function and one test, not call sites across the
 package. A Spark Connect session has no JVM on the client: the functions that need one
 raise :class:`NoJvmError` (or return None where the docstring says so).
@@ -12,7 +12,11 @@ raise :class:`NoJvmError` (or return None where the docstring says so).
 
 from __future__ import annotations
 
-from typing import Any, List, Optional
+import collections
+import os
+import subprocess
+import sys
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 
 class NoJvmError(RuntimeError):
@@ -87,3 +91,89 @@ def dummy_parent() -> Any:
 def reset_uid(obj: Any, uid: str) -> None:
     """Give a loaded pyspark.ml object its saved ``uid`` (its Params follow)."""
     obj._resetUid(uid)
+
+
+# -- TorchDistributor -----------------------------------------------------------------------
+# sparkae starts its ranks through TorchDistributor but needs three things its public
+# ``run`` does not offer: its own file runner (a local run that rendezvous on 127.0.0.1
+# through a file store, and a barrier task that fails when a rank failed), the torchrun
+# command TorchDistributor would run, and its way of streaming that command's output to the
+# driver. Checked on PySpark 3.5 and 4.2 (same signatures and behaviour).
+
+
+def torchrun_command(input_params: Dict[str, Any], train_path: str, *args: Any) -> List[str]:
+    """The command TorchDistributor runs for a training file in a barrier task.
+
+    ``TorchDistributor._create_torchrun_command``: ``python -m
+    pyspark.ml.torch.torch_run_process_wrapper <torchrun rendezvous args>
+    --nproc_per_node=N train_path *args`` (the arguments as strings).
+
+    Parameters
+    ----------
+    input_params : dict
+        TorchDistributor's settings as its runners get them (``local_mode``,
+        ``num_processes``, ...).
+    train_path : str
+        The training script.
+    *args
+        The script's arguments.
+    """
+    from pyspark.ml.torch.distributor import TorchDistributor
+
+    return TorchDistributor._create_torchrun_command(input_params, train_path, *args)
+
+
+def run_distributor(distributor: Any, entry: Callable, runner: Callable, *args: Any) -> Any:
+    """``entry(*args)`` on ``distributor``'s ranks, started by ``runner``; rank 0's result.
+
+    ``TorchDistributor._run``: what ``TorchDistributor.run`` does, with ``runner`` (called
+    as ``runner(input_params, train_path, *args)`` where TorchDistributor would start
+    torchrun: on the driver in local mode, in each barrier task otherwise) in place of its
+    own file runner.
+    """
+    return distributor._run(entry, runner, *args)
+
+
+def execute_command(cmd: List[str], log_streaming_client: Any = None,
+                    on_line: Optional[Callable[[str], None]] = None,
+                    tail_lines: int = 60) -> Tuple[int, str]:
+    """Run ``cmd`` and stream its output to the driver as TorchDistributor does.
+
+    A modified copy of ``TorchDistributor._execute_command``: the output goes to this
+    process's stdout unless ``log_streaming_client`` (TorchDistributor's
+    ``LogStreamingClient``, whose ``sock`` and ``failed`` it reads) reaches a server on the
+    same host, and to that client; lines that are not UTF-8 are decoded with replacement;
+    ``on_line`` sees every line; and a failed command is reported by its return code, not
+    an error, so that the caller can say which rank failed.
+
+    Returns
+    -------
+    tuple
+        The return code and the last ``tail_lines`` lines of the output.
+    """
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            stdin=subprocess.PIPE, env=os.environ)
+    proc.stdin.close()
+    tail: collections.deque = collections.deque(maxlen=tail_lines)
+    client = log_streaming_client
+    try:
+        for raw in proc.stdout:
+            line = raw.decode("utf-8", errors="replace")
+            tail.append(line)
+            if on_line is not None:
+                on_line(line)
+            same_node = (client is not None and not client.failed and
+                         client.sock.getsockname()[0] == client.sock.getpeername()[0])
+            if not same_node:
+                sys.stdout.write(line)
+            if client is not None:
+                client.send(line.rstrip())
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    return proc.returncode, "".join(tail)

@@ -82,6 +82,17 @@ def listening_sockets(pids) -> set:
     return found
 
 
+def snapshot(directory):
+    """{relative file: bytes} under a directory."""
+    out = {}
+    for base, _, files in os.walk(directory):
+        for f in files:
+            p = os.path.join(base, f)
+            with open(p, "rb") as fh:
+                out[os.path.relpath(p, directory)] = fh.read()
+    return out
+
+
 @pytest.fixture(scope="session")
 def spark(request):
     """The run's local SparkSession; with S3A (``spark.jars.packages``, resolved by Ivy from

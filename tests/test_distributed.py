@@ -338,6 +338,35 @@ Autoencoder(checkpoint_dir=sys.argv[1], cache_dir=sys.argv[2], **eval(sys.argv[3
 """
 
 
+def _stat(pid):
+    """``(state, parent pid)`` of a process, from /proc (None when it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return fields[0], int(fields[1])
+
+
+def _process_tree(pid):
+    """``pid`` and every process below it."""
+    children = {}
+    for name in os.listdir("/proc"):
+        stat = _stat(name) if name.isdigit() else None
+        if stat:
+            children.setdefault(stat[1], []).append(int(name))
+    tree, todo = [], [pid]
+    while todo:
+        tree.append(todo.pop())
+        todo += children.get(tree[-1], [])
+    return tree
+
+
+def _running(pids):
+    """The processes of ``pids`` that still run (a zombie has ended)."""
+    return [p for p in pids if (_stat(p) or ("Z",))[0] != "Z"]
+
+
 @pytest.mark.slow
 def test_two_rank_fit_killed_after_epoch_two_resumes_to_the_same_weights(mnist_sample,
                                                                          tmp_path):
@@ -356,6 +385,7 @@ def test_two_rank_fit_killed_after_epoch_two_resumes_to_the_same_weights(mnist_s
         proc = subprocess.Popen([sys.executable, "-c", _KILLED_FIT, ck, cache, repr(params)],
                                 cwd=ROOT, stdout=log_file, stderr=subprocess.STDOUT,
                                 start_new_session=True)
+    tree = []
     try:
         deadline = time.time() + 300
         while time.time() < deadline and proc.poll() is None:
@@ -365,9 +395,15 @@ def test_two_rank_fit_killed_after_epoch_two_resumes_to_the_same_weights(mnist_s
             time.sleep(0.05)
     finally:
         if proc.poll() is None:
+            tree = _process_tree(proc.pid)
             os.killpg(proc.pid, signal.SIGKILL)   # the fit, its torchrun and its ranks
         proc.wait(timeout=60)
-    time.sleep(3)   # its ranks notice that their launcher is gone within a second
+    # no process of the fit may write a checkpoint any more: ranks outside its process
+    # group end once they notice that their launcher is gone
+    deadline = time.time() + 60
+    while _running(tree) and time.time() < deadline:
+        time.sleep(0.05)
+    assert not _running(tree), f"processes of the killed fit still run: {_running(tree)}"
     latest = checkpoint.latest(ck)
     assert latest, f"no checkpoint was written:\n{log_path.read_text()[-3000:]}"
     done = int(latest[-4:])

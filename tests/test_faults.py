@@ -1,18 +1,16 @@
 """Faults on the standalone test cluster on 127.0.0.1 (a master and two 1-core workers):
-an executor killed mid-scoring, the driver killed mid-scoring-job, a rank killed
-mid-training. Jobs run through ./spark-submit.sh as users run them; the processes are
-killed with SIGKILL, as the kernel's OOM killer or a lost machine would."""
+an executor killed mid-scoring, the driver killed mid-scoring-job. Jobs run through
+./spark-submit.sh as users run them; the processes are killed with SIGKILL, as the kernel's
+OOM killer or a lost machine would. A rank killed mid-training, with its checkpoints on
+S3, is tests/test_multihost.py's (ranks on two hosts)."""
 
 from __future__ import annotations
 
-import json
 import os
-import re
 import signal
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import pandas as pd
@@ -20,9 +18,7 @@ import pytest
 
 from sparkae import Autoencoder
 from sparkae.scoring import DELAY_CONF
-from sparkae.train import checkpoint
-from tests.conftest import ROOT, packages_env
-from tests.test_score_job import snapshot
+from tests.conftest import ROOT, snapshot
 
 pytestmark = pytest.mark.cluster
 
@@ -131,6 +127,18 @@ SLOW = [f"{DELAY_CONF}=0.4", "spark.sql.execution.arrow.maxRecordsPerBatch=100",
         "spark.task.maxFailures=4"]
 
 
+def _committed_scores(out, date):
+    """A Parquet file of scores that a task of the run for ``date`` has committed to the
+    run's staging directory (files still being written lie under an ``attempt_`` folder)."""
+    try:
+        for path in Path(out).glob(f"_staging/run_date={date}.*/**/part-*"):
+            if not any(part.startswith("attempt_") for part in path.parts):
+                return path
+    except OSError:   # a folder renamed while it is listed
+        pass
+    return None
+
+
 def _scores(out, date):
     df = pd.read_parquet(Path(out) / f"run_date={date}")
     return df.sort_values("id").reset_index(drop=True)
@@ -151,7 +159,8 @@ def test_scoring_survives_a_killed_executor_and_a_killed_driver(spark_cluster, f
     proc = _submit(spark_cluster, "jobs/score.py", _score_args(root, out, "2024-01-02"),
                    log_path, SLOW)
     victim = _wait_for(_scoring_executor, 300, "an executor running scoring tasks", log_path)
-    time.sleep(2)
+    _wait_for(lambda: _committed_scores(out, "2024-01-02"), 300, "a task's committed scores",
+              log_path)
     assert proc.poll() is None, "the job ended before the fault was injected"
     os.kill(victim, signal.SIGKILL)
     rc, log = _finish(proc, log_path)
@@ -169,7 +178,8 @@ def test_scoring_survives_a_killed_executor_and_a_killed_driver(spark_cluster, f
     proc = _submit(spark_cluster, "jobs/score.py", _score_args(root, out, "2024-01-03"),
                    log_path, SLOW)
     _wait_for(_scoring_executor, 300, "scoring tasks", log_path)
-    time.sleep(3)
+    _wait_for(lambda: _committed_scores(out, "2024-01-03"), 300, "a task's committed scores",
+              log_path)
     assert proc.poll() is None, "the job ended before the fault was injected"
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=60)
@@ -185,52 +195,3 @@ def test_scoring_survives_a_killed_executor_and_a_killed_driver(spark_cluster, f
     assert rc == 0, log[-4000:]
     pd.testing.assert_series_equal(_scores(out, "2024-01-03")["reconstruction_mse"],
                                    clean["reconstruction_mse"], rtol=1e-6, atol=0)
-
-
-def _rank_processes():
-    """pids of the training ranks: the children of each torchrun in an executor."""
-    ranks = []
-    for pid in _executors():
-        for c in _descendants(pid):
-            if "torch.distributed.run" in _cmdline(c):
-                ranks += [g for g in _children(c) if "python" in _cmdline(g)]
-    return ranks
-
-
-@pytest.mark.s3
-def test_a_killed_rank_fails_the_fit_clearly_and_resume_completes(spark_cluster, tmp_path,
-                                                                   s3_server, s3_spark):
-    """Checkpoints and the training cache on S3 (moto): the resumed fit reads them back."""
-    bucket = f"faults-{uuid.uuid4().hex[:8]}"
-    s3_server.bucket(bucket)
-    ck, out = f"s3a://{bucket}/ck", tmp_path / "out"
-    args = ["--set", "model.num_workers=2", "--set", "model.epochs=6",
-            "--set", "model.hidden=[32]", "--set", f"model.checkpoint_dir={ck}",
-            "--set", f"model.cache_dir=s3a://{bucket}/cache", "--set", f"output.dir={out}",
-            "--set", "output.report=false"]
-    confs = [f"{k}={v}" for k, v in s3_server.spark_conf.items()]
-    log_path = tmp_path / "killed.log"
-    proc = _submit(spark_cluster, "jobs/train.py", args, log_path, confs, packages_env(_env()))
-
-    def second_epoch_done():
-        latest = checkpoint.latest(ck)
-        return latest if latest and int(latest[-4:]) >= 2 else None
-
-    _wait_for(second_epoch_done, 600, "the checkpoint of epoch 2", log_path)
-    ranks = _rank_processes()
-    assert ranks, "no rank process found"
-    os.kill(ranks[-1], signal.SIGKILL)
-    rc, log = _finish(proc, log_path)
-    assert rc != 0, log[-4000:]
-    assert re.search(r"train: training failed on rank [01] of 2: its process was killed by "
-                     r"signal 9 \(SIGKILL\)", log), log[-4000:]
-    done = int(checkpoint.latest(ck)[-4:])
-    assert 2 <= done < 6
-    # resume: the job continues from the checkpoint and finishes every epoch
-    log_path = tmp_path / "resumed.log"
-    rc, log = _finish(_submit(spark_cluster, "jobs/train.py",
-                              args + ["--resume"], log_path, confs, packages_env(_env())), log_path)
-    assert rc == 0, log[-4000:]
-    assert "resuming from checkpoint" in log, log[-4000:]
-    summary = json.loads((out / "summary.json").read_text())
-    assert summary["epochs"] == 6

@@ -15,7 +15,7 @@ from pyspark.sql import functions as F
 
 from sparkae import Autoencoder, scoring
 from sparkae.jobs import partitions, score_job, score_settings
-from tests.conftest import ROOT
+from tests.conftest import ROOT, snapshot
 
 
 @pytest.fixture(scope="module")
@@ -39,17 +39,6 @@ def settings_for(root, out, date, outputs="reconstruction_mse,is_anomaly", **ext
              "id_cols": "id", "run_date": date, "outputs": outputs}
     sets = [f"{k}={json.dumps(v)}" for k, v in extra.items()]
     return score_settings.load(None, sets, flags)
-
-
-def snapshot(directory):
-    """{relative file: bytes} under a directory."""
-    out = {}
-    for base, _, files in os.walk(directory):
-        for f in files:
-            p = os.path.join(base, f)
-            with open(p, "rb") as fh:
-                out[os.path.relpath(p, directory)] = fh.read()
-    return out
 
 
 def test_runs_replace_only_their_date_and_write_a_summary(spark, job_env, tmp_path):

@@ -2,12 +2,12 @@
 
 :func:`rank_main` joins the process group (gloo on CPU, nccl on GPU; rendezvous on
 127.0.0.1 for local runs), trains its shard under DistributedDataParallel through
-:func:`sparkae.train.distributed.run_rank`, and on rank 0 returns the weights as
-safetensors bytes and the history as JSON text (never a pickled module). Everything the
-rank prints is also kept in a short tail; if the rank fails, one line
-``SPARKAE_RANK_FAILED {json}`` (rank, error, traceback, the tail) goes to its output and,
-in local mode, a file in the run directory, so that the driver can say which rank failed
-and why (:func:`sparkae.train.distributed.rank_failure`).
+:func:`sparkae.train.rank.run_rank`, and on rank 0 returns the weights as safetensors
+bytes and the history as JSON text (:func:`sparkae.train.protocol.pack_result`).
+Everything the rank prints is also kept in a short tail; if the rank fails, its report
+(rank, error, traceback, the tail; :func:`sparkae.train.protocol.write_report`) goes to
+its output and, in local mode, a file in the run directory, so that the driver can say
+which rank failed and why (:func:`sparkae.train.failures.rank_failure`).
 """
 
 from __future__ import annotations
@@ -16,23 +16,27 @@ import collections
 import datetime
 import inspect
 import io
-import json
 import logging
 import os
 import sys
 import threading
 import time
 import traceback
-from typing import Any, Deque, Dict, List, Optional, Tuple
+from typing import Any, Deque, Dict, List, Optional
 
 import torch
 
+from sparkae.train.protocol import (MARKER, STORE_ENV, TAIL_LINES, lost_peer, pack_result,
+                                    unpack_result, write_report)
+from sparkae.train.rank import TrainJob, run_rank
+
 log = logging.getLogger("sparkae")
 
-#: Prefix of the line a failing rank prints.
-MARKER = "SPARKAE_RANK_FAILED "
-#: Lines of a failing rank's output that travel with its error.
-TAIL_LINES = 40
+# MARKER, lost_peer, pack_result and unpack_result are the protocol's; importable from
+# here too, where the rank that uses them lives.
+__all__ = ["MARKER", "PEER_LOST_GRACE_S", "TAIL_LINES", "lost_peer", "pack_result",
+           "rank_main", "unpack_result"]
+
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
@@ -57,30 +61,8 @@ class _Tee(io.TextIOBase):
         return False
 
 
-def pack_result(state: Dict[str, torch.Tensor], history: List[Dict]) -> Dict[str, Any]:
-    """Rank 0's result as plain data: safetensors bytes and JSON text."""
-    from safetensors.torch import save
-
-    return {"weights": save({k: v.detach().cpu().contiguous() for k, v in state.items()}),
-            "history": json.dumps(history)}
-
-
-def unpack_result(result: Dict[str, Any]) -> Tuple[Dict[str, torch.Tensor], List[Dict]]:
-    """Inverse of :func:`pack_result`."""
-    from safetensors.torch import load
-
-    return load(result["weights"]), json.loads(result["history"])
-
-
 #: Seconds a rank that lost a peer waits before failing (see :func:`rank_main`).
 PEER_LOST_GRACE_S = 5.0
-
-
-def lost_peer(message: str) -> bool:
-    """True for a collective's error message saying another rank went away (gloo/nccl),
-    i.e. this rank's failure is a consequence, not the cause."""
-    return any(s in message for s in ("Connection closed by peer", "Connection reset by peer",
-                                   "remote worker crashing", "NCCL communicator was aborted"))
 
 
 def _report(exc: BaseException, rank: int, world: int, tail: Deque[str],
@@ -88,17 +70,9 @@ def _report(exc: BaseException, rank: int, world: int, tail: Deque[str],
     tb = traceback.format_exception(type(exc), exc, exc.__traceback__)
     for line in "".join(tb).rstrip().split("\n"):
         tail.append(line)
-    info = {"rank": rank, "world_size": world, "type": type(exc).__name__,
-            "message": str(exc), "time": time.time(), "tail": list(tail)[-TAIL_LINES:]}
-    text = json.dumps(info)
-    if run_dir:
-        try:
-            with open(os.path.join(run_dir, f"error-rank{rank}.json"), "w") as f:
-                f.write(text)
-        except OSError:
-            pass
-    sys.__stdout__.write(MARKER + text + "\n")
-    sys.__stdout__.flush()
+    write_report({"rank": rank, "world_size": world, "type": type(exc).__name__,
+                  "message": str(exc), "time": time.time(), "tail": list(tail)[-TAIL_LINES:]},
+                 run_dir)
 
 
 def _setup_logging(rank: int, tail: Deque[str]) -> None:
@@ -140,16 +114,25 @@ def _device(use_gpu: bool, local_rank: int) -> torch.device:
     return torch.device("cuda", local_rank % torch.cuda.device_count())
 
 
-def rank_main(job: Any) -> Optional[Dict[str, Any]]:
-    """Train one rank of ``job`` (a :class:`~sparkae.train.distributed.TrainJob`).
+def rank_main(job: TrainJob) -> Optional[Dict[str, Any]]:
+    """Train one rank of ``job`` in this process, inside a process group.
 
-    Reads ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK`` from the environment torchrun sets.
-    Returns rank 0's :func:`pack_result` (None on other ranks); ranks other than their
+    Reads ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK`` from the environment torchrun (or
+    :func:`sparkae.train.torchrun.launch_local`) sets. A failure is reported (see the
+    module's docstring) and ends the process with exit code 1; ranks other than their
     torchrun's local rank 0 end their process once done.
+
+    Parameters
+    ----------
+    job : TrainJob
+        What to train.
+
+    Returns
+    -------
+    dict or None
+        Rank 0's :func:`~sparkae.train.protocol.pack_result`; None on other ranks.
     """
     import torch.distributed as dist
-
-    from sparkae.train.distributed import run_rank
 
     rank = int(os.environ.get("RANK", 0))
     world = int(os.environ.get("WORLD_SIZE", 1))
@@ -167,7 +150,7 @@ def rank_main(job: Any) -> Optional[Dict[str, Any]]:
             torch.cuda.set_device(device)
         backend = "nccl" if device.type == "cuda" else "gloo"
         timeout = datetime.timedelta(seconds=job.timeout_s)
-        store = os.environ.get("SPARKAE_RENDEZVOUS")
+        store = os.environ.get(STORE_ENV)
         if store:   # a local run: a file store, no TCP rendezvous server
             dist.init_process_group(backend, init_method=store, rank=rank, world_size=world,
                                     timeout=timeout)
