@@ -16,7 +16,7 @@ from sparkae.nn.families import ConvAutoencoderNet, parameter_count
 from sparkae.nn.losses import contractive_closed_form, jacobian_frobenius
 from sparkae.nn.models import build_network
 from sparkae.nn.scaling import FeatureStats, compute_scaling
-from sparkae.params import validate
+from sparkae.validation import validate
 from sparkae.train.loop import TrainConfig, train
 
 from tests.conftest import MNIST_DIR
@@ -72,7 +72,7 @@ def _roundtrip(model, df, tmp_path):
     scored = loaded.transform(df.limit(50)).select("deep_features", "reconstruction_mse")
     pdf = scored.toPandas()
     assert len(pdf) == 50 and np.isfinite(pdf.reconstruction_mse).all()
-    assert len(pdf.deep_features[0]) == model._spec["hidden"][loaded._layer(None) - 1]
+    assert len(pdf.deep_features[0]) == model._spec["hidden"][loaded.resolve_layer() - 1]
     return loaded, pdf
 
 

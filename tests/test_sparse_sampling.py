@@ -250,6 +250,36 @@ def test_lazy_fit_gives_back_contiguous_weights_and_resumes_exactly(tmp_path):
         torch.testing.assert_close(resumed.state_dict()[k], v, atol=1e-6, rtol=1e-5)
 
 
+def test_a_sampled_fit_on_dense_batches_resumes_exactly(tmp_path):
+    """With reconstruction_sampling but dense batches the usual optimizer trains; its
+    checkpoint resumes (the state is loaded once the first batch shows the batches are
+    dense) to the weights of an uninterrupted fit."""
+    from sparkae.train import checkpoint as ckpt
+
+    width = 60
+    batches = [b.to_dense() for b in _wide_rows(64, width, 12, seed=4)]
+    cfg = TrainConfig(epochs=3, rate=0.003, seed=1, reconstruction_sampling=8)
+    full = _net(width, hidden=(6,))
+    train(full, lambda e: batches, cfg)
+
+    def keep(epoch, state):
+        ckpt.save(str(tmp_path), epoch, state, {})
+
+    first = _net(width, hidden=(6,))
+    train(first, lambda e: batches, TrainConfig(**{**cfg.__dict__, "epochs": 1}), checkpoint=keep)
+    epoch, state, _ = ckpt.load(ckpt.latest(str(tmp_path)))
+    assert epoch == 1 and not state["optimizer"].get("lazy")
+    resumed = _net(width, hidden=(6,), seed=9)
+    resumed.load_state_dict(state["model"])
+    hist = train(resumed, lambda e: batches, cfg, resume_state=state)
+    assert [h["epoch"] for h in hist] == [1, 2, 3]
+    for k, v in full.state_dict().items():
+        torch.testing.assert_close(resumed.state_dict()[k], v, atol=1e-6, rtol=1e-5)
+    with pytest.raises(ValueError, match="written without the lazy sparse step"):
+        train(_net(width, hidden=(6,)), lambda e: _wide_rows(64, width, 12, seed=4), cfg,
+              resume_state=state)   # sparse batches cannot take the dense optimizer's state
+
+
 class _Shapes(TorchDispatchMode):
     """Records the largest tensor any op produces."""
 
@@ -297,7 +327,7 @@ def test_bad_values_name_the_param(bad):
 
 def test_param_validation_and_families():
     from sparkae import Autoencoder
-    from sparkae.params import validate
+    from sparkae.validation import validate
 
     assert Autoencoder().getOrDefault("reconstruction_sampling") is None
     assert Autoencoder(reconstruction_sampling=7.0).getOrDefault("reconstruction_sampling") == 7

@@ -3,12 +3,12 @@ the contractive penalty."""
 
 from __future__ import annotations
 
-from typing import Iterable, Tuple
+from typing import Callable, Iterable, List, Tuple, Union
 
 import torch
 
 from sparkae.nn import sparse
-from sparkae.nn.models import ACTIVATIONS, base_activation
+from sparkae.nn.activations import ACTIVATIONS, base_activation
 
 _EPS = 1e-6
 
@@ -38,7 +38,7 @@ def activation_unit_range(activation: str) -> Tuple[float, float]:
     return (-1.0, 1.0) if low == -1.0 else (0.0, 1.0)
 
 
-def to_unit(a: torch.Tensor | float, activation: str):
+def to_unit(a: Union[torch.Tensor, float], activation: str) -> Union[torch.Tensor, float]:
     """Map an activation (or target) on the activation's scale to (0, 1) for the KL:
     (a + 1) / 2 for tanh-like activations ranging over (-1, ...), a itself otherwise."""
     low, _ = activation_unit_range(activation)
@@ -77,8 +77,8 @@ def contractive_closed_form(h: torch.Tensor, weight: torch.Tensor, activation: s
     return ((d * d) @ (weight * weight).sum(dim=1)).mean()
 
 
-def jacobian_frobenius(encode, z: torch.Tensor, create_graph: bool = False,
-                       probes: int = 0) -> torch.Tensor:
+def jacobian_frobenius(encode: Callable[[torch.Tensor], torch.Tensor], z: torch.Tensor,
+                       create_graph: bool = False, probes: int = 0) -> torch.Tensor:
     """Batch mean of ``||d encode(z) / dz||_F^2`` by autograd (any encoder whose rows are
     independent). ``probes=0``: exact, one backward pass per coding unit; ``probes=p``: the
     unbiased estimate ``E_v ||v^T J||^2`` over ``p`` Gaussian vectors ``v`` per row."""
@@ -95,8 +95,8 @@ def jacobian_frobenius(encode, z: torch.Tensor, create_graph: bool = False,
     return total / (max(probes, 1) if probes else 1) / z.shape[0]
 
 
-def contractive_penalty(net: torch.nn.Module, inp: torch.Tensor, acts, coding: int,
-                        activation: str) -> torch.Tensor:
+def contractive_penalty(net: torch.nn.Module, inp: torch.Tensor, acts: List[torch.Tensor],
+                        coding: int, activation: str) -> torch.Tensor:
     """The contractive penalty's ``||J||_F^2`` (batch mean) of the encoder up to hidden
     layer ``coding`` (1-based) at the network input ``inp``.
 

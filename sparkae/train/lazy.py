@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch.optim.adam import adam as adam_update
 
 from sparkae.nn import sparse
-from sparkae.nn.models import AutoencoderNet
+from sparkae.nn.dense import AutoencoderNet
 from sparkae.nn.sampling import SampledEntries, sampled_mse
 from sparkae.train import rowkernel
 
@@ -97,7 +97,7 @@ class LazyStep:
     cfg : TrainConfig
     dense : callable
         ``dense(params)`` builds the usual optimizer over ``params``
-        (:func:`sparkae.train.loop.make_optimizer`).
+        (:func:`sparkae.train.optim.make_optimizer`).
     row_kernel : bool, optional
         Update adam's rows in place with the Numba kernel of
         :mod:`sparkae.train.rowkernel` (CPU; the rows then cross memory once, not three

@@ -2,313 +2,231 @@
 
 The loop takes callables that yield raw-feature batches (NumPy or Torch), so it runs the
 same on the driver, inside a TorchDistributor rank, or in a unit test on in-memory data.
+Its parts: settings (:mod:`sparkae.train.config`), optimizers and weight rules
+(:mod:`sparkae.train.optim`), batch preparation (:mod:`sparkae.train.inputs`), the
+families' extra terms (:mod:`sparkae.train.family`), scoring and early stopping
+(:mod:`sparkae.train.validation`) and the lazy sparse step (:mod:`sparkae.train.lazy`).
 """
 
 from __future__ import annotations
 
-import copy
 import logging
 import time
-from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterable, List, Optional
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
 import torch
 
 from sparkae.nn import sparse
-from sparkae.nn.families import adversarial_losses, generator_loss, mmd
-from sparkae.nn.losses import (contractive_penalty, kl_sparsity, reconstruction_mse,
-                               weight_penalty)
-from sparkae.nn.models import AutoencoderNet
+from sparkae.nn.dense import AutoencoderNet
+from sparkae.nn.losses import kl_sparsity, reconstruction_mse
 from sparkae.nn.noise import corrupt_batch
 from sparkae.nn.sampling import sample_entries, sampled_mse
+from sparkae.train.config import TrainConfig
+from sparkae.train.family import FitTerms
+from sparkae.train.inputs import EpochGenerators, as_tensor, noise_generator, scaled_batch
 from sparkae.train.lazy import LazyStep, lazy_eligible
+from sparkae.train.optim import apply_max_w2, make_optimizer, penalty, sgd_schedule
+from sparkae.train.validation import Stopper, evaluate
+
+__all__ = ["Batches", "TrainConfig", "apply_max_w2", "evaluate", "make_optimizer",
+           "noise_generator", "penalty", "scaled_batch", "sgd_schedule", "train"]
 
 log = logging.getLogger("sparkae")
 
 Batches = Callable[[int], Iterable]  # epoch -> iterable of raw feature batches
 
 
-@dataclass
-class TrainConfig:
-    """Settings of the loop (a subset of the Autoencoder Params)."""
+class _Fit:
+    """The state of one :func:`train` call and its steps: one epoch, one batch."""
 
-    epochs: int = 10
-    optimizer: str = "adam"
-    rate: float = 0.001
-    rho: float = 0.99
-    epsilon: float = 1e-8
-    l1: float = 0.0
-    l2: float = 0.0
-    # sgd
-    rate_annealing: float = 0.0
-    momentum_start: float = 0.0
-    momentum_ramp: float = 1e6
-    momentum_stable: float = 0.0
-    nesterov: bool = True
-    max_w2: float = float("inf")
-    # sparse autoencoder (on the coding layer, 1-based)
-    sparsity_beta: float = 0.0
-    average_activation: float = 0.0
-    sparsity_method: str = "kl"
-    activation: str = "tanh"
-    coding_layer: int = 1
-    # denoising
-    input_dropout_ratio: float = 0.0
-    noise: str = "none"
-    noise_level: float = 0.0
-    # early stopping
-    stopping_rounds: int = 0
-    stopping_tolerance: float = 0.0
-    score_interval: int = 1
-    overwrite_with_best_model: bool = True
-    skip_missing: bool = False
-    seed: int = 0
-    # families beyond H2O (sparkae.nn.families)
-    architecture: str = "dense"
-    kl_beta: float = 1.0
-    contractive_lambda: float = 0.0
-    # sparse batches: stored columns plus this many sampled zero columns per row in the
-    # training loss (None = the exact loss); see sparkae.nn.sampling
-    reconstruction_sampling: Optional[int] = None
+    def __init__(self, net: torch.nn.Module, cfg: TrainConfig, model: torch.nn.Module,
+                 reduce: Callable[[List[float]], List[float]], rank: int,
+                 resume_state: Optional[Dict[str, Any]]) -> None:
+        self.net, self.cfg, self.model, self.reduce = net, cfg, model, reduce
+        self.resume_state = resume_state
+        self.terms = FitTerms(net, cfg)
+        self.k = cfg.reconstruction_sampling
+        self.lazy_off = lazy_eligible(net, model, cfg) if self.k else "off"
+        # with sampling, the lazy step for sparse batches; replaced at the first batch by
+        # the usual optimizer when the batches turn out dense
+        self.opt: Any = (LazyStep(net, cfg, lambda ps: make_optimizer(net, cfg, ps))
+                         if self.lazy_off is None else
+                         make_optimizer(net, cfg, self.terms.parameters()))
+        self.checked = False
+        self.history: List[Dict] = []
+        self.stopper = Stopper(cfg)
+        # a checkpoint of dense batches holds the usual optimizer's state: it is loaded when
+        # the first batch shows the batches are dense (optimizer())
+        self.deferred = bool(resume_state and isinstance(self.opt, LazyStep)
+                             and not resume_state["optimizer"].get("lazy"))
+        if resume_state:
+            if not self.deferred:
+                self.opt.load_state_dict(resume_state["optimizer"])
+            self.history = list(resume_state["history"])
+            self.stopper = Stopper.resumed(cfg, resume_state, net, len(self.history))
+            self.terms.resume(resume_state.get("family_optimizers"))
+        self.gens = EpochGenerators(cfg.seed, rank)
+        self.noisy = cfg.noise != "none" or cfg.input_dropout_ratio > 0
+        self.c = cfg.coding_layer - 1
+        self.samples = sum(h["rows"] for h in self.history)
+        self.avg_act: Optional[torch.Tensor] = None
 
+    def optimizer(self, z: torch.Tensor) -> Any:
+        """The optimizer for scaled batch ``z``: at the first batch, the lazy step gives
+        way to the usual optimizer when the batches are dense."""
+        if not self.checked:
+            self.checked = True
+            if isinstance(self.opt, LazyStep) and not sparse.is_sparse(z):
+                self.opt.close()
+                self.opt = make_optimizer(self.net, self.cfg, self.terms.parameters())
+                if self.resume_state:
+                    self.opt.load_state_dict(self.resume_state["optimizer"])
+            elif self.deferred:   # sparse batches, but the state was not the lazy step's
+                self.opt.load_state_dict(self.resume_state["optimizer"])   # a clear error
+            if self.k and sparse.is_sparse(z):
+                log.info("reconstruction_sampling=%d: %s", self.k,
+                         "lazy row-wise updates of the wide layers" if self.lazy_off is None
+                         else f"sampled loss with dense gradients ({self.lazy_off})")
+        return self.opt
 
-def make_optimizer(net: torch.nn.Module, cfg: TrainConfig,
-                   params: Optional[Iterable[torch.nn.Parameter]] = None) -> torch.optim.Optimizer:
-    """Adam with ``rate``; H2O's ADADELTA (``rho``, ``epsilon``, unit learning rate); or SGD
-    with momentum (its rate and momentum follow :func:`sgd_schedule`). ``params`` (default
-    all of ``net``'s) are the parameters it updates."""
-    params = list(net.parameters() if params is None else params)
-    if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.rate)
-    if cfg.optimizer == "adadelta":
-        return torch.optim.Adadelta(params, lr=1.0, rho=cfg.rho, eps=cfg.epsilon)
-    if cfg.optimizer == "sgd":
-        nesterov = cfg.nesterov and max(cfg.momentum_start, cfg.momentum_stable) > 0
-        return torch.optim.SGD(params, lr=cfg.rate, nesterov=nesterov,
-                               momentum=max(cfg.momentum_start, cfg.momentum_stable))
-    raise ValueError(f"optimizer: got {cfg.optimizer!r}, expected 'adam', 'adadelta' or 'sgd'")
+    def corrupt(self, z: torch.Tensor, epoch: int) -> torch.Tensor:
+        """The network input for clean scaled batch ``z``: ``z`` itself, or its noisy copy."""
+        if not self.noisy:
+            return z
+        cfg, scaler = self.cfg, self.net.scaler
+        return corrupt_batch(z, cfg.noise, cfg.noise_level, cfg.input_dropout_ratio,
+                             scaler.lo, scaler.hi, self.gens.get(epoch, z.device))
 
+    def reconstruct(self, z: torch.Tensor, inp: torch.Tensor,
+                    epoch: int) -> Tuple[torch.Tensor, List[torch.Tensor]]:
+        """``(reconstruction MSE against z, hidden activations)`` for network input
+        ``inp``; sparse batches with ``reconstruction_sampling`` get the sampled loss."""
+        if self.k and sparse.is_sparse(z) and sparse.is_sparse(inp):
+            entries = sample_entries(z, self.k,
+                                     self.gens.get(epoch, z.device, EpochGenerators.SAMPLING))
+            if isinstance(self.opt, LazyStep):
+                return self.opt.forward(inp, entries)
+            y, acts = self.model(inp, entries=(entries.rows, entries.cols))
+            return sampled_mse(y, entries), acts
+        y, acts = self.model(inp)
+        return reconstruction_mse(y, z), acts
 
-def sgd_schedule(cfg: TrainConfig, samples: int) -> tuple[float, float]:
-    """H2O's schedule after ``samples`` training rows: ``rate / (1 + rate_annealing *
-    samples)`` and a momentum ramped linearly from ``momentum_start`` to ``momentum_stable``
-    over ``momentum_ramp`` rows."""
-    lr = cfg.rate / (1.0 + cfg.rate_annealing * samples)
-    frac = min(1.0, samples / cfg.momentum_ramp) if cfg.momentum_ramp > 0 else 1.0
-    return lr, cfg.momentum_start + (cfg.momentum_stable - cfg.momentum_start) * frac
+    def loss(self, mse: torch.Tensor, inp: torch.Tensor, acts: List[torch.Tensor],
+             rows: int) -> torch.Tensor:
+        """The step's loss: the MSE, the family's terms, the weight penalty and the
+        KL sparsity of the coding layer."""
+        cfg, loss = self.cfg, mse
+        extra = self.terms.loss(inp, acts, rows)
+        if extra is not None:
+            loss = loss + extra
+        if cfg.l1 or cfg.l2:
+            loss = loss + penalty(self.net, cfg)
+        if cfg.sparsity_beta and cfg.sparsity_method == "kl":
+            loss = loss + cfg.sparsity_beta * kl_sparsity(acts[self.c], cfg.average_activation,
+                                                          cfg.activation)
+        return loss
 
+    def update(self, loss: torch.Tensor, z: torch.Tensor, acts: List[torch.Tensor]) -> None:
+        """The step's parameter updates: the optimizer's, the family's own phases, the
+        ``max_w2`` constraint and H2O's sparsity bias update."""
+        cfg, opt = self.cfg, self.opt
+        if cfg.optimizer == "sgd":
+            lr, momentum = sgd_schedule(cfg, self.samples)
+            for group in opt.param_groups:
+                group["lr"], group["momentum"] = lr, momentum
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        self.terms.after_step(self.model, z)
+        if cfg.max_w2 < float("inf"):
+            apply_max_w2(self.net, cfg.max_w2)
+        if cfg.sparsity_beta and cfg.sparsity_method == "h2o_bias":
+            mean = acts[self.c].detach().mean(dim=0)
+            self.avg_act = mean if self.avg_act is None else 0.9 * self.avg_act + 0.1 * mean
+            with torch.no_grad():
+                self.net.layers[self.c].bias -= cfg.sparsity_beta * (self.avg_act -
+                                                                     cfg.average_activation)
 
-def _tensor(batch) -> torch.Tensor:
-    return batch if isinstance(batch, torch.Tensor) else torch.from_numpy(np.asarray(batch))
+    def step(self, batch: Any, epoch: int) -> Tuple[float, int, torch.Tensor]:
+        """Train on one raw batch; return its ``(MSE sum, rows, coding activation sums)``."""
+        z = scaled_batch(self.net, as_tensor(batch), self.cfg.skip_missing)
+        self.optimizer(z)
+        inp = self.corrupt(z, epoch)
+        mse, acts = self.reconstruct(z, inp, epoch)
+        self.update(self.loss(mse, inp, acts, z.shape[0]), z, acts)
+        rows = z.shape[0]
+        self.samples += rows
+        return float(mse.detach()) * rows, rows, acts[self.c].detach().sum(dim=0)
 
+    def epoch(self, epoch: int, train_batches: Batches,
+              valid_batches: Optional[Callable[[], Iterable]]) -> Tuple[Dict, bool]:
+        """Train one epoch over ``train_batches(epoch)``; return its history entry and
+        whether to stop."""
+        self.net.train()
+        t0 = time.perf_counter()
+        loss_sum, rows = 0.0, 0
+        act_sum: Optional[torch.Tensor] = None
+        self.terms.start_epoch()
+        if isinstance(self.opt, LazyStep):
+            self.opt.refresh()
+        for batch in train_batches(epoch):
+            batch_loss, batch_rows, batch_act = self.step(batch, epoch)
+            act_sum = batch_act if act_sum is None else act_sum + batch_act
+            loss_sum += batch_loss
+            rows += batch_rows
+        entry = self.summarize(epoch, loss_sum, rows, act_sum)
+        scored = (epoch + 1) % self.cfg.score_interval == 0 or epoch + 1 == self.cfg.epochs
+        valid = (evaluate(self.net, valid_batches(), self.cfg.skip_missing)
+                 if valid_batches and scored else None)
+        seconds = time.perf_counter() - t0
+        entry.update(validation_mse=valid, seconds=seconds,
+                     rows_per_s=entry["rows"] / max(seconds, 1e-9))
+        self.history.append(entry)
+        stop = scored and self.stopper.update(
+            epoch + 1, valid if valid is not None else entry["train_mse"], self.net,
+            last=epoch + 1 == self.cfg.epochs)
+        return entry, stop
 
-def penalty(net: AutoencoderNet, cfg: TrainConfig) -> torch.Tensor:
-    """``l1 * sum|W| + l2 / 2 * sum W^2`` over weight matrices (H2O's decay, no biases)."""
-    return weight_penalty(net.weight_matrices(), cfg.l1, cfg.l2)
+    def summarize(self, epoch: int, loss_sum: float, rows: int,
+                  act_sum: Optional[torch.Tensor]) -> Dict[str, Any]:
+        """The epoch's sums over every rank, as a history entry (validation and timing
+        still to come)."""
+        n_act = self.net.hidden[self.c]
+        totals = self.reduce([loss_sum, float(rows)]
+                             + (act_sum.tolist() if act_sum is not None else [0.0] * n_act)
+                             + self.terms.totals())
+        loss_sum, rows = totals[0], int(totals[1])
+        family_totals, totals = totals[2 + n_act:], totals[:2 + n_act]
+        if rows == 0:
+            raise ValueError("the training data yielded no rows")
+        train_mse = loss_sum / rows
+        if not np.isfinite(train_mse):
+            raise FloatingPointError(f"training diverged in epoch {epoch + 1}: the loss is "
+                                     f"{train_mse}; lower 'rate' or check the input scaling")
+        return {"epoch": epoch + 1, "train_mse": train_mse, "validation_mse": None,
+                "rows": rows, "seconds": 0.0, "rows_per_s": 0.0,
+                "coding_activations": [v / rows for v in totals[2:]], "best": False,
+                **self.terms.entry(family_totals, rows)}
 
+    def checkpoint_state(self) -> Dict[str, Any]:
+        """What a checkpoint after an epoch holds (see :func:`train`)."""
+        return {"model": self.net.state_dict(), "optimizer": self.opt.state_dict(),
+                "history": self.history, "stopper": self.stopper.state(),
+                "best_model": self.stopper.weights, "family_optimizers": self.terms.state()}
 
-@torch.no_grad()
-def apply_max_w2(net: AutoencoderNet, max_w2: float) -> None:
-    """Scale each unit's incoming weights so that their squared norm is at most ``max_w2``."""
-    for w in net.weight_matrices():
-        norms = (w * w).sum(dim=1, keepdim=True)
-        w.mul_(torch.where(norms > max_w2, torch.sqrt(max_w2 / norms), torch.ones_like(norms)))
-
-
-def _drop_missing(x: torch.Tensor) -> torch.Tensor:
-    return x[~torch.isnan(x).any(dim=1)] if not x.is_sparse and x.layout == torch.strided else x
-
-
-def noise_generator(seed: int, rank: int, epoch: int, device: torch.device,
-                    stream: int = 0) -> torch.Generator:
-    """The input-noise generator of one rank and epoch, on the batches' device.
-
-    Seeded from ``(seed, rank, epoch)``: every rank corrupts its rows differently, and a
-    fit resumed at any epoch draws exactly the noise an uninterrupted fit would have.
-    ``stream`` > 0 gives other independent draws (1: reconstruction sampling)."""
-    gen = torch.Generator(device=device)
-    entropy = [seed, rank, epoch] + ([stream] if stream else [])
-    gen.manual_seed(int(np.random.SeedSequence(entropy).generate_state(1)[0]))
-    return gen
-
-
-def scaled_batch(net: torch.nn.Module, x: torch.Tensor, skip_missing: bool) -> torch.Tensor:
-    """Scale a raw batch for ``net``; CSR batches stay sparse unless the network needs
-    dense rows (``dense_input``: the convolutional, variational and adversarial families,
-    which densify each batch)."""
-    z = net.scaler(_drop_missing(x) if skip_missing else x)
-    if getattr(net, "dense_input", False) and sparse.is_sparse(z):
-        z = sparse.densify(z, sparse.offset(net.scaler))
-    return z
-
-
-@torch.no_grad()
-def evaluate(net: AutoencoderNet, batches: Iterable, skip_missing: bool = False) -> float:
-    """Mean over rows of the per-row reconstruction MSE in the scaled space."""
-    net.eval()
-    total, rows = 0.0, 0
-    for batch in batches:
-        z = scaled_batch(net, _tensor(batch), skip_missing)
-        y = net.reconstruct(z)
-        total += float(sparse.row_mse(y, z).sum() if sparse.is_sparse(z)
-                       else ((y - z) ** 2).mean(dim=1).sum())
-        rows += z.shape[0]
-    return total / rows if rows else float("nan")
-
-
-#: Rows per rank whose codings are compared with the prior after each adversarial epoch.
-PRIOR_CHECK_ROWS = 1024
-
-
-class _Family:
-    """The families' extra training terms and their per-epoch sums (history entries):
-    ``kl`` (variational), ``contractive`` (the encoder's ``||J||_F^2``),
-    ``wta_active_fraction`` (share of non-zero coding activations, or of non-zero coding
-    maps for convolutional networks), ``discriminator_loss``, ``generator_loss`` and
-    ``prior_mmd`` (squared MMD between codings and prior draws; adversarial; the first
-    epoch also has ``prior_mmd_initial``, the untrained encoder's on the same rows)."""
-
-    def __init__(self, net: torch.nn.Module, cfg: TrainConfig) -> None:
-        self.net, self.cfg = net, cfg
-        self.variational = cfg.architecture == "variational"
-        self.adversarial = cfg.architecture == "adversarial"
-        self.wta = bool(getattr(net, "wta_sparsity", None))
-        self.names = ((["kl"] if self.variational else []) +
-                      (["contractive"] if cfg.contractive_lambda else []) +
-                      (["wta_active_fraction"] if self.wta else []) +
-                      (["discriminator_loss", "generator_loss"] if self.adversarial else []))
-        self.opt_d = self.opt_g = None
-        self.initial: Optional[torch.nn.Module] = None
-        if self.adversarial:
-            self.initial = copy.deepcopy(net)
-            self.opt_d = make_optimizer(net, cfg, net.discriminator.parameters())
-            self.opt_g = make_optimizer(net, cfg, net.encoder_parameters())
-        self.start_epoch()
-
-    def parameters(self) -> Optional[List[torch.nn.Parameter]]:
-        """What the main (reconstruction) optimizer updates; None = every parameter."""
-        return self.net.autoencoder_parameters() if self.adversarial else None
-
-    def start_epoch(self) -> None:
-        self.sums = {n: 0.0 for n in self.names}
-        self.kept: List[torch.Tensor] = []
-
-    def loss_terms(self, inp: torch.Tensor, acts: List[torch.Tensor],
-                   rows: int) -> Optional[torch.Tensor]:
-        """The extra loss of a reconstruction step (recording its terms); None when the
-        network has none."""
-        cfg, extra = self.cfg, None
-        if self.variational:
-            kl = self.net.last_kl
-            extra = cfg.kl_beta * kl / self.net.scaler.keep.numel()
-            self.sums["kl"] += float(kl.detach()) * rows
-        if cfg.contractive_lambda:
-            jac = contractive_penalty(self.net, inp, acts, cfg.coding_layer, cfg.activation)
-            term = cfg.contractive_lambda * jac
-            extra = term if extra is None else extra + term
-            self.sums["contractive"] += float(jac.detach()) * rows
-        if self.wta:
-            h = acts[cfg.coding_layer - 1].detach()
-            shapes = getattr(self.net, "shapes", None)
-            if shapes is not None:  # convolutional: a map is active when any value is
-                h = h.reshape(h.shape[0], shapes[self.net.coding - 1][0], -1).abs().amax(dim=2)
-            self.sums["wta_active_fraction"] += float((h != 0).float().mean()) * rows
-        return extra
-
-    def adversarial_step(self, model: torch.nn.Module, z: torch.Tensor) -> None:
-        """The regularization phase: a discriminator update, then an encoder update, each
-        one forward and backward of ``model`` (DistributedDataParallel-safe)."""
-        if not self.adversarial:
-            return
-        real, fake = model(z, phase="discriminator")
-        d_loss = adversarial_losses(real, fake)
-        self.opt_d.zero_grad(set_to_none=True)
-        d_loss.backward()
-        self.opt_d.step()
-        g_loss = generator_loss(model(z, phase="generator"))
-        self.opt_g.zero_grad(set_to_none=True)
-        g_loss.backward()
-        self.opt_g.step()
-        self.sums["discriminator_loss"] += float(d_loss.detach()) * z.shape[0]
-        self.sums["generator_loss"] += float(g_loss.detach()) * z.shape[0]
-        have = sum(t.shape[0] for t in self.kept)
-        if have < PRIOR_CHECK_ROWS:
-            self.kept.append(z.detach()[:PRIOR_CHECK_ROWS - have])
-
-    def totals(self) -> List[float]:
-        """The sums to reduce across ranks (adversarial: the rank's MMD and a count last)."""
-        values = [self.sums[n] for n in self.names]
-        if self.adversarial:
-            values += self._prior_mmd()
-        return values
-
-    @torch.no_grad()
-    def _prior_mmd(self) -> List[float]:
-        if not self.kept:
-            return [0.0, 0.0, 0.0]
-        rows = torch.cat(self.kept)
-        gen = torch.Generator().manual_seed(self.cfg.seed + 17)
-        prior = self.net.sample_prior(rows.shape[0], generator=gen).cpu()
-        was = self.net.training
+    def finish(self) -> List[Dict]:
+        """Keep the best weights, mark their epoch and return the history."""
+        if isinstance(self.opt, LazyStep):
+            self.opt.close()
+        cfg, stopper = self.cfg, self.stopper
+        if cfg.overwrite_with_best_model and stopper.weights is not None:
+            self.net.load_state_dict(stopper.weights)
+        best = stopper.best_epoch if cfg.overwrite_with_best_model else len(self.history)
+        for entry in self.history:
+            entry["best"] = entry["epoch"] == best
         self.net.eval()
-        out = [mmd(self.net.encode(rows).cpu(), prior), 1.0]
-        self.net.train(was)
-        initial, self.initial = self.initial, None   # the untrained encoder, first epoch only
-        out.append(mmd(initial.eval().encode(rows).cpu(), prior) if initial is not None else 0.0)
-        return out
-
-    def entry(self, totals: List[float], rows: int) -> Dict[str, float]:
-        out = {n: v / rows for n, v in zip(self.names, totals)}
-        if self.adversarial:
-            mmd_sum, ranks, initial = totals[len(self.names):len(self.names) + 3]
-            out["prior_mmd"] = mmd_sum / ranks if ranks else None
-            if initial and ranks:
-                out["prior_mmd_initial"] = initial / ranks
-        return out
-
-    def state(self) -> Optional[List[Dict[str, Any]]]:
-        return [self.opt_d.state_dict(), self.opt_g.state_dict()] if self.adversarial else None
-
-    def load_state(self, states: Optional[List[Dict[str, Any]]]) -> None:
-        if self.adversarial and states:
-            self.opt_d.load_state_dict(states[0])
-            self.opt_g.load_state_dict(states[1])
-
-
-def copy_state(net: torch.nn.Module) -> Dict[str, Any]:
-    """A copy of ``net``'s state dict, each tensor contiguous and its own (a parameter that
-    is a view of a larger buffer, as in :mod:`sparkae.train.lazy`, copies its elements
-    only)."""
-    return {k: v.detach().clone(memory_format=torch.contiguous_format)
-            if isinstance(v, torch.Tensor) else copy.deepcopy(v)
-            for k, v in net.state_dict().items()}
-
-
-class _Stopper:
-    """Early stopping on the scored metric, and the best weights seen."""
-
-    def __init__(self, cfg: TrainConfig, state: Optional[Dict] = None) -> None:
-        self.cfg = cfg
-        state = state or {}
-        self.best = state.get("best_metric", float("inf"))
-        self.best_epoch = state.get("best_epoch", 0)
-        self.since = state.get("since", 0)
-        self.weights: Optional[Dict[str, torch.Tensor]] = None
-
-    def update(self, epoch: int, metric: float, net: AutoencoderNet, last: bool = False) -> bool:
-        """Record a scoring event; return True when training should stop. On the ``last``
-        epoch a best model is the network itself: no copy (``weights`` None)."""
-        if metric < self.best * (1.0 - self.cfg.stopping_tolerance) or self.best_epoch == 0:
-            self.best, self.best_epoch, self.since = metric, epoch, 0
-            if self.cfg.overwrite_with_best_model:
-                self.weights = None if last else copy_state(net)
-        else:
-            self.since += 1
-        return self.cfg.stopping_rounds > 0 and self.since >= self.cfg.stopping_rounds
-
-    def state(self) -> Dict[str, Any]:
-        return {"best_metric": self.best, "best_epoch": self.best_epoch, "since": self.since}
+        return self.history
 
 
 def train(net: AutoencoderNet, train_batches: Batches, cfg: TrainConfig,
@@ -342,8 +260,9 @@ def train(net: AutoencoderNet, train_batches: Batches, cfg: TrainConfig,
         Continue from a checkpoint: ``resume_state`` is what ``checkpoint`` received.
     checkpoint : callable, optional
         ``checkpoint(epoch, state)`` after every epoch; ``state`` holds ``model``,
-        ``optimizer``, ``history``, ``stopper`` and ``best_model`` (the best weights
-        so far, or None) entries.
+        ``optimizer``, ``history``, ``stopper``, ``best_model`` (the best weights so
+        far, or None) and ``family_optimizers`` (the family's own optimizers' states, or
+        None) entries.
 
     Returns
     -------
@@ -359,151 +278,18 @@ def train(net: AutoencoderNet, train_batches: Batches, cfg: TrainConfig,
     FloatingPointError
         When the loss becomes NaN or infinite.
     """
-    model = model if model is not None else net
-    reduce = reduce or (lambda values: values)
-    family = _Family(net, cfg)
-    k = cfg.reconstruction_sampling
-    lazy_off = lazy_eligible(net, model, cfg) if k else "off"
-    # with sampling, the lazy step for sparse batches; replaced at the first batch by the
-    # usual optimizer when the batches turn out dense
-    opt: Any = (LazyStep(net, cfg, lambda ps: make_optimizer(net, cfg, ps))
-                if lazy_off is None else make_optimizer(net, cfg, family.parameters()))
-    checked = False
-
-    def optimizer(z: torch.Tensor) -> Any:
-        nonlocal opt, checked
-        if not checked:
-            checked = True
-            if isinstance(opt, LazyStep) and not sparse.is_sparse(z):
-                opt.close()
-                opt = make_optimizer(net, cfg, family.parameters())
-                if resume_state:
-                    opt.load_state_dict(resume_state["optimizer"])
-            elif k and sparse.is_sparse(z):
-                log.info("reconstruction_sampling=%d: %s", k,
-                         "lazy row-wise updates of the wide layers" if lazy_off is None else
-                         f"sampled loss with dense gradients ({lazy_off})")
-        return opt
-
-    history: List[Dict] = []
-    stopper = _Stopper(cfg)
+    fit = _Fit(net, cfg, model if model is not None else net,
+               reduce or (lambda values: values), rank, resume_state)
     if resume_state:
-        opt.load_state_dict(resume_state["optimizer"])
-        history = list(resume_state["history"])
-        stopper = _Stopper(cfg, resume_state.get("stopper"))
-        stopper.weights = resume_state.get("best_model")
-        if (stopper.weights is None and cfg.overwrite_with_best_model
-                and 0 < stopper.best_epoch == len(history)):
-            # the checkpoint's own model was the best (saved on what was the last epoch)
-            stopper.weights = copy_state(net)
-        family.load_state(resume_state.get("family_optimizers"))
-        family.initial = None   # prior_mmd_initial belongs to a fit's first epoch only
-        start_epoch = len(history)
-    gen: Optional[torch.Generator] = None
-    gen_epoch = -1
-    sample_gen: Optional[torch.Generator] = None
-    sample_epoch = -1
-    noisy = cfg.noise != "none" or cfg.input_dropout_ratio > 0
-    c = cfg.coding_layer - 1
-    samples = sum(h["rows"] for h in history)
-    avg_act: Optional[torch.Tensor] = None
+        start_epoch = len(fit.history)
     for epoch in range(start_epoch, cfg.epochs):
-        net.train()
-        t0 = time.perf_counter()
-        loss_sum, rows = 0.0, 0
-        act_sum: Optional[torch.Tensor] = None
-        family.start_epoch()
-        if isinstance(opt, LazyStep):
-            opt.refresh()
-        for batch in train_batches(epoch):
-            z = scaled_batch(net, _tensor(batch), cfg.skip_missing)
-            opt = optimizer(z)
-            if noisy and gen_epoch != epoch:
-                gen, gen_epoch = noise_generator(cfg.seed, rank, epoch, z.device), epoch
-            inp = corrupt_batch(z, cfg.noise, cfg.noise_level, cfg.input_dropout_ratio,
-                                net.scaler.lo, net.scaler.hi, gen) if noisy else z
-            if k and sparse.is_sparse(z) and sparse.is_sparse(inp):
-                if sample_gen is None or sample_epoch != epoch:
-                    sample_gen = noise_generator(cfg.seed, rank, epoch, z.device, stream=1)
-                    sample_epoch = epoch
-                entries = sample_entries(z, k, sample_gen)
-                if isinstance(opt, LazyStep):
-                    mse, acts = opt.forward(inp, entries)
-                else:
-                    y, acts = model(inp, entries=(entries.rows, entries.cols))
-                    mse = sampled_mse(y, entries)
-            else:
-                y, acts = model(inp)
-                mse = reconstruction_mse(y, z)
-            loss = mse
-            extra = family.loss_terms(inp, acts, z.shape[0])
-            if extra is not None:
-                loss = loss + extra
-            if cfg.l1 or cfg.l2:
-                loss = loss + penalty(net, cfg)
-            if cfg.sparsity_beta and cfg.sparsity_method == "kl":
-                loss = loss + cfg.sparsity_beta * kl_sparsity(acts[c], cfg.average_activation,
-                                                              cfg.activation)
-            if cfg.optimizer == "sgd":
-                lr, momentum = sgd_schedule(cfg, samples)
-                for group in opt.param_groups:
-                    group["lr"], group["momentum"] = lr, momentum
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            family.adversarial_step(model, z)
-            if cfg.max_w2 < float("inf"):
-                apply_max_w2(net, cfg.max_w2)
-            coding = acts[c].detach()
-            if cfg.sparsity_beta and cfg.sparsity_method == "h2o_bias":
-                mean = coding.mean(dim=0)
-                avg_act = mean if avg_act is None else 0.9 * avg_act + 0.1 * mean
-                with torch.no_grad():
-                    net.layers[c].bias -= cfg.sparsity_beta * (avg_act - cfg.average_activation)
-            batch_sum = coding.sum(dim=0)
-            act_sum = batch_sum if act_sum is None else act_sum + batch_sum
-            loss_sum += float(mse.detach()) * z.shape[0]
-            rows += z.shape[0]
-            samples += z.shape[0]
-        n_act = net.hidden[c]
-        totals = reduce([loss_sum, float(rows)] + (act_sum.tolist() if act_sum is not None
-                                                   else [0.0] * n_act) + family.totals())
-        loss_sum, rows = totals[0], int(totals[1])
-        family_totals, totals = totals[2 + n_act:], totals[:2 + n_act]
-        if rows == 0:
-            raise ValueError("the training data yielded no rows")
-        train_mse = loss_sum / rows
-        if not np.isfinite(train_mse):
-            raise FloatingPointError(f"training diverged in epoch {epoch + 1}: the loss is "
-                                     f"{train_mse}; lower 'rate' or check the input scaling")
-        scored = (epoch + 1) % cfg.score_interval == 0 or epoch + 1 == cfg.epochs
-        valid = (evaluate(net, valid_batches(), cfg.skip_missing)
-                 if valid_batches and scored else None)
-        seconds = time.perf_counter() - t0
-        entry = {"epoch": epoch + 1, "train_mse": train_mse, "validation_mse": valid,
-                 "rows": rows, "seconds": seconds, "rows_per_s": rows / max(seconds, 1e-9),
-                 "coding_activations": [v / rows for v in totals[2:]], "best": False,
-                 **family.entry(family_totals, rows)}
-        history.append(entry)
-        stop = scored and stopper.update(epoch + 1, valid if valid is not None else train_mse,
-                                         net, last=epoch + 1 == cfg.epochs)
+        entry, stop = fit.epoch(epoch, train_batches, valid_batches)
         if on_epoch:
             on_epoch(entry)
         if checkpoint:
-            checkpoint(epoch + 1, {"model": net.state_dict(), "optimizer": opt.state_dict(),
-                                   "history": history, "stopper": stopper.state(),
-                                   "best_model": stopper.weights,
-                                   "family_optimizers": family.state()})
+            checkpoint(epoch + 1, fit.checkpoint_state())
         if stop:
             log.info("early stopping after epoch %d: no improvement in %d scoring rounds "
-                     "(best epoch %d)", epoch + 1, cfg.stopping_rounds, stopper.best_epoch)
+                     "(best epoch %d)", epoch + 1, cfg.stopping_rounds, fit.stopper.best_epoch)
             break
-    if isinstance(opt, LazyStep):
-        opt.close()
-    if cfg.overwrite_with_best_model and stopper.weights is not None:
-        net.load_state_dict(stopper.weights)
-    best = stopper.best_epoch if cfg.overwrite_with_best_model else len(history)
-    for entry in history:
-        entry["best"] = entry["epoch"] == best
-    net.eval()
-    return history
+    return fit.finish()
