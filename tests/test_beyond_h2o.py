@@ -19,7 +19,6 @@ from sparkae.nn.scaling import FeatureStats, compute_scaling
 from sparkae.validation import validate
 from sparkae.train.loop import TrainConfig, train
 
-from tests.conftest import MNIST_DIR
 
 TWO_RANKS = dict(num_workers=2, num_threads=1, seed=3, stopping_rounds=0)
 
@@ -34,14 +33,9 @@ def sample_arrays():
 
 
 @pytest.fixture(scope="module")
-def held_out():
-    """1,000 rows of the official MNIST test set (never trained on); else the sample's
-    last rows."""
-    images = MNIST_DIR / "t10k-images-idx3-ubyte.gz"
-    if images.exists():
-        x, _ = load_mnist_arrays(images, MNIST_DIR / "t10k-labels-idx1-ubyte.gz")
-    else:
-        x, _ = load_mnist_arrays(*mnist_sample_paths())
+def held_out(mnist_test_paths):
+    """1,000 rows of the official MNIST test set (never trained on)."""
+    x, _ = load_mnist_arrays(*mnist_test_paths)
     rng = np.random.default_rng(0)
     return x.reshape(len(x), -1)[rng.choice(len(x), 1000, replace=False)].astype(np.float32)
 
@@ -310,16 +304,13 @@ def test_contractive_two_ranks_lowers_the_jacobian(mnist_sample, held_out, tmp_p
     _roundtrip(cae, mnist_sample, tmp_path)
 
 
-def test_convolutional_beats_a_dense_net_of_similar_size(spark, mnist_sample):
+def test_convolutional_beats_a_dense_net_of_similar_size(spark, mnist_sample, mnist_test_paths):
     """On MNIST test rows, a conv autoencoder reaches a lower MSE than a dense one with
     about as many parameters (both 3 epochs on the sample, same scaling); so does a conv
     net with a compressing code and far fewer parameters."""
     from sparkae.datasets import read_mnist_idx
 
-    images = MNIST_DIR / "t10k-images-idx3-ubyte.gz"
-    if not images.exists():
-        pytest.skip(f"the official MNIST test set is not at {MNIST_DIR}")
-    test = read_mnist_idx(spark, str(images), str(MNIST_DIR / "t10k-labels-idx1-ubyte.gz"))
+    test = read_mnist_idx(spark, *mnist_test_paths)
     test = test.sample(0.2, seed=1)
     common = dict(epochs=3, rate=0.003, seed=1, stopping_rounds=0)
     conv = Autoencoder(architecture="convolutional", conv_filters=[16, 32], kernel_size=3,
