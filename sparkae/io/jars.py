@@ -130,18 +130,9 @@ def s3a_packages(jars_dir: Optional[str] = None) -> str:
 
 
 def spark_version(jars_dir: Optional[str] = None) -> str:
-    """The installed Spark's version, read from its ``spark-core_<scala>-<version>.jar``.
-
-    Parameters
-    ----------
-    jars_dir : str, optional
-        The folder of Spark's jars; pyspark's own ``jars/`` folder by default.
-
-    Raises
-    ------
-    RuntimeError
-        The folder is missing or holds no spark-core jar.
-    """
+    """The installed Spark's version, read from its ``spark-core_<scala>-<version>.jar`` in
+    ``jars_dir`` (as for :func:`hadoop_version`); a RuntimeError when the folder is missing
+    or holds no spark-core jar."""
     folder, names = _jar_names(jars_dir)
     found = sorted({m.group(2) for m in map(_SPARK_CORE.match, names) if m})
     if len(found) != 1:
