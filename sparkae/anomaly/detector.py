@@ -1,0 +1,275 @@
+"""AnomalyDetector: unsupervised anomaly detection with an ensemble of autoencoders.
+
+The method (chosen by measurements across data sets, ``bench/anomaly_research.py``):
+
+1. train on a seeded sample of at most ``max_samples`` rows;
+2. ``n_estimators`` :class:`sparkae.Autoencoder` members on z-scored inputs, tanh, each with
+   its own width and depth drawn from the input width (RandNet's varied architectures, Chen
+   et al. 2017) and its own seed; on small data each runs at least ``min_steps`` gradient
+   steps;
+3. optionally (``inlier_quantile``, off by default: it doubles the cost and the
+   measurements do not support it across data sets) each member is retrained on the rows
+   within that quantile of its first fit's errors (the chapter's "retrain on inliers");
+4. a member's score adds two terms, each standardised by the median and IQR of its training
+   values: its ``reconstruction_mse`` (how far a row lies off what the member learned) and
+   its code distance, the mean squared z-score of the row's codings (how far along it lies);
+   ``anomaly_score`` is the mean over members;
+5. the threshold is the ``1 - contamination`` quantile of the training rows' scores.
+
+The members are fitted, scored and saved through the Autoencoder's public API only.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Any, Dict, List, Tuple
+
+import numpy as np
+from pyspark import keyword_only
+from pyspark.ml import Estimator
+from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from sparkae.anomaly.model import AnomalyDetectorModel, code_distance
+from sparkae.anomaly.params import AnomalyDetectorParams, validate
+from sparkae.estimator import Autoencoder
+
+
+log = logging.getLogger(__name__)
+
+#: Most epochs a member runs when ``min_steps`` raises ``epoch_num`` on small data.
+MAX_EPOCHS = 200
+#: Widest coding and hidden layer a member draws.
+MAX_CODE, MAX_HIDDEN = 64, 256
+
+
+def member_architectures(width: int, n: int, seed: int) -> List[List[int]]:
+    """The hidden layers of ``n`` members for inputs of ``width`` features.
+
+    Each member draws a coding width of 10-60 % of the input (2 to :data:`MAX_CODE`) and,
+    with probability 1/2, a wider encoder/decoder layer around it (50-100 % of the input, at
+    least twice the coding, at most :data:`MAX_HIDDEN`): ``[code]`` or ``[mid, code, mid]``.
+    """
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        code = min(MAX_CODE, int(max(2, round(width * rng.uniform(0.1, 0.6)))))
+        if rng.random() < 0.5:
+            out.append([code])
+        else:
+            mid = int(min(max(code * 2, round(width * rng.uniform(0.5, 1.0))), MAX_HIDDEN))
+            out.append([mid, code, mid])
+    return out
+
+
+def member_epochs(rows: int, epoch_num: int, min_steps: int, batch_size: int) -> int:
+    """Epochs of a member: ``epoch_num``, raised so that a member runs at least
+    ``min_steps`` gradient steps of ``batch_size`` rows over ``rows`` rows (small data),
+    capped at :data:`MAX_EPOCHS`."""
+    steps_per_epoch = max(1, math.ceil(rows / batch_size))
+    return int(min(MAX_EPOCHS, max(epoch_num, math.ceil(min_steps / steps_per_epoch))))
+
+
+class AnomalyDetector(Estimator, AnomalyDetectorParams, DefaultParamsReadable,
+                      DefaultParamsWritable):
+    """Unsupervised anomaly detection with an ensemble of autoencoders (Spark ML Estimator).
+
+    Parameters
+    ----------
+    features_col : str, default "features"
+        A vector column (dense or sparse) or an ``array<float|double>`` column.
+    features_cols : list of str, optional
+        Columns to use instead: numeric (a null becomes the column's training mean) or
+        string (one-hot encoded, one feature per level seen in training; a null or a level
+        not seen in training is all zeros).
+    contamination : float, default 0.1
+        Expected share of anomalies in (0, 0.5] (PyOD's name): the threshold of
+        ``is_anomaly`` is the ``1 - contamination`` quantile of the training scores.
+    n_estimators : int, default 5
+        Autoencoders in the ensemble.
+    max_samples : int or float, default 20000
+        Rows each member trains on (a seeded sample of larger inputs, as IForest's
+        max_samples; it bounds the fit's cost, scoring still covers every row); a float in
+        (0, 1] is a share of the rows.
+    epoch_num, min_steps, batch_size, lr : int, int, int, float
+        10 epochs (raised to reach 500 gradient steps on small data), batches of 64, Adam
+        at 0.001.
+    inlier_quantile : float or None, default None
+        Retrain each member on the rows within this quantile of its errors (None: one fit).
+    seed : int, default 0
+        Seed of the sample, the architectures and the weights.
+    num_workers : int, default 1
+        Training ranks of each member (as :class:`sparkae.Autoencoder`'s).
+    outputs : list of str, default ["anomaly_score", "is_anomaly"]
+        Columns ``transform`` adds; also ``feature_errors`` and ``deep_features``.
+
+    Raises
+    ------
+    TypeError
+        An unknown Param name.
+    ValueError
+        A bad Param value (naming the Param, the value and what is allowed).
+
+    Examples
+    --------
+    >>> det = AnomalyDetector(features_cols=["a", "b", "c"], contamination=0.05, seed=1)
+    >>> model = det.fit(df)                                        # doctest: +SKIP
+    >>> model.transform(df).orderBy("anomaly_score", ascending=False).show()  # doctest: +SKIP
+    """
+
+    @keyword_only
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__()
+        validate(kwargs)
+        self._set(**kwargs)
+
+    @keyword_only
+    def setParams(self, **kwargs: Any) -> "AnomalyDetector":
+        """Set Params by keyword, as in ``pyspark.ml`` estimators."""
+        validate(kwargs)
+        return self._set(**kwargs)
+
+    def _fit(self, dataset: DataFrame) -> "AnomalyDetectorModel":
+        t0 = time.perf_counter()
+        values = self.param_values()
+        validate(values)
+        columns = input_columns(dataset, values)
+        rows = dataset.count()
+        if rows < 2:
+            raise ValueError(f"the input has {rows} row(s); AnomalyDetector needs at least 2")
+        train, n_train = _sample(dataset.select(*[F.col(f"`{c}`") for c in columns]),
+                                 rows, values)
+        try:
+            width = _input_width(train, columns, values)
+            archs = member_architectures(width, values["n_estimators"], values["seed"])
+            epochs = member_epochs(n_train, values["epoch_num"], values["min_steps"],
+                                   values["batch_size"])
+            log.info("AnomalyDetector: %d rows (%d for training), width %d, %d members "
+                     "%s, %d epochs", rows, n_train, width, len(archs), archs, epochs)
+            members, stats = [], []
+            for i, hidden in enumerate(archs):
+                member = _fit_member(train, values, hidden, epochs, values["seed"] + i)
+                members.append(member)
+                stats.append(_score_stats(member, train))
+                log.info("member %d %s: error median %.4g scale %.4g, code distance median "
+                         "%.4g scale %.4g", i, hidden, stats[-1]["error_median"],
+                         stats[-1]["error_scale"], stats[-1]["distance_median"],
+                         stats[-1]["distance_scale"])
+            model = AnomalyDetectorModel._create(members, stats, None, width, self.uid)
+            model._set(**{k: v for k, v in values.items() if model.hasParam(k)})
+            model._threshold = model.score_quantile(train, 1.0 - values["contamination"])
+            model._fit_info = {"rows": rows, "training_rows": n_train, "epochs": epochs,
+                               "architectures": archs,
+                               "fit_seconds": round(time.perf_counter() - t0, 2)}
+        finally:
+            train.unpersist()
+        return model
+
+
+def input_columns(dataset: DataFrame, values: Dict[str, Any]) -> List[str]:
+    """The input columns the Params name; checked against the schema before any job.
+
+    Raises
+    ------
+    ValueError
+        A named column is missing (the message lists the columns present).
+    """
+    cols = values.get("features_cols")
+    names = list(cols) if cols else [values["features_col"]]
+    param = "features_cols" if cols else "features_col"
+    missing = [c for c in names if c not in dataset.columns]
+    if missing:
+        raise ValueError(f"{param}: column(s) {', '.join(repr(c) for c in missing)} not found; "
+                         f"the DataFrame has {', '.join(dataset.columns)}")
+    return names
+
+
+def _sample(df: DataFrame, rows: int, values: Dict[str, Any]) -> Tuple[DataFrame, int]:
+    cap = values["max_samples"]
+    cap = max(2, int(round(cap * rows))) if isinstance(cap, float) else cap
+    if rows > cap:
+        df = df.sample(fraction=min(1.0, cap / rows), seed=values["seed"])
+    df = df.persist()
+    n = df.count()
+    if n < 2:
+        raise ValueError(f"max_samples: got {values['max_samples']!r}, which leaves {n} "
+                         "training row(s); expected a value that keeps at least 2")
+    return df, n
+
+
+def _input_width(df: DataFrame, columns: List[str], values: Dict[str, Any]) -> int:
+    """Features the members see: the vector's or array's size, or the numeric columns plus
+    one per level of each string column (approximate distinct counts, one aggregation)."""
+    from pyspark.sql.types import StringType
+
+    if not values.get("features_cols"):
+        first = df.select(F.col(f"`{columns[0]}`")).where(F.col(f"`{columns[0]}`").isNotNull()
+                                                          ).first()
+        if first is None:
+            raise ValueError(f"features_col: column '{columns[0]}' holds only nulls")
+        v = first[0]
+        return int(v.size) if hasattr(v, "size") and not isinstance(v, list) else len(v)
+    types = {f.name: f.dataType for f in df.schema.fields}
+    strings = [c for c in columns if isinstance(types[c], StringType)]
+    width = len(columns) - len(strings)
+    if strings:
+        counts = df.agg(*[F.approx_count_distinct(F.col(f"`{c}`")).alias(f"n{i}")
+                          for i, c in enumerate(strings)]).first()
+        width += int(sum(counts))
+    return max(1, width)
+
+
+def _fit_member(train: DataFrame, values: Dict[str, Any], hidden: List[int], epochs: int,
+                seed: int):
+    inputs = ({"features_cols": list(values["features_cols"])} if values.get("features_cols")
+              else {"features_col": values["features_col"]})
+    ae = Autoencoder(hidden=hidden, activation="tanh", standardize="zscore", epochs=epochs,
+                     mini_batch_size=values["batch_size"], rate=values["lr"], seed=seed,
+                     num_workers=values["num_workers"], ignore_const_cols=False,
+                     stopping_rounds=0, outputs=["reconstruction_mse"], progress="none",
+                     **inputs)
+    model = ae.fit(train)
+    q = values.get("inlier_quantile")
+    if q is not None:
+        model = ae.fit(model.inliers(train, q))
+    return model
+
+
+def _score_stats(member: Any, train: DataFrame) -> Dict[str, Any]:
+    """A member's training statistics: the mean and standard deviation of each coding
+    unit (one aggregation), then the median and robust scale of its ``reconstruction_mse``
+    and of its code distance (:func:`sparkae.anomaly.model.code_distance`; one more)."""
+    scored = member.transform(train, {member.outputs: ["reconstruction_mse",
+                                                       "deep_features"]}).persist()
+    try:
+        moments = (scored.select(F.posexplode("deep_features").alias("pos", "c"))
+                   .groupBy("pos").agg(F.mean("c").alias("m"), F.stddev("c").alias("s"))
+                   .collect())
+        moments = sorted((r["pos"], r["m"], r["s"]) for r in moments)
+        mean = [float(m) for _, m, _ in moments]
+        sd = [float(v) if v is not None and v > 1e-12 else 1.0 for _, _, v in moments]
+        dist = code_distance(F.col("deep_features"), mean, sd)
+        q = scored.agg(
+            F.percentile_approx("reconstruction_mse", [0.25, 0.5, 0.75], 10000).alias("e"),
+            F.stddev("reconstruction_mse").alias("e_sd"),
+            F.percentile_approx(dist, [0.25, 0.5, 0.75], 10000).alias("d"),
+            F.stddev(dist).alias("d_sd")).first()
+    finally:
+        scored.unpersist()
+    e_med, e_scale = _robust(q["e"], q["e_sd"])
+    d_med, d_scale = _robust(q["d"], q["d_sd"])
+    return {"error_median": e_med, "error_scale": e_scale, "code_mean": mean,
+            "code_sd": sd, "distance_median": d_med, "distance_scale": d_scale}
+
+
+def _robust(quartiles: List[float], sd: Any) -> Tuple[float, float]:
+    """Median and IQR / 1.349 (a robust standard deviation); the scale falls back to the
+    standard deviation, then 1."""
+    q25, med, q75 = quartiles
+    scale = (q75 - q25) / 1.349
+    if not scale > 0:
+        scale = sd if sd and sd > 0 else 1.0
+    return float(med), float(scale)
