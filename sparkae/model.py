@@ -8,7 +8,7 @@ from typing import Any, Dict, List, Optional
 
 import torch
 from pyspark.ml import Model
-from pyspark.ml.util import MLReadable, MLReader, MLWritable, MLWriter
+from pyspark.ml.util import MLReader, MLWriter
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
@@ -23,7 +23,7 @@ from sparkae.validation import validate
 from sparkae.train.summary import TrainingSummary
 
 
-class AutoencoderModel(Model, AutoencoderParams, MLReadable, MLWritable):
+class AutoencoderModel(Model, AutoencoderParams, persistence.DirectoryPersistence):
     """A trained autoencoder: scores DataFrames and saves to a directory.
 
     ``transform`` adds the columns listed in the ``outputs`` Param (by default
@@ -287,14 +287,6 @@ class AutoencoderModel(Model, AutoencoderParams, MLReadable, MLWritable):
         return self.score(df, ["feature_errors" if per_feature else "reconstruction_mse"])
 
     # -- persistence ------------------------------------------------------------------
-    def write(self) -> MLWriter:
-        """An MLWriter; ``model.write().overwrite().save(path)`` replaces a directory."""
-        return _ModelWriter(self)
-
-    @classmethod
-    def read(cls) -> MLReader:
-        return _ModelReader()
-
     def _metadata(self) -> Dict[str, Any]:
         params = {k: v for k, v in self.param_values().items()}
         return {"uid": self.uid, "params": params, "spec": self._spec,
@@ -325,3 +317,6 @@ class _ModelReader(MLReader):
         model._training_table = meta.get("training_table")
         model._set(**{k: v for k, v in meta["params"].items() if model.hasParam(k)})
         return model
+
+
+AutoencoderModel.writer_class, AutoencoderModel.reader_class = _ModelWriter, _ModelReader

@@ -25,6 +25,8 @@ import torch
 from safetensors.torch import load as load_bytes
 from safetensors.torch import save as save_bytes
 
+from pyspark.ml.util import MLReadable, MLReader, MLWritable, MLWriter
+
 from sparkae.io import commit, fs
 from sparkae.io.uri import join, parse
 
@@ -150,3 +152,20 @@ def _load_legacy(path: str) -> Tuple[Dict[str, Any], Dict[str, torch.Tensor]]:
     except commit.IncompleteError as exc:
         raise ValueError(f"model '{path}' cannot be loaded: {exc}") from None
     return meta, load_bytes(weights)
+
+
+class DirectoryPersistence(MLReadable, MLWritable):
+    """Spark ML's ``write()``/``read()`` of a model saved as a directory by a writer and
+    read by a reader of its own (the class attributes ``writer_class``, ``reader_class``)."""
+
+    writer_class: type
+    reader_class: type
+
+    def write(self) -> MLWriter:
+        """An MLWriter; ``model.write().overwrite().save(path)`` replaces a directory."""
+        return self.writer_class(self)
+
+    @classmethod
+    def read(cls) -> MLReader:
+        """An MLReader; ``Model.load(path)`` calls it."""
+        return cls.reader_class()

@@ -9,13 +9,14 @@ import time
 from typing import Any, Dict, List, Optional
 
 from pyspark.ml import Model
-from pyspark.ml.util import MLReadable, MLReader, MLWritable, MLWriter
+from pyspark.ml.util import MLReader, MLWriter
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from sparkae.anomaly.params import AnomalyDetectorParams, validate
 from sparkae.io import fs
 from sparkae.model import AutoencoderModel
+from sparkae.persistence import DirectoryPersistence
 from sparkae.spark_private import reset_uid
 
 log = logging.getLogger(__name__)
@@ -26,7 +27,7 @@ DETECTOR_JSON = "detector.json"
 _TMP = "__sparkae_anomaly_"
 
 
-class AnomalyDetectorModel(Model, AnomalyDetectorParams, MLReadable, MLWritable):
+class AnomalyDetectorModel(Model, AnomalyDetectorParams, DirectoryPersistence):
     """A fitted :class:`~sparkae.anomaly.AnomalyDetector`.
 
     ``transform`` adds the ``outputs`` columns: ``anomaly_score`` (double, higher = more
@@ -135,14 +136,6 @@ class AnomalyDetectorModel(Model, AnomalyDetectorParams, MLReadable, MLWritable)
         return float(value)
 
     # -- persistence --------------------------------------------------------------------
-    def write(self) -> MLWriter:
-        """An MLWriter; ``model.write().overwrite().save(path)`` replaces a directory."""
-        return _Writer(self)
-
-    @classmethod
-    def read(cls) -> MLReader:
-        return _Reader()
-
     def _metadata(self) -> Dict[str, Any]:
         return {"class": CLASS, "format_version": FORMAT_VERSION, "uid": self.uid,
                 "params": self.param_values(), "stats": self._stats,
@@ -222,3 +215,6 @@ class _Reader(MLReader):
         model._set(**{k: v for k, v in meta["params"].items() if model.hasParam(k)})
         model._fit_info = meta.get("fit_info", {})
         return model
+
+
+AnomalyDetectorModel.writer_class, AnomalyDetectorModel.reader_class = _Writer, _Reader
