@@ -91,9 +91,8 @@ def run(quick: bool = False) -> Dict[str, Any]:
         common.warm_up()
         df = common.to_df(x, y)
         path = common.shifted_parquet(f"{work}/score", score_rows, seed=21)
-        from sparkae.datasets import shifted_digits
-
-        sx = shifted_digits(x, score_rows, seed=21)
+        from bench.scoring_compare import torch_best
+        from sparkae.scoring import pack
         for hidden in models:
             w = common.weights(hidden, kept)
             model, fit_s = common.fit_sparkae(df, hidden, epochs=epochs)
@@ -102,8 +101,10 @@ def run(quick: bool = False) -> Dict[str, Any]:
             sdf = spark.read.parquet(path)
             common.score_to_noop(model, sdf)                      # warm this model's workers
             sp_score = score_rows / common.score_to_noop(model, sdf)
-            net = model.network()
-            t_score = common.torch_score_rate(net, sx)
+            # the plain forward in its best configuration (threads, OpenMP wait policy),
+            # fresh processes; over the same shifted digits (seed 21)
+            t_score, _ = torch_best(pack(model._spec, model._state), score_rows,
+                                    batches=(1024,), seed=21)
             label = "[" + ", ".join(map(str, hidden)) + "]"
             entries = [("training", "sparkae (loop)", sp_train, 6),
                        ("training", "sparkae (whole fit)", len(x) * epochs / fit_s, 6),

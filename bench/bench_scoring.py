@@ -9,19 +9,26 @@ seeded random weights (throughput does not depend on the weights), built with
 
 Measured:
 
-- ``spark``: the nightly job's scoring (deep_features + reconstruction_mse) of the Parquet
-  table on ``local[2]`` (2 tasks, 1 Torch thread each), the Python workers reading its row
-  groups with pyarrow (:func:`sparkae.scoring.score_parquet`), into Spark's ``noop`` sink,
-  after a warm-up run; rows/s. ``spark_reader``: the same with Spark reading the table and
-  handing Arrow batches to the workers (``model.transform`` of a DataFrame).
-- ``torch``: the same model over the same rows in this process, in batches of 1024,
-  uint8 -> float32 included, with 1 and 2 Torch threads (the better one counts); rows/s,
-  and the ratio spark / torch.
+- ``compare`` (:mod:`bench.scoring_compare`, ``min(N, 200,000)`` rows): sparkae's
+  transform against Spark's ``predict_batch_udf`` (same network and outputs) on
+  ``array<float>``, dense-vector and sparse-vector Parquet and a cached DataFrame; the
+  nightly job against ``predict_batch_udf`` writing the same Parquet; and the time split
+  of the Spark path (Parquet read, JVM -> Arrow, Arrow -> JVM).
+- ``torch``: the plain in-memory Torch forward over the same rows (uint8 -> float32
+  included) in fresh processes, for 1 and 2 threads, OpenMP wait policy default and
+  PASSIVE, batches of 256, 1,024 and 4,096; the best configuration counts and is named.
+- ``spark``: the nightly job's reader (:func:`sparkae.scoring.score_parquet`, the Python
+  workers reading the row groups with pyarrow) on the N-row sparse-vector table, into the
+  ``noop`` sink after a warm-up; ``spark_reader``: the same with Spark reading the table
+  (``mapInArrow`` forced).
 - ``outputs``: rows/s with deep_features only, reconstruction_mse only, and all five.
 - ``memory`` (full run only): peak RSS of the driver JVM and of the Python workers while
   scoring N and 4N rows, each in a fresh Spark process (4N = the N files linked 4 times).
+- ``load_avg``: the load average at the start, after the Torch baselines, after the
+  comparison and at the end (the machine may be shared: ratios measured in the same run
+  are what count).
 
-Usage: ``python bench/bench_scoring.py [--quick] [--rows N]``; :func:`run` returns the
+Usage: ``python bench/bench_scoring.py [--quick] [--rows N] [--no-memory]``; :func:`run` returns the
 same dict.
 """
 
@@ -49,43 +56,17 @@ CHUNK = 100_000
 
 
 def make_data(directory: str, n: int, seed: int = 0, chunk: int = CHUNK) -> Dict[str, np.ndarray]:
-    """Write ``n`` shifted digits as Parquet files of Spark vectors; return H2O scaling
-    statistics of the data (mean, min, max)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-    from pyspark.ml.linalg import VectorUDT
-    from pyspark.sql import types as T
+    """Write ``n`` shifted digits as Parquet files of sparse Spark vectors; return H2O
+    scaling statistics of the data (mean, min, max)."""
+    from bench.scoring_compare import digits, write_rows
 
-    from sparkae.datasets import load_mnist_arrays, mnist_sample_paths, shifted_digits
-
-    images, _ = load_mnist_arrays(*mnist_sample_paths())
-    spark_schema = T.StructType([T.StructField("id", T.LongType(), False),
-                                 T.StructField("features", VectorUDT(), True)])
-    meta = {b"org.apache.spark.sql.parquet.row.metadata": spark_schema.json().encode()}
-    vec_type = pa.struct([pa.field("type", pa.int8(), False), pa.field("size", pa.int32()),
-                          pa.field("indices", pa.list_(pa.field("element", pa.int32(), False))),
-                          pa.field("values", pa.list_(pa.field("element", pa.float64(), False)))])
-    os.makedirs(directory, exist_ok=True)
     total = np.zeros(WIDTH)
     lo_v, hi_v = np.full(WIDTH, np.inf), np.full(WIDTH, -np.inf)
     for part, start in enumerate(range(0, n, chunk)):
-        m = min(chunk, n - start)
-        x = shifted_digits(images, m, seed=seed + part)
+        x = digits(min(chunk, n - start), seed + part)
         total += x.sum(axis=0)
         lo_v, hi_v = np.minimum(lo_v, x.min(axis=0)), np.maximum(hi_v, x.max(axis=0))
-        rows, cols = np.nonzero(x)
-        offsets = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=m))]).astype(np.int32)
-        vec = pa.StructArray.from_arrays(
-            [pa.array(np.zeros(m, np.int8)), pa.array(np.full(m, WIDTH, np.int32)),
-             pa.ListArray.from_arrays(pa.array(offsets), pa.array(cols.astype(np.int32)),
-                                      type=vec_type[2].type),
-             pa.ListArray.from_arrays(pa.array(offsets), pa.array(x[rows, cols].astype(np.float64)),
-                                      type=vec_type[3].type)],
-            fields=list(vec_type))
-        table = pa.table({"id": pa.array(np.arange(start, start + m, dtype=np.int64)),
-                          "features": vec}).replace_schema_metadata(meta)
-        pq.write_table(table, os.path.join(directory, f"part-{part:05d}.parquet"),
-                       row_group_size=25_000)
+        write_rows(directory, x, start, part, "sparse")
     return {"mean": total / n, "min": lo_v, "max": hi_v}
 
 
@@ -113,33 +94,6 @@ def make_model(stats: Dict[str, np.ndarray], seed: int = 0):
     return model
 
 
-def torch_baseline(model, n: int, outputs: List[str], seed: int = 0,
-                   threads: int = 2) -> float:
-    """Rows/s of a plain Torch forward over the same rows, one process."""
-    import torch
-
-    from sparkae.datasets import load_mnist_arrays, mnist_sample_paths, shifted_digits
-
-    torch.set_num_threads(threads)
-    images, _ = load_mnist_arrays(*mnist_sample_paths())
-    net = model.network()
-    layer = 1
-    elapsed = 0.0
-    with torch.no_grad():
-        for part, start in enumerate(range(0, n, CHUNK)):
-            x8 = shifted_digits(images, min(CHUNK, n - start), seed=seed + part)
-            t0 = time.perf_counter()
-            for i in range(0, len(x8), BATCH):
-                z = net.scaler(torch.from_numpy(x8[i:i + BATCH].astype(np.float32)))
-                acts = net.hidden_activations(z)
-                codes = acts[layer - 1].numpy()
-                if "reconstruction_mse" in outputs:
-                    mse = ((net.decode_from_last(acts[-1]) - z) ** 2).mean(dim=1).numpy()
-            elapsed += time.perf_counter() - t0
-    del codes, mse
-    return n / elapsed
-
-
 def _session():
     from sparkae.session import get_session
 
@@ -147,16 +101,27 @@ def _session():
                        {"spark.sql.shuffle.partitions": 2, "spark.driver.memory": "2g"})
 
 
-def spark_rate(spark, model, path: str, outputs: List[str], direct: bool = True
-               ) -> Dict[str, Any]:
+def spark_rate(spark, model, path: str, outputs: List[str], direct: bool = True,
+               limit: Optional[int] = None) -> Dict[str, Any]:
     """Score the Parquet table into the noop sink; rows/s and seconds. ``direct``: the
     Python workers read the row groups with pyarrow (the nightly job's reader for plain
     Parquet tables); else Spark reads the table and hands Arrow batches to the workers."""
     df = spark.read.parquet(path)
     n = df.count()
+    if limit is not None and limit < n:         # the first files (row groups of 25,000)
+        files = sorted(f for f in os.listdir(path) if f.endswith(".parquet"))
+        src, path = path, path.rstrip("/") + "-first"
+        os.makedirs(path, exist_ok=True)
+        for f in files[:max(1, limit // CHUNK)]:
+            if not os.path.exists(os.path.join(path, f)):
+                os.link(os.path.join(src, f), os.path.join(path, f))
+        df = spark.read.parquet(path)
+        n = df.count()
     t0 = time.perf_counter()
+    # Spark's reader: a forced transport (the one chosen for a vector table) keeps
+    # transform from handing a plain Parquet scan to the workers' own reader
     scored = (model.score_parquet(spark, path, df.schema, outputs) if direct
-              else model.score(df, outputs))
+              else model.score(df, outputs, engine="map_in_arrow"))
     scored.write.format("noop").mode("overwrite").save()
     secs = time.perf_counter() - t0
     return {"rows": n, "seconds": round(secs, 3), "rows_per_s": round(n / secs)}
@@ -236,33 +201,48 @@ def _memory_run(path: str, stats_file: str) -> Dict[str, Any]:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def run(quick: bool = False, rows: Optional[int] = None) -> Dict[str, Any]:
+def run(quick: bool = False, rows: Optional[int] = None,
+        memory: Optional[bool] = None) -> Dict[str, Any]:
     """Run the benchmark and return its results (JSON-able).
 
     Parameters
     ----------
     quick : bool
-        20,000 rows and no memory runs (well under a minute); else ``rows``.
+        20,000 rows and no memory runs; else ``rows``.
     rows : int, optional
-        N for the full run (default 1,000,000).
+        N for the full run (default ``$SPARKAE_BENCH_SCORING_ROWS`` or 1,000,000); the
+        comparison with ``predict_batch_udf`` scores ``min(N, 200,000)`` rows.
+    memory : bool, optional
+        Run the memory runs (default: in full runs, unless
+        ``$SPARKAE_BENCH_SCORING_MEMORY`` is ``0``).
     """
-    n = 20_000 if quick else int(rows or 1_000_000)
+    from bench import scoring_compare
+    from bench.common import load_average
+    from sparkae.scoring import pack
+
+    n = 20_000 if quick else int(rows or os.environ.get("SPARKAE_BENCH_SCORING_ROWS")
+                                 or 1_000_000)
+    if memory is None:
+        memory = not quick and os.environ.get("SPARKAE_BENCH_SCORING_MEMORY", "1") != "0"
+    n_cmp = min(n, 200_000)
     work = tempfile.mkdtemp(prefix="sparkae-bench-scoring-")
     result: Dict[str, Any] = {"rows": n, "width": WIDTH, "hidden": HIDDEN, "quick": quick,
-                              "scoring_batch_size": BATCH}
+                              "scoring_batch_size": BATCH, "load_avg": [load_average()]}
     try:
         t0 = time.perf_counter()
         stats = make_data(os.path.join(work, "n"), n)
         result["data_seconds"] = round(time.perf_counter() - t0, 1)
         model = make_model(stats)
         default = ["deep_features", "reconstruction_mse"]
-        # the best of 1 and 2 threads: on a loaded 2-core machine 2 threads can be slower
-        by_threads = {t: round(torch_baseline(model, n, default, threads=t)) for t in (1, 2)}
-        result["torch_rows_per_s_by_threads"] = by_threads
-        result["torch_rows_per_s"] = max(by_threads.values())
+        # every configuration of the plain forward in fresh processes; the best one counts
+        result["torch_rows_per_s"], result["torch_configs"] = scoring_compare.torch_best(
+            pack(model._spec, model._state), n_cmp)
+        result["load_avg"].append(load_average())
         spark = _session()
         try:
             path = os.path.join(work, "n")
+            result["compare"] = scoring_compare.compare(spark, model, work, n_cmp)
+            result["load_avg"].append(load_average())
             warm = os.path.join(work, "warm")
             make_data(warm, 4_000, seed=99, chunk=1_000)          # 4 files: both workers
             spark_rate(spark, model, warm, default)               # start and warm up
@@ -275,80 +255,120 @@ def run(quick: bool = False, rows: Optional[int] = None) -> Dict[str, Any]:
             udt = scoring.has_udt(spark.read.parquet(path).schema)
             result["engine"] = ("arrow_udf" if hasattr(F, "arrow_udf") and not udt
                                 else "map_in_arrow")
-            n_out = min(n, 200_000)
-            out_path = path if n_out == n else os.path.join(work, "outputs")
-            if n_out != n:
-                make_data(out_path, n_out, seed=7)
             result["outputs"] = {
-                "rows": n_out,
-                "deep_features": spark_rate(spark, model, out_path, ["deep_features"]),
-                "reconstruction_mse": spark_rate(spark, model, out_path, ["reconstruction_mse"]),
-                "all": spark_rate(spark, model, out_path,
+                "rows": n_cmp,
+                "deep_features": spark_rate(spark, model, path, ["deep_features"], limit=n_cmp),
+                "reconstruction_mse": spark_rate(spark, model, path, ["reconstruction_mse"],
+                                                 limit=n_cmp),
+                "all": spark_rate(spark, model, path,
                                   ["deep_features", "reconstruction_mse", "feature_errors",
-                                   "reconstruction", "is_anomaly"]),
+                                   "reconstruction", "is_anomaly"], limit=n_cmp),
             }
         finally:
             spark.stop()
+        result["load_avg"].append(load_average())
         result["spark_vs_torch"] = round(result["spark"]["rows_per_s"] /
                                          result["torch_rows_per_s"], 3)
         result["spark_reader_vs_torch"] = round(result["spark_reader"]["rows_per_s"] /
                                                 result["torch_rows_per_s"], 3)
-        if quick:
-            result["memory"] = None
-        else:
-            stats_file = os.path.join(work, "stats.json")
-            json.dump({k: v.tolist() for k, v in stats.items()}, open(stats_file, "w"))
-            four = os.path.join(work, "4n")
-            os.makedirs(four)
-            for copy in range(4):
-                for f in sorted(os.listdir(path)):
-                    if f.endswith(".parquet"):
-                        os.link(os.path.join(path, f), os.path.join(four, f"c{copy}-{f}"))
-            m1, m4 = _memory_run(path, stats_file), _memory_run(four, stats_file)
-            result["memory"] = {
-                "n": m1, "4n": m4,
-                "python_workers_ratio": round(m4["peak_python_workers_rss_mib"] /
-                                              max(1, m1["peak_python_workers_rss_mib"]), 3),
-                "jvm_ratio": round(m4["peak_jvm_rss_mib"] / max(1, m1["peak_jvm_rss_mib"]), 3),
-            }
+        result["memory"] = _memory(work, path, stats) if memory else None
         _report_keys(result)
         return result
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
+def _memory(work: str, path: str, stats: Dict[str, np.ndarray]) -> Dict[str, Any]:
+    """Peak RSS scoring N and 4N rows (the N files linked 4 times), fresh processes."""
+    stats_file = os.path.join(work, "stats.json")
+    json.dump({k: v.tolist() for k, v in stats.items()}, open(stats_file, "w"))
+    four = os.path.join(work, "4n")
+    os.makedirs(four)
+    for copy in range(4):
+        for f in sorted(os.listdir(path)):
+            if f.endswith(".parquet"):
+                os.link(os.path.join(path, f), os.path.join(four, f"c{copy}-{f}"))
+    m1, m4 = _memory_run(path, stats_file), _memory_run(four, stats_file)
+    return {"n": m1, "4n": m4,
+            "python_workers_ratio": round(m4["peak_python_workers_rss_mib"] /
+                                          max(1, m1["peak_python_workers_rss_mib"]), 3),
+            "jvm_ratio": round(m4["peak_jvm_rss_mib"] / max(1, m1["peak_jvm_rss_mib"]), 3)}
+
+
+def _ratio(a: Dict[str, Any], b: Any) -> float:
+    return round(a["rows_per_s"] / (b["rows_per_s"] if isinstance(b, dict) else b), 3)
+
+
 def _report_keys(r: Dict[str, Any]) -> None:
     """Add the harness's ``summary``, ``targets`` and ``tables`` keys."""
-    r["summary"] = (f"Scoring {r['rows']:,} MNIST-like rows (784 columns, ~80% zeros) on "
-                    f"local[2], Python workers reading the Parquet row groups (the nightly "
-                    f"job's reader): {r['spark']['rows_per_s']:,} rows/s, "
-                    f"{r['spark_vs_torch']:.0%} of a plain Torch forward in one process "
-                    f"({r['torch_rows_per_s']:,} rows/s); with Spark reading the table "
-                    f"{r['spark_reader']['rows_per_s']:,} rows/s "
-                    f"({r['spark_reader_vs_torch']:.0%}).")
-    r["targets"] = [{"name": "Spark / Torch throughput", "value": r["spark_vs_torch"],
-                     "target": ">= 0.5", "met": r["spark_vs_torch"] >= 0.5}]
+    c, torch_rate = r["compare"], r["torch_rows_per_s"]
+    best = r["torch_configs"]["best"]
+    r["summary"] = (f"Scoring {c['rows']:,} MNIST-like rows (784 columns, ~80% zeros; "
+                    f"deep_features + reconstruction_mse) on local[2], load average "
+                    f"{r['load_avg'][0][0]:.1f} at the start: sparkae's transform runs at "
+                    + ", ".join(f"{_ratio(c['sparkae'][k], c['predict_batch_udf'][k]):.2f}x"
+                                for k in c["sparkae"])
+                    + f" Spark's predict_batch_udf ({', '.join(c['sparkae'])}) and at "
+                    + ", ".join(f"{_ratio(c['sparkae'][k], torch_rate):.2f}x"
+                                for k in c["sparkae"])
+                    + f" the plain in-memory Torch forward in its best configuration "
+                    f"({torch_rate:,} rows/s, {best}).")
+    r["targets"] = []
+    pairs = [("transform", c["sparkae"], "predict_batch_udf", c["predict_batch_udf"]),
+             ("score job", c["job"], "predict_batch_udf to Parquet",
+              c["predict_batch_udf_to_parquet"])]
+    for name, ours, other, theirs in pairs:
+        for k in ours:
+            for vs, b, goal in ((other, theirs[k], 3.0), ("plain Torch forward", torch_rate,
+                                                          0.3)):
+                v = _ratio(ours[k], b)
+                r["targets"].append({"name": f"{name} / {vs}, {k}", "value": v,
+                                     "target": f">= {goal}", "met": v >= goal})
     if r.get("memory"):
         ratio = r["memory"]["python_workers_ratio"]
         r["targets"].append({"name": "peak Python worker RSS, 4N / N", "value": ratio,
                              "target": "<= 1.10", "met": ratio <= 1.10})
     outs = r["outputs"]
-    r["tables"] = [{"title": f"Cost per output ({outs['rows']:,} rows)",
-                    "columns": ["outputs", "rows/s", "seconds"],
-                    "rows": [[k, outs[k]["rows_per_s"], outs[k]["seconds"]]
-                             for k in ("deep_features", "reconstruction_mse", "all")]}]
+    r["tables"] = [
+        {"title": f"Scoring {c['rows']:,} rows into the noop sink: sparkae vs "
+                  f"predict_batch_udf vs plain Torch ({torch_rate:,} rows/s, {best})",
+         "columns": ["input", "sparkae rows/s", "predict_batch_udf rows/s",
+                     "sparkae / predict_batch_udf", "sparkae / plain Torch"],
+         "rows": [[k, c["sparkae"][k]["rows_per_s"], c["predict_batch_udf"][k]["rows_per_s"],
+                   _ratio(c["sparkae"][k], c["predict_batch_udf"][k]),
+                   _ratio(c["sparkae"][k], torch_rate)] for k in c["sparkae"]]},
+        {"title": f"Score job (id + outputs to Parquet, {c['rows']:,} rows) vs "
+                  "predict_batch_udf writing the same Parquet",
+         "columns": ["input", "job rows/s", "reader", "predict_batch_udf rows/s",
+                     "job / predict_batch_udf", "job / plain Torch"],
+         "rows": [[k, c["job"][k]["rows_per_s"], c["job"][k]["reader"],
+                   c["predict_batch_udf_to_parquet"][k]["rows_per_s"],
+                   _ratio(c["job"][k], c["predict_batch_udf_to_parquet"][k]),
+                   _ratio(c["job"][k], torch_rate)] for k in c["job"]]},
+        {"title": "Where the Spark path's time goes (rows/s of each part alone)",
+         "columns": ["input", "Parquet read", "input to Python (JVM -> Arrow)",
+                     "outputs back (Arrow -> JVM)", "plain Torch forward"],
+         "rows": [[k, v["parquet_read"]["rows_per_s"], v["jvm_to_python"]["rows_per_s"],
+                   v["python_to_jvm"]["rows_per_s"], torch_rate]
+                  for k, v in c["split"].items()]},
+        {"title": f"Cost per output ({outs['rows']:,} rows, workers reading row groups)",
+         "columns": ["outputs", "rows/s", "seconds"],
+         "rows": [[k, outs[k]["rows_per_s"], outs[k]["seconds"]]
+                  for k in ("deep_features", "reconstruction_mse", "all")]}]
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="20,000 rows, no memory runs")
     parser.add_argument("--rows", type=int, default=None, help="N (default 1,000,000)")
+    parser.add_argument("--no-memory", action="store_true", help="skip the memory runs")
     parser.add_argument("--memory-child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.memory_child:
         print(json.dumps(_memory_child(*args.memory_child)))
         return 0
-    print(json.dumps(run(quick=args.quick, rows=args.rows), indent=2))
+    print(json.dumps(run(quick=args.quick, rows=args.rows,
+                         memory=False if args.no_memory else None), indent=2))
     return 0
 
 

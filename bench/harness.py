@@ -189,7 +189,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                         help="OMP_WAIT_POLICY for Torch's OpenMP threads here and in Spark's "
                              "Python workers (default passive: on cores shared with other "
                              "processes, spinning threads slow 2-thread Torch down 10x or more; "
-                             "bench_machine measures it); an OMP_WAIT_POLICY already set wins")
+                             "bench_machine measures it); an OMP_WAIT_POLICY already set wins. "
+                             "It applies to sparkae; plain-Torch scoring baselines run in "
+                             "fresh processes under each policy and the best one counts")
     args = parser.parse_args(argv)
     if args.omp_wait_policy != "default":
         # before Torch (and its OpenMP runtime) is imported; Spark's workers inherit it

@@ -104,6 +104,19 @@ def test_decode_vectors_mixed_sparse_dense_null_and_sliced():
     np.testing.assert_array_equal(block.to_dense(1, 2), [[1, 0, 3, 4]])
 
 
+def test_decode_dense_vectors_only_with_nulls_missing_and_infinite_values():
+    """A batch of dense vectors alone is decoded as rows, with the statuses of lists."""
+    col = vec_array([("d", [1.0, 2.0]), None, ("d", [np.nan, 1.0]), ("d", [np.inf, 0.0])])
+    block = arrow_rows.decode_rows(col, 2)
+    assert block.status.tolist() == [0, 1, 0, 2]
+    np.testing.assert_array_equal(block.to_dense(), np.array([[1, 2], [np.nan, 1]], np.float32))
+    skip = arrow_rows.decode_rows(col, 2, skip_missing=True)
+    assert skip.status.tolist() == [0, 1, 3, 2]
+    np.testing.assert_array_equal(skip.to_dense(), [[1, 2]])
+    with pytest.raises(ValueError, match="a row has 3 features where the model expects 2"):
+        arrow_rows.decode_rows(vec_array([("d", [1.0, 2.0]), ("d", [1.0, 2.0, 3.0])]), 2)
+
+
 def test_decode_lists_and_missing_infinite_values():
     col = pa.array([[1.0, 2.0], None, [np.nan, 1.0], [np.inf, 0.0], [3.0, None]],
                    type=pa.list_(pa.float64()))
@@ -257,6 +270,38 @@ def test_vectors_read_from_parquet_score_with_the_default_transport(spark, fitte
     scored = model.score(back, ALL, 2, THRESHOLD)
     assert scored.columns == ["id", "vec"] + ALL
     assert_close(collect(scored, ALL), reference(model, x, 2))
+
+
+@pytest.mark.parametrize("col", ["vec", "arr"])
+def test_a_plain_parquet_scan_is_read_by_the_workers_with_the_same_scores(spark, fitted,
+                                                                           tmp_path, col):
+    """A DataFrame that is exactly a scan of local Parquet files is scored with the workers
+    reading its row groups: same columns, rows and scores as through Spark's reader; a
+    filtered, cached or partitioned table is read by Spark."""
+    from sparkae.scoring.parquet import scan_pieces
+
+    x, df, model = fitted
+    info = InputInfo("vector" if col == "vec" else "array", col, [], 12)
+    m = AutoencoderModel._create(model._spec, model._state, info, model.summary)
+    df.select("id", col).write.parquet(str(tmp_path / "in"))
+    back = spark.read.parquet(str(tmp_path / "in"))
+    assert scan_pieces(back)
+    scored = m.score(back, ALL, 1, THRESHOLD, status_col="status")
+    assert scored.columns == ["id", col] + ALL + ["status"]
+    pdf = scored.toPandas().sort_values("id")
+    assert pdf["status"].tolist() == [0] * len(x)
+    assert_close(collect(scored, ALL), reference(model, x, 1))
+    via_spark = collect(m.score(back, ALL, 1, THRESHOLD, engine="map_in_arrow"), ALL)
+    assert_close(collect(scored, ALL), via_spark)
+    assert not scan_pieces(back.where("id > 3"))
+    df.select("id", col, (F.col("id") % 2).alias("part")).write.partitionBy("part").parquet(
+        str(tmp_path / "parts"))
+    assert not scan_pieces(spark.read.parquet(str(tmp_path / "parts")))
+    cached = spark.read.parquet(str(tmp_path / "in")).cache()
+    try:
+        assert not scan_pieces(cached)
+    finally:
+        cached.unpersist()
 
 
 def net_spec(size, kept, hidden):

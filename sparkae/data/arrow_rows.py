@@ -140,6 +140,12 @@ def _decode_lists(col: pa.Array, null: np.ndarray, size: int, skip_missing: bool
     if not (pa.types.is_floating(flat.type) or pa.types.is_integer(flat.type)):
         raise TypeError(f"{role}: cannot score a list of {flat.type}; expected numbers")
     x = _numpy(flat.cast(pa.float32()), np.float32).reshape(-1, size)  # nulls -> NaN
+    return _dense_block(x, null, size, skip_missing)
+
+
+def _dense_block(x: np.ndarray, null: np.ndarray, size: int,
+                 skip_missing: bool) -> RowBlock:
+    """The block of the non-null rows ``x`` (in order), with the status of every row."""
     present = np.flatnonzero(~null)
     bad = ~np.isfinite(x)
     if not bad.any():
@@ -164,6 +170,8 @@ def _decode_vectors(col: pa.Array, null: np.ndarray, size: int, skip_missing: bo
     bad = np.flatnonzero(widths != size)
     if len(bad):
         raise _width_error(role, int(widths[bad[0]]), size)
+    if not sparse.any():        # dense vectors only: their values are the rows, in order
+        return _dense_block(vals.reshape(-1, size), null, size, skip_missing)
     starts = np.cumsum(lengths) - lengths
     cols = np.arange(len(vals), dtype=np.int64) - np.repeat(starts, lengths)
     if sparse.any():

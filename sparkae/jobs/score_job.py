@@ -34,6 +34,7 @@ from sparkae.data.arrow_rows import SCORED, SKIP_REASONS
 from sparkae.estimator import AutoencoderModel
 from sparkae.jobs import score_settings
 from sparkae.jobs.partitions import make_output
+from sparkae.scoring.parquet import DIRECT_CONF
 from sparkae.tables import looks_like_table
 
 log = logging.getLogger("sparkae")
@@ -54,8 +55,6 @@ def read_input(spark: SparkSession, path: str, fmt: str = "auto",
     return tables.read_table(spark, path, fmt, version, timestamp, "input")
 
 
-#: Spark conf: ``false`` makes the nightly job read Parquet input through Spark only.
-DIRECT_CONF = "spark.sparkae.scoring.directParquet"
 _SIMPLE = (T.ByteType, T.ShortType, T.IntegerType, T.LongType, T.FloatType, T.DoubleType,
            T.StringType, T.BooleanType, T.DateType)
 

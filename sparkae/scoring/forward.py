@@ -92,7 +92,7 @@ def score_matrix(net: AutoencoderNet, x: np.ndarray, outputs: List[str], layer: 
     dict of str to ndarray
         Only the requested outputs; the network runs once.
     """
-    with torch.no_grad():
+    with torch.inference_mode():
         z = net.scaler(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)))
         upto = None if needs_full_width(outputs) else layer
         return _outputs(net, net.hidden_activations(z, upto=upto), lambda: z, outputs, layer,
@@ -158,7 +158,7 @@ class Scorer:
         sparse = (getattr(self.net, "supports_csr_scoring", True) and block.dense is None and
                   block.nnz < SPARSE_DENSITY * max(1, block.rows) * self.kept)
         parts: List[Dict[str, np.ndarray]] = []
-        with torch.no_grad():
+        with torch.inference_mode():
             if sparse:
                 lengths, cols, vals = self._kept_entries(block)
                 starts = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)

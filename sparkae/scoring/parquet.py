@@ -10,12 +10,17 @@ memory), and scores them as :func:`sparkae.scoring.transport.score` would.
 from __future__ import annotations
 
 import os
+import re
 from typing import Any, Iterator, List, Optional, Tuple
+from urllib.parse import unquote, urlparse
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 from pyspark.sql import DataFrame
 from pyspark.sql import types as T
+from pyspark.sql.pandas.types import from_arrow_type
+
+import sparkae.spark_private as spark_private
 
 from sparkae.data.prepare import InputInfo
 from sparkae.scoring.broadcasts import payload_source
@@ -23,8 +28,15 @@ from sparkae.scoring.encode import output_fields
 from sparkae.scoring.faults import from_session as fault_hook
 from sparkae.scoring.worker import BatchScorer
 
+#: Spark conf: ``false`` makes scoring read Parquet through Spark only.
+DIRECT_CONF = "spark.sparkae.scoring.directParquet"
 #: Rows per Arrow batch read when the session does not say (Spark's own default).
 _READ_ROWS = 10000
+#: A canonicalized analyzed plan that is one scan of Parquet files, nothing on top.
+_SCAN = re.compile(r"^Relation \[[^\]\n]*\] parquet$")
+#: Column types (or list elements) read directly: pyarrow and Spark agree on them.
+_DIRECT_TYPES = (T.ByteType, T.ShortType, T.IntegerType, T.LongType, T.FloatType,
+                 T.DoubleType, T.StringType, T.BooleanType, T.DateType)
 
 
 def _plain_local(path: str) -> bool:
@@ -55,12 +67,82 @@ def parquet_pieces(path: str) -> List[Tuple[str, int, int]]:
                 return []
             files += [os.path.join(base, n) for n in sorted(names)
                       if not n.startswith(("_", ".")) and n.endswith(".parquet")]
+    return _file_pieces(files)
+
+
+def _file_pieces(files: List[str]) -> List[Tuple[str, int, int]]:
+    """``(file, row group, rows)`` of local Parquet ``files``; empty when pyarrow cannot
+    read one of them."""
     pieces = []
     try:
         for f in files:
             meta = pq.ParquetFile(f).metadata
             pieces += [(f, g, meta.row_group(g).num_rows) for g in range(meta.num_row_groups)]
     except Exception:  # noqa: BLE001 - not something pyarrow reads: Spark will say why
+        return []
+    return pieces
+
+
+def _local_file(uri: str) -> Optional[str]:
+    """The local path of a ``file:`` URI as ``DataFrame.inputFiles`` lists it, else None."""
+    parsed = urlparse(uri)
+    return unquote(parsed.path) if parsed.scheme == "file" and not parsed.netloc else None
+
+
+def _same_type(arrow_type: pa.DataType, spark_type: T.DataType) -> bool:
+    """Whether pyarrow reads a column as Spark reads it (vectors: their SQL struct); only
+    plain numbers, strings, booleans, dates and lists of numbers qualify."""
+    if isinstance(spark_type, T.UserDefinedType):
+        spark_type = spark_type.sqlType()   # a vector's struct, compared whole below
+    else:
+        elem = spark_type.elementType if isinstance(spark_type, T.ArrayType) else spark_type
+        if not isinstance(elem, _DIRECT_TYPES):
+            return False
+    try:
+        return from_arrow_type(arrow_type).simpleString() == spark_type.simpleString()
+    except Exception:  # noqa: BLE001 - a type Spark has no match for
+        return False
+
+
+def scan_pieces(df: DataFrame) -> List[Tuple[str, int, int]]:
+    """The row groups of ``df`` when it is exactly a scan of local Parquet files (no
+    projection, filter or partition columns, not cached) whose columns pyarrow reads as
+    Spark does, unless :data:`DIRECT_CONF` is ``false``; else ``[]`` (Spark reads it).
+
+    Parameters
+    ----------
+    df : DataFrame
+        The table to score.
+
+    Returns
+    -------
+    list of (str, int, int)
+        ``(file, row group, rows)``, as :func:`parquet_pieces`.
+    """
+    try:
+        if str(df.sparkSession.conf.get(DIRECT_CONF, "true")).lower() == "false":
+            return []
+    except Exception:  # noqa: BLE001 - no conf access: keep the default
+        pass
+    plan = spark_private.analyzed_plan(df)
+    if plan is None or not _SCAN.match(plan.strip()):
+        return []
+    level = df.storageLevel
+    if level.useMemory or level.useDisk or level.useOffHeap:
+        return []               # cached: the cache is what the user wants read
+    files = [_local_file(f) for f in df.inputFiles()]
+    if not files or any(f is None for f in files):
+        return []
+    try:
+        schema = pq.read_schema(files[0])
+    except Exception:  # noqa: BLE001 - Spark will read it
+        return []
+    for f in df.schema.fields:
+        i = schema.get_field_index(f.name)
+        if i < 0 or not _same_type(schema.field(i).type, f.dataType):
+            return []           # a partition column, or a type read otherwise
+    pieces = _file_pieces(sorted(files))
+    if any(pq.read_schema(f) != schema for f in {p[0] for p in pieces}):
         return []
     return pieces
 
@@ -75,6 +157,16 @@ def _read_rows(spark: Any) -> int:
     return max(1, rows)
 
 
+def task_threads(spark: Any) -> int:
+    """Torch threads of a CPU scoring worker: the cores its task holds
+    (``spark.task.cpus``, default 1), never more, so tasks sharing an executor do not
+    oversubscribe its cores."""
+    try:
+        return max(1, int(spark.conf.get("spark.task.cpus", "1") or 1))
+    except Exception:  # noqa: BLE001 - no conf access: one thread
+        return 1
+
+
 def _slots(spark: Any) -> int:
     """Task slots of the session, for the number of reading tasks."""
     try:
@@ -85,7 +177,7 @@ def _slots(spark: Any) -> int:
 
 def score_parquet(spark: Any, path: str, schema: T.StructType, payload: bytes, key: str,
                   info: InputInfo, outputs: List[str], layer: int, batch_size: int = 1024,
-                  threshold: Optional[float] = None, threads: int = 1, *,
+                  threshold: Optional[float] = None, threads: Optional[int] = None, *,
                   skip_missing: bool = False, status_col: Optional[str] = None,
                   carry: Optional[List[str]] = None,
                   pieces: Optional[List[Tuple[str, int, int]]] = None) -> DataFrame:
@@ -125,21 +217,23 @@ def score_parquet(spark: Any, path: str, schema: T.StructType, payload: bytes, k
     carry = list(carry or [])
     column = info.column
     source = payload_source(spark, key, payload)
+    threads = threads or task_threads(spark)
     job = BatchScorer(source, tuple(outputs), layer, threshold, batch_size, threads,
                       status_col is not None, bool(skip_missing), fault_hook(spark))
     fields = [schema[c] for c in carry] + output_fields(outputs, status_col)
     names = [f.name for f in fields]
     read_rows = _read_rows(spark)
 
+    read = list(dict.fromkeys([column] + carry))     # the input may be carried too
+
     def _score(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:
             for f, g in zip(batch.column(0).to_pylist(), batch.column(1).to_pylist()):
                 reader = pq.ParquetFile(f)
                 for part in reader.iter_batches(batch_size=read_rows, row_groups=[g],
-                                                columns=[column] + carry,
-                                                use_pandas_metadata=False):
+                                                columns=read, use_pandas_metadata=False):
                     _, arrays = job(part.column(0))
-                    carried = [part.column(i + 1) for i in range(len(carry))]
+                    carried = [part.column(read.index(c)) for c in carry]
                     yield pa.RecordBatch.from_arrays(carried + arrays, names=names)
 
     tasks = max(1, min(len(pieces), _slots(spark) * 4))

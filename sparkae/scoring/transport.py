@@ -8,7 +8,10 @@ has ``arrow_udf`` (>= 4.1) and the table holds no user-defined-type column, a sc
 ``arrow_udf`` is used instead, so only the input column crosses; Spark 4.x Arrow UDFs
 (pandas ones too) fail on any table with a UDT column (a vector) read by the vectorized
 Parquet reader ("Unsupported data type UDT" from ``RowToColumnConverter`` in the
-columnar-input path), which ``mapInArrow`` avoids.
+columnar-input path), which ``mapInArrow`` avoids. A DataFrame that is exactly a scan of
+local Parquet files (not cached) skips both: the workers read its row groups with pyarrow
+(:func:`sparkae.scoring.parquet.score_parquet`), sparing the JVM's row-by-row conversion
+of the input to Arrow.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from sparkae.data.prepare import InputInfo, input_column
 from sparkae.scoring.broadcasts import payload_source
 from sparkae.scoring.encode import OUTPUT_TYPES, output_fields
 from sparkae.scoring.faults import from_session as fault_hook
+from sparkae.scoring.parquet import scan_pieces, score_parquet, task_threads
 from sparkae.scoring.payload import read_spec
 from sparkae.scoring.worker import BatchScorer
 
@@ -96,8 +100,9 @@ def check_request(outputs: List[str], layer: int, n_hidden: int, batch_size: int
 
 def score(df: DataFrame, payload: bytes, key: str, info: InputInfo, outputs: List[str],
           layer: int, batch_size: int = 1024, threshold: Optional[float] = None,
-          threads: int = 1, *, skip_missing: bool = False, status_col: Optional[str] = None,
-          carry: Optional[List[str]] = None, engine: Optional[str] = None) -> DataFrame:
+          threads: Optional[int] = None, *, skip_missing: bool = False,
+          status_col: Optional[str] = None, carry: Optional[List[str]] = None,
+          engine: Optional[str] = None) -> DataFrame:
     """Add the requested score columns to ``df`` (existing columns of the same name are
     replaced).
 
@@ -125,8 +130,9 @@ def score(df: DataFrame, payload: bytes, key: str, info: InputInfo, outputs: Lis
         :data:`sparkae.scoring.forward.PASS_ELEMENTS` values).
     threshold : float, optional
         Required for ``is_anomaly`` (``reconstruction_mse > threshold``).
-    threads : int
-        Torch threads per Python worker (CPU executors).
+    threads : int, optional
+        Torch threads per Python worker (CPU executors); default ``spark.task.cpus``
+        (1 unless set), the cores each scoring task holds.
     skip_missing : bool
         Null scores for rows with missing values (the model's
         ``missing_values_handling="skip"``) instead of imputing them.
@@ -154,6 +160,7 @@ def score(df: DataFrame, payload: bytes, key: str, info: InputInfo, outputs: Lis
     """
     spec = read_spec(payload)
     check_request(list(outputs), layer, len(spec["hidden"]), batch_size, threshold)
+    requested = engine
     engine = engine or ("arrow_udf" if hasattr(F, "arrow_udf") and not has_udt(df.schema)
                         else "map_in_arrow")
     if engine not in ENGINES:
@@ -161,6 +168,7 @@ def score(df: DataFrame, payload: bytes, key: str, info: InputInfo, outputs: Lis
     expr, name = input_expr(df, info, "scoring input")
     outputs = list(outputs)
     before_batch = fault_hook(df.sparkSession)
+    threads = threads or task_threads(df.sparkSession)
     added = outputs + ([status_col] if status_col is not None else [])
     if carry is not None:
         unknown = [c for c in carry if c not in df.columns]
@@ -168,6 +176,15 @@ def score(df: DataFrame, payload: bytes, key: str, info: InputInfo, outputs: Lis
             raise ValueError(f"carry: column '{unknown[0]}' not found; the DataFrame has "
                              f"columns {sorted(df.columns)}")
     keep = [c for c in (df.columns if carry is None else carry) if c not in added]
+    # a plain scan of local Parquet files: the workers read its row groups themselves
+    direct = scan_pieces(df) if requested is None and info.kind in ("vector", "array") else []
+    if direct:
+        log.debug("scoring %s with the workers reading %d Parquet row groups", outputs,
+                  len(direct))
+        return score_parquet(df.sparkSession, df.inputFiles()[0], df.schema, payload, key,
+                             info, outputs, layer, batch_size, threshold, threads,
+                             skip_missing=skip_missing, status_col=status_col, carry=keep,
+                             pieces=direct)
     job = BatchScorer(payload_source(df.sparkSession, key, payload), tuple(outputs), layer,
                       threshold, batch_size, threads, status_col is not None,
                       bool(skip_missing), before_batch)
