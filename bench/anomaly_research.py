@@ -154,6 +154,25 @@ def train_ae_on(xs_all, xs_fit, hidden, **kw):
     return _train_score(xs_fit, xs_all, hidden, **kw)
 
 
+def _fit_mse(forward, params, xt, epochs, seed, batch, lr, min_steps):
+    """Adam on the mean squared reconstruction error of ``forward`` over ``xt``: ``epochs``
+    shuffled passes, raised to ``min_steps`` gradient steps."""
+    import torch
+
+    opt = torch.optim.Adam(params, lr=lr)
+    n = len(xt)
+    epochs = max(epochs, -(-min_steps // max(1, (n + batch - 1) // batch)))
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(epochs):
+        perm = torch.randperm(n, generator=gen)
+        for i in range(0, n, batch):
+            xb = xt[perm[i:i + batch]]
+            loss = ((forward(xb) - xb) ** 2).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+
+
 def _train_score(xfit, xall, hidden, epochs=10, seed=0, batch=64, lr=1e-3, min_steps=0, **_):
     import torch
 
@@ -165,19 +184,8 @@ def _train_score(xfit, xall, hidden, epochs=10, seed=0, batch=64, lr=1e-3, min_s
         prev = h
     layers.append(torch.nn.Linear(prev, d))
     net = torch.nn.Sequential(*layers)
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
     xt = torch.tensor(xfit, dtype=torch.float32)
-    n = len(xt)
-    epochs = max(epochs, -(-min_steps // max(1, (n + batch - 1) // batch)))
-    gen = torch.Generator().manual_seed(seed)
-    for _ in range(epochs):
-        perm = torch.randperm(n, generator=gen)
-        for i in range(0, n, batch):
-            xb = xt[perm[i:i + batch]]
-            loss = ((net(xb) - xb) ** 2).mean()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+    _fit_mse(net, list(net.parameters()), xt, epochs, seed, batch, lr, min_steps)
     with torch.no_grad():
         xa = torch.tensor(xall, dtype=torch.float32)
         return ((net(xa) - xa) ** 2).numpy()
@@ -249,23 +257,11 @@ def vae_rp(x, epochs=30, latent=None, seed=0, samples=10, min_steps=500):
 # -- PyOD baselines ---------------------------------------------------------------------------
 
 def pyod(name: str) -> Callable[[np.ndarray], np.ndarray]:
-    def run(x: np.ndarray) -> np.ndarray:
-        if name == "IForest":
-            from pyod.models.iforest import IForest
-            det = IForest(random_state=0)
-        elif name == "ECOD":
-            from pyod.models.ecod import ECOD
-            det = ECOD()
-        elif name == "PCA":
-            from pyod.models.pca import PCA
-            det = PCA(random_state=0)
-        elif name == "PyOD-AE":
-            from pyod.models.auto_encoder import AutoEncoder
-            det = AutoEncoder(verbose=0, device="cpu", random_state=42)
-            x = scale(x, "zscore")
-        det.fit(x)
-        return det.decision_scores_
-    return run
+    """A PyOD detector's training-row scores (bench_anomaly's configuration of it)."""
+    from bench.bench_anomaly import pyod_scores
+
+    full = {"PyOD-AE": "PyOD AutoEncoder"}.get(name, f"PyOD {name}")
+    return lambda x: pyod_scores(full, x)
 
 
 METHODS: Dict[str, Callable[[np.ndarray], np.ndarray]] = {
@@ -527,19 +523,9 @@ def _train_codes(xs, hidden, epochs=10, seed=0, batch=64, lr=1e-3, min_steps=0):
         prev = h
     dec.append(torch.nn.Linear(prev, d))
     e, g = torch.nn.Sequential(*enc), torch.nn.Sequential(*dec)
-    opt = torch.optim.Adam(list(e.parameters()) + list(g.parameters()), lr=lr)
     xt = torch.tensor(xs, dtype=torch.float32)
-    n = len(xt)
-    epochs = max(epochs, -(-min_steps // max(1, (n + batch - 1) // batch)))
-    gen = torch.Generator().manual_seed(seed)
-    for _ in range(epochs):
-        perm = torch.randperm(n, generator=gen)
-        for i in range(0, n, batch):
-            xb = xt[perm[i:i + batch]]
-            loss = ((g(e(xb)) - xb) ** 2).mean()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+    _fit_mse(lambda xb: g(e(xb)), list(e.parameters()) + list(g.parameters()), xt, epochs,
+             seed, batch, lr, min_steps)
     with torch.no_grad():
         c = e(xt)
         return ((g(c) - xt) ** 2).numpy(), c.numpy()

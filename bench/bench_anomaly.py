@@ -56,7 +56,8 @@ def _zscore(x: np.ndarray) -> np.ndarray:
     return (x - x.mean(0)) / sd
 
 
-def _pyod(name: str, x: np.ndarray) -> np.ndarray:
+def pyod_scores(name: str, x: np.ndarray) -> np.ndarray:
+    """The training-row scores of PyOD detector ``name`` fitted on ``x``."""
     if name == "PyOD IForest":
         from pyod.models.iforest import IForest
         det = IForest(random_state=0)
@@ -140,7 +141,7 @@ def development(quick: bool) -> Dict[str, Any]:
             res[s][sname] = _measure(lambda s=s: _sparkae(s, df), data.y)
         df.unpersist()
         for s in PYOD:
-            res[s][sname] = _measure(lambda s=s: _pyod(s, data.x), data.y)
+            res[s][sname] = _measure(lambda s=s: pyod_scores(s, data.x), data.y)
         log.info("%s: %s", sname, ", ".join(f"{s} {res[s][sname].get('auroc', float('nan')):.4f}"
                                             for s in systems))
     return {"sets": names, "systems": systems, "results": res}
