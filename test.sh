@@ -5,7 +5,8 @@
 # (hadoop-aws and the AWS SDK bundle slow a local session's fits and scoring 1.5-2.5x): the
 # tests marked neither s3 nor delta, then those marked s3 or delta, and the multi-host
 # tests (they put the S3A jars that the second run's session resolves on their hosts' class
-# path). With your own -m, one run.
+# path). Tests marked petastorm need Petastorm's stack: scripts/test_legacy.sh runs them.
+# With your own -m, one run.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 VENV="${SPARKAE_VENV:-$ROOT/.venv}"
@@ -27,7 +28,7 @@ if [ "$own_marker" = 1 ]; then
   fi
   exit "$rc"
 fi
-"$VENV/bin/python" -m pytest -m "not s3 and not delta and not multihost" "$@"
+"$VENV/bin/python" -m pytest -m "not s3 and not delta and not multihost and not petastorm" "$@"
 rc1=$?
 "$VENV/bin/python" -m pytest -m "s3 or delta or multihost" "$@"
 rc2=$?

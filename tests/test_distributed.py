@@ -24,6 +24,7 @@ from sparkae.nn.models import build_network
 from sparkae.train import checkpoint
 from sparkae.train.distributed import RankFailedError, TrainJob, launch, warn_slots
 from sparkae.train.loop import TrainConfig
+from tests.conftest import unavailable
 
 LOADER = os.environ.get("SPARKAE_TEST_DATA_LOADER", "auto")
 
@@ -304,8 +305,10 @@ def test_checkpoint_round_trip_has_no_pickle(tmp_path):
         assert torch.equal(v, back["model"][k])
 
 
-@pytest.mark.skipif(not petastorm.available(), reason="petastorm does not import here")
+@pytest.mark.petastorm
 def test_petastorm_and_arrow_give_the_same_batches(spark, tmp_path):
+    if not petastorm.available():
+        unavailable("petastorm does not import here (it needs the legacy environment)")
     rng = np.random.default_rng(4)
     x = np.round(rng.normal(size=(150, 12)), 2)
     x[rng.random(x.shape) < 0.6] = 0
