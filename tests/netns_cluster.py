@@ -80,6 +80,11 @@ def namespace_support() -> Optional[str]:
             return f"'{tool}' is not installed (iproute2, util-linux and a JDK are needed)"
     if not os.path.isdir(WORKDIR):
         return f"{WORKDIR} does not exist (each host's working directory is mounted there)"
+    for what, path in (("the checkout", ROOT), ("its virtual environment", VENV)):
+        real = os.path.realpath(path)
+        if real == "/tmp" or real.startswith("/tmp/"):
+            return (f"{what} lies under /tmp ({real}), which each test host mounts privately, "
+                    "so the hosts cannot see it; clone the project outside /tmp")
     probe = f"saeprobe-{os.getpid()}"   # not PREFIX: a run's clean-up must leave it alone
     try:
         made = _sh("ip", "netns", "add", probe, check=False)
