@@ -21,7 +21,7 @@ import time
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT, _free_port
+from tests.conftest import ROOT, _free_port, unavailable
 
 pytestmark = pytest.mark.connect
 
@@ -38,19 +38,13 @@ def _missing() -> str:
     return ""
 
 
-def _skip_or_fail(reason: str) -> None:
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"CI=true but {reason}")
-    pytest.skip(reason)
-
-
 @pytest.fixture(scope="session")
 def connect_url(tmp_path_factory):
     """A Spark Connect server (``local[2]``, every port on 127.0.0.1) for the session;
     yields ``sc://127.0.0.1:PORT`` and stops the server by pid at the end."""
     reason = _missing()
     if reason:
-        _skip_or_fail(reason)
+        unavailable(reason)
     import pyspark
 
     home = os.path.dirname(pyspark.__file__)

@@ -33,6 +33,7 @@ import pytest
 from tests.netns_cluster import ROOT, Hosts, namespace_support, root_links
 from tests.netns_observe import Observer, addresses_in, allowed
 from tests.netns_spark import Cluster, fetch_s3a_jars, s3a_jars
+from tests.conftest import unavailable
 
 pytestmark = pytest.mark.multihost
 
@@ -53,12 +54,6 @@ WILDCARD_OWNERS = {
 }
 #: Train epochs: enough that a rank can be killed after the first checkpoint, mid-fit.
 EPOCHS = 10
-
-
-def _unavailable(reason: str):
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"multihost: {reason}")
-    pytest.skip(f"multihost: {reason}")
 
 
 _MAKE_INPUT = """
@@ -84,12 +79,12 @@ def mh(tmp_path_factory):
     torn down at the end of the module (also when a test or the setup fails)."""
     reason = namespace_support()
     if reason:
-        _unavailable(reason)
+        unavailable(f"multihost: {reason}")
     try:
         import moto.server  # noqa: F401
         import ray  # noqa: F401
     except ImportError as exc:
-        _unavailable(f"needs moto[server] and ray[tune] (sparkae[dev,tune]): {exc}")
+        unavailable(f"multihost: needs moto[server] and ray[tune] (sparkae[dev,tune]): {exc}")
     try:
         s3a_jars()
     except FileNotFoundError:
@@ -97,7 +92,7 @@ def mh(tmp_path_factory):
         try:
             s3a_jars()
         except FileNotFoundError as exc:
-            _unavailable(f"{exc}; Ivy said:\n{output[-3000:]}")
+            unavailable(f"multihost: {exc}; Ivy said:\n{output[-3000:]}")
     hosts = Hosts(tmp_path_factory.mktemp("multihost"))
     observer = None
     try:

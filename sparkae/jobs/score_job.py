@@ -152,7 +152,8 @@ def run_score(spark: SparkSession, settings: Dict[str, Any],
         model.set(model.scoring_batch_size, sc["batch_size"])
     col = settings["output"]["partition_col"]
     # built first in any case: it checks the input against the model on the driver
-    scored = model.score(df, outputs, sc["layer"], threshold, status_col=_STATUS, carry=ids)
+    scored = model.score(df, outputs, sc["layer"], threshold, status_col=_STATUS, carry=ids,
+                         direct=False)   # the job chooses the reader below, once
     pieces = direct_pieces(spark, src["path"], df, model, ids)
     if pieces:
         scored = model.score_parquet(spark, src["path"], df.schema, outputs, sc["layer"],

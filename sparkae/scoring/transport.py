@@ -102,7 +102,7 @@ def score(df: DataFrame, payload: bytes, key: str, info: InputInfo, outputs: Lis
           layer: int, batch_size: int = 1024, threshold: Optional[float] = None,
           threads: Optional[int] = None, *, skip_missing: bool = False,
           status_col: Optional[str] = None, carry: Optional[List[str]] = None,
-          engine: Optional[str] = None) -> DataFrame:
+          engine: Optional[str] = None, direct: bool = True) -> DataFrame:
     """Add the requested score columns to ``df`` (existing columns of the same name are
     replaced).
 
@@ -145,6 +145,10 @@ def score(df: DataFrame, payload: bytes, key: str, info: InputInfo, outputs: Lis
     engine : {"arrow_udf", "map_in_arrow"}, optional
         Force a transport; by default ``arrow_udf`` where Spark has it (>= 4.1) and ``df``
         has no user-defined-type column, else ``mapInArrow``.
+    direct : bool, default True
+        When ``df`` is exactly a scan of local Parquet files (and no engine is forced), let
+        the workers read its row groups themselves; False keeps Spark's reader (a caller
+        that routes the Parquet read itself, as the score job does).
 
     Returns
     -------
@@ -177,7 +181,8 @@ def score(df: DataFrame, payload: bytes, key: str, info: InputInfo, outputs: Lis
                              f"columns {sorted(df.columns)}")
     keep = [c for c in (df.columns if carry is None else carry) if c not in added]
     # a plain scan of local Parquet files: the workers read its row groups themselves
-    direct = scan_pieces(df) if requested is None and info.kind in ("vector", "array") else []
+    direct = (scan_pieces(df) if direct and requested is None and info.kind in ("vector", "array")
+              else [])
     if direct:
         log.debug("scoring %s with the workers reading %d Parquet row groups", outputs,
                   len(direct))
