@@ -34,6 +34,20 @@ def packages_env(env=None):
     if WANT_PACKAGES:
         out.pop("SPARKAE_NO_PACKAGES", None)
     return out
+#: Test modules that start Ray on this machine (a local instance or Ray on Spark): under
+#: pytest-xdist (test.sh runs ``-n 2 --dist loadgroup``) they share one worker, so that two
+#: Ray instances never start side by side. Every other module is a group of its own: its
+#: module-scoped fixtures are built once, on one worker.
+RAY_MODULES = {"test_tune", "test_tune_cluster", "test_guarantees", "test_examples"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Put each test in its xdist group (see :data:`RAY_MODULES`); inert without xdist."""
+    for item in items:
+        module = item.module.__name__.rsplit(".", 1)[-1] if item.module else item.nodeid
+        item.add_marker(pytest.mark.xdist_group("ray" if module in RAY_MODULES else module))
+
+
 #: The official MNIST test set (IDX files) beside the checkout.
 MNIST_DIR = ROOT.parent / "shared" / "data" / "mnist"
 
@@ -167,6 +181,13 @@ def small_dense(spark):
     df.unpersist()
 
 
+class ClusterURL(str):
+    """A standalone master's URL that also knows the cluster's work directory (``work``):
+    the folder under which its workers run their executors."""
+
+    work: str = ""
+
+
 def _free_port() -> int:
     import socket
 
@@ -178,7 +199,8 @@ def _free_port() -> int:
 @pytest.fixture(scope="session")
 def spark_cluster(tmp_path_factory):
     """A standalone Spark master and two 1-core workers, all on 127.0.0.1; yields the master
-    URL. Started with ``spark-class`` and stopped by pid at the end of the session."""
+    URL (a :class:`ClusterURL`: ``.work`` is the cluster's folder). Started with
+    ``spark-class`` and stopped by pid at the end of the session."""
     import json
     import shutil
     import socket
@@ -197,7 +219,8 @@ def spark_cluster(tmp_path_factory):
                # executors run the project's tools (Ray on Spark's `ray` command) from PATH
                PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
     port, ui = _free_port(), _free_port()
-    url = f"spark://127.0.0.1:{port}"
+    url = ClusterURL(f"spark://127.0.0.1:{port}")
+    url.work = str(work)
     procs = []
 
     def start(name, *args):

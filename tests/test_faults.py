@@ -74,8 +74,9 @@ def _descendants(pid: int):
     return seen
 
 
-def _executors():
-    """pids of this test cluster's executor JVMs."""
+def _executors(work):
+    """pids of the executor JVMs that the test cluster in folder ``work`` runs (never another
+    run's)."""
     pids = []
     for d in os.listdir("/proc"):
         if d.isdigit() and "CoarseGrainedExecutorBackend" in _cmdline(int(d)):
@@ -83,7 +84,7 @@ def _executors():
                 cwd = os.readlink(f"/proc/{d}/cwd")
             except OSError:
                 continue
-            if "spark-cluster" in cwd:
+            if cwd.startswith(os.path.realpath(work) + os.sep):
                 pids.append(int(d))
     return pids
 
@@ -98,9 +99,10 @@ def _wait_for(predicate, timeout, what, log_path):
     pytest.fail(f"timed out waiting for {what}:\n{Path(log_path).read_text()[-4000:]}")
 
 
-def _scoring_executor():
-    """An executor that runs Python scoring tasks right now (it has Python workers)."""
-    for pid in _executors():
+def _scoring_executor(work):
+    """An executor of the cluster in ``work`` that runs Python scoring tasks right now (it
+    has Python workers)."""
+    for pid in _executors(work):
         if any("pyspark" in _cmdline(c) for c in _descendants(pid)):
             return pid
     return None
@@ -158,7 +160,8 @@ def test_scoring_survives_a_killed_executor_and_a_killed_driver(spark_cluster, f
     log_path = tmp_path / "executor.log"
     proc = _submit(spark_cluster, "jobs/score.py", _score_args(root, out, "2024-01-02"),
                    log_path, SLOW)
-    victim = _wait_for(_scoring_executor, 300, "an executor running scoring tasks", log_path)
+    victim = _wait_for(lambda: _scoring_executor(spark_cluster.work), 300,
+                       "an executor running scoring tasks", log_path)
     _wait_for(lambda: _committed_scores(out, "2024-01-02"), 300, "a task's committed scores",
               log_path)
     assert proc.poll() is None, "the job ended before the fault was injected"
@@ -177,7 +180,7 @@ def test_scoring_survives_a_killed_executor_and_a_killed_driver(spark_cluster, f
     log_path = tmp_path / "driver.log"
     proc = _submit(spark_cluster, "jobs/score.py", _score_args(root, out, "2024-01-03"),
                    log_path, SLOW)
-    _wait_for(_scoring_executor, 300, "scoring tasks", log_path)
+    _wait_for(lambda: _scoring_executor(spark_cluster.work), 300, "scoring tasks", log_path)
     _wait_for(lambda: _committed_scores(out, "2024-01-03"), 300, "a task's committed scores",
               log_path)
     assert proc.poll() is None, "the job ended before the fault was injected"
