@@ -39,7 +39,8 @@ def test_train_job_end_to_end(tmp_path):
     page = (out / "report.html").read_text()
     for figure in ("Training curve", "Rows and their reconstructions", "Worst reconstructed rows",
                    "Reconstruction error distribution", "Coding layer average activations",
-                   "2-D codings and PCA, by label"):
+                   "2-D codings and PCA, by label", "Top features of the most anomalous rows",
+                   "Per-pixel errors of the most anomalous rows"):
         assert f'<img alt="{figure}" src="data:image/png;base64,' in page
     if find_chromium() or os.environ.get("CI", "").lower() == "true":
         figures = re.findall(r'<img alt="([^"]+)"', page)

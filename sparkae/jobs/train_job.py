@@ -218,19 +218,29 @@ def _features(rows, col: str) -> np.ndarray:
 
 def write_report(model, source: DataFrame, scored: DataFrame, settings: Dict[str, Any],
                  path: str, sample_rows: int = 2000) -> str:
-    """Collect small samples (never the table) and write the HTML report of a run."""
+    """Collect small samples (never the table) and write the HTML report of a run.
+
+    Besides the chapter's figures it shows the error distribution with the threshold (and
+    ``1 - anomaly_quantile`` as the contamination when the quantile set it), the PCA of the
+    inputs clamped to the scaled training range (a few rows far outside it would flatten
+    the rest), and the largest per-feature errors of the 10 worst rows (by ``id_col``),
+    named by ``features_cols`` (string columns by level), by pixel when
+    ``output.image_shape`` matches the input width, else ``x{i}``.
+    """
     import sparkae.report as report
 
     feat = settings["model"]["features_col"]
     id_col, label_col = settings["input"]["id_col"], settings["input"]["label_col"]
     shape = settings["output"]["image_shape"]
+    columns_input = settings["model"]["features_cols"] is not None
     s = model.summary
+    net = model.network()
     figures = {"Training curve": report.training_curve(s.history)}
     n = s.train_rows + s.validation_rows
     sample = source.sample(fraction=min(1.0, sample_rows / max(n, 1)), seed=1)
     outs = model.copy({model.outputs: ["deep_features", "reconstruction"]})
     picked = outs.transform(sample).collect() if feat in source.columns else []
-    if picked and settings["model"]["features_cols"] is None:
+    if picked and not columns_input:
         x, rec = _features(picked, feat), _features(picked, "reconstruction")
         ten = np.random.default_rng(1).choice(len(x), size=min(10, len(x)), replace=False)
         figures["Rows and their reconstructions"] = report.reconstructions(
@@ -238,22 +248,19 @@ def write_report(model, source: DataFrame, scored: DataFrame, settings: Dict[str
         if label_col and label_col in source.columns:
             codings = np.stack([np.asarray(r["deep_features"]) for r in picked])
             with torch.no_grad():
-                scaled = model.network().scaler(torch.from_numpy(x)).numpy()
+                scaled = net.scaler(torch.from_numpy(x))
+                scaled = torch.minimum(torch.maximum(scaled, net.scaler.lo), net.scaler.hi)
             figures["2-D codings and PCA, by label"] = report.codings_vs_pca(
-                codings, scaled, np.array([r[label_col] for r in picked]))
-        if id_col and id_col in source.columns:
-            worst = [r[id_col] for r in scored.orderBy(F.desc("reconstruction_mse"))
-                     .select(id_col).limit(10).collect()]
-            rows = outs.transform(source.where(F.col(id_col).isin(worst))).collect()
-            rows.sort(key=lambda r: worst.index(r[id_col]))
-            figures["Worst reconstructed rows"] = report.reconstructions(
-                _features(rows, feat), _features(rows, "reconstruction"),
-                "The rows with the largest reconstruction error", shape,
-                [f"{id_col}={r[id_col]}" for r in rows])
+                codings, scaled.numpy(), np.array([r[label_col] for r in picked]),
+                "PCA of the inputs (clamped to the training range)")
+    if id_col and id_col in source.columns:
+        figures.update(_worst_rows(model, net, source, scored, settings))
     errors = scored.select("reconstruction_mse").sample(
         fraction=min(1.0, 100_000 / max(n, 1)), seed=1).toPandas().reconstruction_mse.to_numpy()
-    figures["Reconstruction error distribution"] = report.error_distribution(errors,
-                                                                             model.threshold)
+    quantile = settings["model"].get("anomaly_quantile")
+    from_quantile = quantile is not None and settings["model"].get("anomaly_threshold") is None
+    figures["Reconstruction error distribution"] = report.error_distribution(
+        errors, model.threshold, 1.0 - quantile if from_quantile else None)
     if s.coding_activations:
         target = (settings["model"]["average_activation"]
                   if settings["model"]["sparsity_beta"] else None)
@@ -272,6 +279,45 @@ def write_report(model, source: DataFrame, scored: DataFrame, settings: Dict[str
             "validation MSE": "-" if s.validation_mse is None else f"{s.validation_mse:.6g}",
             "threshold": model.threshold, "fit wall time (s)": f"{s.wall_time_s:.1f}"}
     return report.write_html(path, "sparkae training report", rows, figures)
+
+
+def _worst_rows(model, net, source: DataFrame, scored: DataFrame,
+                settings: Dict[str, Any]) -> Dict[str, bytes]:
+    """The report's figures of the 10 rows with the largest error (found by ``id_col``):
+    the rows beside their reconstructions (vector or array input), their per-pixel errors
+    (images) and their largest per-feature errors."""
+    import sparkae.report as report
+
+    feat = settings["model"]["features_col"]
+    id_col, shape = settings["input"]["id_col"], settings["output"]["image_shape"]
+    worst = [r[id_col] for r in scored.orderBy(F.desc("reconstruction_mse"))
+             .select(id_col).limit(10).collect()]
+    if not worst:
+        return {}
+    outs = model.copy({model.outputs: ["reconstruction_mse", "reconstruction",
+                                       "feature_errors"]})
+    rows = outs.transform(source.where(F.col(id_col).isin(worst))).collect()
+    rows.sort(key=lambda r: worst.index(r[id_col]))
+    captions = [f"{id_col}={r[id_col]}" for r in rows]
+    figures: Dict[str, bytes] = {}
+    vector_input = settings["model"]["features_cols"] is None and feat in source.columns
+    if vector_input:
+        figures["Worst reconstructed rows"] = report.reconstructions(
+            _features(rows, feat), _features(rows, "reconstruction"),
+            "The rows with the largest reconstruction error", shape, captions)
+    keep = net.scaler.keep.numpy()
+    names = report.feature_names(model.input_info, keep, shape)
+    errs = [None if r["feature_errors"] is None else list(r["feature_errors"]) for r in rows]
+    figures["Top features of the most anomalous rows"] = report.top_features(
+        errs, names, [f"{c} (MSE {r['reconstruction_mse']:.4g})" for c, r in zip(captions, rows)])
+    if vector_input and shape and int(np.prod(shape)) == model.input_size:
+        full = np.zeros((len(rows), model.input_size), dtype=np.float32)
+        for i, e in enumerate(errs):
+            if e is not None:
+                full[i, keep] = e
+        figures["Per-pixel errors of the most anomalous rows"] = report.error_images(
+            _features(rows, feat), full, shape, captions)
+    return figures
 
 
 def format_summary(summary: Dict[str, Any]) -> str:
