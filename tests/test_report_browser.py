@@ -32,6 +32,13 @@ def _figures() -> dict:
         "2-D codings and PCA, by label": report.codings_vs_pca(
             rng.normal(size=(300, 2)), rng.normal(size=(300, 30)), rng.integers(0, 10, 300)),
         "Tuning leaderboard": leaderboard_chart(board, True),
+        "Anomaly score distribution": report.score_distribution(
+            rng.exponential(size=1000), threshold=2.5, contamination=0.05),
+        "Top features of the most anomalous rows": report.top_features(
+            [rng.random(20) for _ in range(3)], [f"c{i}" for i in range(20)],
+            ["id=1", "id=2", "id=3"], k=5),
+        "Per-pixel errors of the most anomalous rows": report.error_images(
+            rows[:3], rows[:3] ** 2, [28, 28], ["id=1", "id=2", "id=3"]),
     }
 
 
