@@ -29,6 +29,10 @@ class AutoencoderModel(Model, AutoencoderParams, persistence.DirectoryPersistenc
     ``transform`` adds the columns listed in the ``outputs`` Param (by default
     ``deep_features``, the codings of the coding layer, and ``reconstruction_mse``, the
     mean squared reconstruction error over the modelled features in the scaled space).
+    With ``clip_to_training_range`` every scaled input is first clamped into its
+    feature's scaled training range, and the errors are measured against the clipped
+    input; like ``anomaly_threshold`` it can be set at scoring time
+    (``model.copy({model.clip_to_training_range: True})``).
     """
 
     def __init__(self) -> None:
@@ -127,8 +131,22 @@ class AutoencoderModel(Model, AutoencoderParams, persistence.DirectoryPersistenc
                              f"{len(hidden)} (hidden={hidden})")
         return layer
 
+    def _clips(self, clip: Optional[bool] = None) -> bool:
+        """Whether scoring clamps the scaled inputs into the training range: ``clip``, else
+        the ``clip_to_training_range`` Param.
+
+        Raises
+        ------
+        ValueError
+            The value is not True or False.
+        """
+        value = self.getOrDefault("clip_to_training_range") if clip is None else clip
+        validate({"clip_to_training_range": value})
+        return value
+
     def score(self, df: DataFrame, outputs: List[str], layer: Optional[int] = None,
-              threshold: Optional[float] = None, **kwargs: Any) -> DataFrame:
+              threshold: Optional[float] = None, clip: Optional[bool] = None,
+              **kwargs: Any) -> DataFrame:
         """Add the score columns ``outputs`` to ``df`` in one pass (what ``transform`` does
         with the ``outputs`` Param).
 
@@ -143,6 +161,10 @@ class AutoencoderModel(Model, AutoencoderParams, persistence.DirectoryPersistenc
             Hidden layer of ``deep_features`` (see :meth:`resolve_layer`).
         threshold : float, optional
             Overrides the model's threshold for ``is_anomaly``.
+        clip : bool, optional
+            Overrides the ``clip_to_training_range`` Param: clamp the scaled inputs into
+            the scaled training range; every output, the errors included, sees the
+            clipped input.
         **kwargs
             Passed to :func:`sparkae.scoring.score` (``status_col``, ``carry``, ...).
         """
@@ -152,11 +174,11 @@ class AutoencoderModel(Model, AutoencoderParams, persistence.DirectoryPersistenc
                              self.resolve_layer(layer), self.getOrDefault("scoring_batch_size"),
                              self.threshold if threshold is None else threshold,
                              skip_missing=self.getOrDefault("missing_values_handling") == "skip",
-                             **kwargs)
+                             clip=self._clips(clip), **kwargs)
 
     def score_parquet(self, spark: Any, path: str, schema: Any, outputs: List[str],
                       layer: Optional[int] = None, threshold: Optional[float] = None,
-                      **kwargs: Any) -> DataFrame:
+                      clip: Optional[bool] = None, **kwargs: Any) -> DataFrame:
         """Score the local Parquet table at ``path`` with workers reading its row groups
         (see :func:`sparkae.scoring.score_parquet`); as :meth:`score` otherwise."""
         if self._payload is None:
@@ -165,7 +187,8 @@ class AutoencoderModel(Model, AutoencoderParams, persistence.DirectoryPersistenc
             spark, path, schema, self._payload, self._key, self._info, outputs,
             self.resolve_layer(layer), self.getOrDefault("scoring_batch_size"),
             self.threshold if threshold is None else threshold,
-            skip_missing=self.getOrDefault("missing_values_handling") == "skip", **kwargs)
+            skip_missing=self.getOrDefault("missing_values_handling") == "skip",
+            clip=self._clips(clip), **kwargs)
 
     def _transform(self, dataset: DataFrame) -> DataFrame:
         outputs = list(self.getOrDefault("outputs"))

@@ -104,8 +104,10 @@ def frame_to_matrix(pdf: Any, info: InputInfo, skip_missing: bool = False
 
 
 def score_frame(net: Any, pdf: Any, info: InputInfo, layer: int,
-                threshold: Optional[float] = None, skip_missing: bool = False) -> Any:
-    """Score a pandas DataFrame with a Torch network, without Spark.
+                threshold: Optional[float] = None, skip_missing: bool = False,
+                clip: bool = False) -> Any:
+    """Score a pandas DataFrame with a Torch network, without Spark (``clip``: the
+    model's ``clip_to_training_range``).
 
     Returns
     -------
@@ -124,7 +126,7 @@ def score_frame(net: Any, pdf: Any, info: InputInfo, layer: int,
     step = max(1, PASS_ELEMENTS // max(1, info.size))
     for lo in range(0, len(rows), step):
         idx = rows[lo:lo + step]
-        res = score_matrix(net, x[idx], outputs, layer)
+        res = score_matrix(net, x[idx], outputs, layer, clip=clip)
         mse[idx] = res["reconstruction_mse"]
         for j, i in enumerate(idx):
             deep[i] = res["deep_features"][j]
@@ -152,8 +154,9 @@ class AutoencoderPyfunc(_Base):
         self._layer = model.resolve_layer()
         self._threshold = model.threshold
         self._skip = model.getOrDefault("missing_values_handling") == "skip"
+        self._clip = model.getOrDefault("clip_to_training_range")
 
     def predict(self, context, model_input, params=None):  # noqa: ANN001 - MLflow's hook
         """Score ``model_input`` (a pandas DataFrame; see :func:`frame_to_matrix`)."""
         return score_frame(self._net, model_input, self._info, self._layer, self._threshold,
-                           self._skip)
+                           self._skip, self._clip)

@@ -63,6 +63,10 @@ def _optional(rule: Callable[[Any], Optional[str]]) -> Callable[[Any], Optional[
     return lambda v: None if v is None else rule(v)
 
 
+def _flag(v: Any) -> Optional[str]:
+    return None if isinstance(v, bool) else "True or False"
+
+
 RULES: Dict[str, Callable[[Any], Optional[str]]] = {
     "hidden": _hidden,
     "activation": _one_of(ACTIVATIONS),
@@ -99,6 +103,7 @@ RULES: Dict[str, Callable[[Any], Optional[str]]] = {
     "missing_values_handling": _one_of(MISSING),
     "anomaly_quantile": _optional(_open_unit),
     "anomaly_threshold": _optional(_float_at_least(0.0)),
+    "clip_to_training_range": _flag,
     "num_workers": _int_at_least(1),
     "data_loader": _one_of(("auto", "petastorm", "arrow")),
     "cache_dir": _optional(lambda v: None if isinstance(v, str) and v else "a directory path"),
@@ -116,7 +121,7 @@ RULES: Dict[str, Callable[[Any], Optional[str]]] = {
     else "an odd integer >= 1",
     "prior": _one_of(PRIORS),
     "progress": _one_of(PROGRESS),
-    "mlflow_tracking": lambda v: None if isinstance(v, bool) else "True or False",
+    "mlflow_tracking": _flag,
     "reconstruction_sampling": _optional(
         lambda v: None if isinstance(v, int) and not isinstance(v, bool) and v >= 1
         else SAMPLING_ALLOWED),

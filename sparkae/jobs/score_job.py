@@ -152,12 +152,15 @@ def run_score(spark: SparkSession, settings: Dict[str, Any],
         model.set(model.scoring_batch_size, sc["batch_size"])
     col = settings["output"]["partition_col"]
     # built first in any case: it checks the input against the model on the driver
-    scored = model.score(df, outputs, sc["layer"], threshold, status_col=_STATUS, carry=ids,
-                         direct=False)   # the job chooses the reader below, once
+    clip = (sc["clip_to_training_range"] if sc["clip_to_training_range"] is not None
+            else model.getOrDefault(model.clip_to_training_range))
+    scored = model.score(df, outputs, sc["layer"], threshold, clip, status_col=_STATUS,
+                         carry=ids, direct=False)   # the job chooses the reader below, once
     pieces = direct_pieces(spark, src["path"], df, model, ids)
     if pieces:
         scored = model.score_parquet(spark, src["path"], df.schema, outputs, sc["layer"],
-                                      threshold, status_col=_STATUS, carry=ids, pieces=pieces)
+                                      threshold, clip, status_col=_STATUS, carry=ids,
+                                      pieces=pieces)
     log.info("reading the input with %s", "pyarrow in the Python workers (%d row groups)"
              % len(pieces) if pieces else "Spark")
     observation, observed = _observe(scored, outputs, threshold)
@@ -180,6 +183,7 @@ def run_score(spark: SparkSession, settings: Dict[str, Any],
         "output": target.location(date), "replaced_previous": bool(replaced),
         "output_version": getattr(target, "version", None),
         "outputs": outputs, "id_cols": ids, "threshold": threshold,
+        "clip_to_training_range": clip,
         "reader": "pyarrow row groups" if pieces else "spark",
         "rows": {"in": rows_in, "scored": int(m.get(f"s{SCORED}") or 0),
                  "skipped": sum(skipped.values())},

@@ -38,6 +38,8 @@ DEFAULTS: Dict[str, Dict[str, Any]] = {
         "layer": None,               # hidden layer of deep_features; None: the model's
         "threshold": None,           # for is_anomaly; None: the model's
         "batch_size": None,          # rows per forward pass; None: the model's
+        "clip_to_training_range": None,  # clamp scaled inputs to the training range
+                                         # (true | false); None: the model's
     },
     "output": {
         "path": None,                # directory (Parquet, partitioned) or catalog table
@@ -149,6 +151,10 @@ def validate(settings: Dict[str, Any]) -> None:
     if thr is not None and (isinstance(thr, bool) or not isinstance(thr, (int, float))
                             or thr != thr or thr in (float("inf"), float("-inf"))):
         raise ValueError(f"scoring.threshold: got {thr!r}, expected a finite number or null")
+    clip = sc["clip_to_training_range"]
+    if clip is not None and not isinstance(clip, bool):
+        raise ValueError(f"scoring.clip_to_training_range: got {clip!r}, expected true, false "
+                         "or null")
     col = settings["output"]["partition_col"]
     if not isinstance(col, str) or not _IDENT.match(col):
         raise ValueError(f"output.partition_col: got {col!r}, expected a column name "

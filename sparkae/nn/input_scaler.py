@@ -28,7 +28,8 @@ class InputScaler(nn.Module):
         self.register_buffer("fill", torch.zeros(input_size))
         # scaled value that replaces a missing (NaN) input: the training mean
         self.register_buffer("impute", torch.zeros(kept))
-        # scaled training minimum and maximum of each kept feature (salt-and-pepper noise)
+        # scaled training minimum and maximum of each kept feature (salt-and-pepper noise,
+        # and the range that scoring with clip_to_training_range clamps inputs into)
         self.register_buffer("lo", torch.zeros(kept))
         self.register_buffer("hi", torch.ones(kept))
 
@@ -55,6 +56,24 @@ class InputScaler(nn.Module):
             x = x.index_select(1, self.keep)
         z = (x - self.shift) * self.scale
         return torch.where(torch.isnan(z), self.impute, z)
+
+    def clip(self, z: torch.Tensor) -> torch.Tensor:
+        """Clamp dense scaled inputs ``z`` (rows x kept, the output of :meth:`forward`) into
+        the scaled training range ``[lo, hi]`` of each feature (``clip_to_training_range``).
+
+        ``lo`` and ``hi`` are the training minimum and maximum scaled like the inputs, for
+        every ``standardize`` mode; a CSR batch is clipped without densifying it by
+        :func:`sparkae.nn.sparse.clipped_zero` and :func:`sparkae.nn.sparse.clip_stored`.
+
+        Raises
+        ------
+        ValueError
+            ``z`` is a sparse CSR batch.
+        """
+        if sparse.is_sparse(z):
+            raise ValueError("InputScaler.clip: a CSR batch is clipped with "
+                             "sparkae.nn.sparse.clipped_zero and clip_stored (it stays sparse)")
+        return torch.clamp(z, self.lo, self.hi)
 
     def unscale(self, y: torch.Tensor) -> torch.Tensor:
         """Map network outputs (scaled, kept features) back to the full input width and units."""

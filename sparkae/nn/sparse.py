@@ -15,6 +15,17 @@ its zeros (which scale to ``-m * s``) included, and the loss equals the dense pa
 :func:`reconstruction_mse` and :func:`row_mse` compute it from the dense ``y_u`` and the
 sparse ``S`` as ``sum(y_u^2) + sum over stored entries of ((y_u - v)^2 - y_u^2)``: the
 output side is dense (batch x kept), the input side never is.
+
+Scoring with ``clip_to_training_range`` clamps every scaled input into its feature's
+training range ``[lo, hi]`` (the scaler's buffers). A CSR batch stays sparse: the clipped
+batch is ``z' = z0 + U``, where ``z0`` is the clipped value of an implicit zero
+(:func:`clipped_zero`) and ``U`` has the batch's stored entries only
+(``clip_stored(z) - z0``), so the first layer is ``W U + (b + W z0)``. An implicit zero
+scales to ``-c``, which is inside ``[lo, hi]`` exactly when the feature's raw training
+minimum <= 0 <= maximum (every ``standardize`` mode scales increasingly); that holds for
+any feature that some training row leaves at zero (Spark's Summarizer counts a sparse
+vector's implicit zeros), but not for one stored with the same sign in every training row:
+there ``z0`` is the nearer bound, not ``-c``, and the decomposition above still holds.
 """
 
 from __future__ import annotations
@@ -104,6 +115,18 @@ def row_mse(y_u: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
 def reconstruction_mse(y_u: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
     """Mean squared error over rows and features (the dense ``mse_loss`` of ``y - z``)."""
     return _row_sums(y_u, s).sum() / y_u.numel()
+
+
+def clipped_zero(scaler: nn.Module) -> torch.Tensor:
+    """``z0 = clamp(-c, lo, hi)``: an implicit zero's scaled value clamped into the scaled
+    training range of each kept feature (``-c`` itself where the raw training range holds 0)."""
+    return torch.clamp(-offset(scaler), scaler.lo, scaler.hi)
+
+
+def clip_stored(scaler: nn.Module, cols: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """Scaled values ``z`` of stored entries at kept positions ``cols``, clamped into their
+    features' scaled training range ``[lo, hi]``."""
+    return torch.clamp(z, scaler.lo[cols], scaler.hi[cols])
 
 
 def densify(s: torch.Tensor, c: torch.Tensor) -> torch.Tensor:

@@ -38,7 +38,7 @@ def output_fields(outputs: Sequence[str], status_name: Optional[str]) -> List[T.
 
 def score_column(col: pa.Array, scorer: Scorer, outputs: Sequence[str], layer: int,
                  threshold: Optional[float], batch_size: int, status: bool,
-                 skip_missing: bool) -> Tuple[List[str], List[pa.Array]]:
+                 skip_missing: bool, clip: bool = False) -> Tuple[List[str], List[pa.Array]]:
     """Score one Arrow column of feature rows.
 
     Parameters
@@ -53,6 +53,8 @@ def score_column(col: pa.Array, scorer: Scorer, outputs: Sequence[str], layer: i
         Also return the ``status`` column (int8 row status codes).
     skip_missing : bool
         Null scores for rows with missing values instead of imputing them.
+    clip : bool, default False
+        Clamp the scaled inputs into the scaled training range (``clip_to_training_range``).
 
     Returns
     -------
@@ -69,7 +71,7 @@ def score_column(col: pa.Array, scorer: Scorer, outputs: Sequence[str], layer: i
     outputs = list(outputs)
     block = arrow_rows.decode_rows(col, scorer.size, skip_missing)
     ok = block.status == arrow_rows.SCORED
-    res = scorer.score(block, outputs, layer, threshold, batch_size)
+    res = scorer.score(block, outputs, layer, threshold, batch_size, clip)
     names, arrays = [], []
     for o in outputs:
         if o == "reconstruction_mse":

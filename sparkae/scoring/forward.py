@@ -7,6 +7,11 @@ folded into that layer's weights), so a 1,000,000-wide sparse row costs its stor
 entries; outputs of full width (``reconstruction_mse``, ``feature_errors``,
 ``reconstruction``, ``is_anomaly``) are computed in passes of at most
 :data:`PASS_ELEMENTS` values, which bounds a worker's memory for any width.
+
+With ``clip`` (the ``clip_to_training_range`` Param) the scaled inputs are clamped into
+each feature's scaled training range before the first layer, and every output sees the
+clipped input: ``deep_features``, ``reconstruction`` and the errors, which are measured
+against the clipped input. Sparse rows stay sparse (see :mod:`sparkae.nn.sparse`).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import numpy as np
 import torch
 
 from sparkae.data.arrow_rows import RowBlock
+from sparkae.nn import sparse as csr
 from sparkae.nn.models import AutoencoderNet
 
 #: Largest number of values one dense tensor of a forward pass may hold (64 MiB of
@@ -70,7 +76,8 @@ def _outputs(net: AutoencoderNet, acts: List[torch.Tensor], z: Callable[[], torc
 
 
 def score_matrix(net: AutoencoderNet, x: np.ndarray, outputs: List[str], layer: int,
-                 threshold: Optional[float] = None) -> Dict[str, np.ndarray]:
+                 threshold: Optional[float] = None, clip: bool = False
+                 ) -> Dict[str, np.ndarray]:
     """Compute the requested outputs for raw feature rows ``x`` (rows x input width).
 
     Parameters
@@ -86,6 +93,9 @@ def score_matrix(net: AutoencoderNet, x: np.ndarray, outputs: List[str], layer: 
         1-based hidden layer for ``deep_features``.
     threshold : float, optional
         Needed for ``is_anomaly`` (``reconstruction_mse > threshold``).
+    clip : bool, default False
+        Clamp the scaled inputs into the scaled training range first
+        (``clip_to_training_range``).
 
     Returns
     -------
@@ -94,6 +104,8 @@ def score_matrix(net: AutoencoderNet, x: np.ndarray, outputs: List[str], layer: 
     """
     with torch.inference_mode():
         z = net.scaler(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)))
+        if clip:
+            z = net.scaler.clip(z)
         upto = None if needs_full_width(outputs) else layer
         return _outputs(net, net.hidden_activations(z, upto=upto), lambda: z, outputs, layer,
                         threshold)
@@ -120,6 +132,7 @@ class Scorer:
             self.keep_pos[sc.keep.cpu().numpy()] = np.arange(self.kept)
         self.shift, self.scale = sc.shift, sc.scale
         self._first: Optional[Tuple[torch.Tensor, torch.Tensor]] = None
+        self._clipped: Optional[Tuple[torch.Tensor, torch.Tensor]] = None
         shift, scale = sc.shift.double(), sc.scale.double()
         self.z_zero = (-shift * scale).float()  # scaled value of a stored zero
         # a missing (NaN) entry in raw units: what the scaler's imputation maps it to
@@ -138,14 +151,30 @@ class Scorer:
             self._first = ((w * self.scale).t().contiguous(), b_eff.float())
         return self._first
 
+    def clipped_first(self) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``z0`` (:func:`sparkae.nn.sparse.clipped_zero`) and ``b + W @ z0``, the first
+        layer's bias for clipped sparse rows, built on first use:
+        ``layer1(z0 + U) = (U / scale) @ (W * scale)^T + (b + W @ z0)``."""
+        if self._clipped is None:
+            w, b = self.net.layers[0].weight, self.net.layers[0].bias
+            z0 = csr.clipped_zero(self.net.scaler)
+            z0d = z0.double()
+            b_eff = b.double().clone()
+            for i in range(0, w.shape[1], _FOLD_COLUMNS):
+                b_eff += w[:, i:i + _FOLD_COLUMNS].double() @ z0d[i:i + _FOLD_COLUMNS]
+            self._clipped = (z0, b_eff.float())
+        return self._clipped
+
     def rows_per_pass(self, batch_size: int, width: int) -> int:
         """Rows of one pass: ``batch_size``, fewer when a pass would exceed
         :data:`PASS_ELEMENTS` values of ``width`` each (at least one)."""
         return max(1, min(batch_size, PASS_ELEMENTS // max(1, width)))
 
     def score(self, block: RowBlock, outputs: List[str], layer: int,
-              threshold: Optional[float], batch_size: int) -> Dict[str, np.ndarray]:
-        """Outputs for the scored rows of ``block``, in passes of at most ``batch_size``.
+              threshold: Optional[float], batch_size: int,
+              clip: bool = False) -> Dict[str, np.ndarray]:
+        """Outputs for the scored rows of ``block``, in passes of at most ``batch_size``;
+        with ``clip`` the scaled inputs are clamped into the scaled training range first.
 
         Returns
         -------
@@ -166,12 +195,14 @@ class Scorer:
                 for lo in range(0, block.rows, step):
                     hi = min(block.rows, lo + step)
                     parts.append(self._sparse_pass(starts, cols, vals, lo, hi, outputs, layer,
-                                                   threshold, full))
+                                                   threshold, full, clip))
             else:
                 step = self.rows_per_pass(batch_size, self.size)
                 for lo in range(0, block.rows, step):
                     x = torch.from_numpy(block.to_dense(lo, min(block.rows, lo + step)))
                     z = self.net.scaler(x.to(self.device))
+                    if clip:
+                        z = self.net.scaler.clip(z)
                     acts = self.net.hidden_activations(z, upto=None if full else layer)
                     parts.append(_outputs(self.net, acts, lambda: z, outputs, layer, threshold))
         if not parts:
@@ -196,23 +227,29 @@ class Scorer:
 
     def _sparse_pass(self, starts: np.ndarray, cols: np.ndarray, vals: np.ndarray, lo: int,
                      hi: int, outputs: List[str], layer: int, threshold: Optional[float],
-                     full: bool) -> Dict[str, np.ndarray]:
-        """Outputs for scored rows ``lo:hi`` through the CSR first layer."""
+                     full: bool, clip: bool = False) -> Dict[str, np.ndarray]:
+        """Outputs for scored rows ``lo:hi`` through the CSR first layer; with ``clip`` the
+        stored entries are clamped and implicit zeros read as ``z0`` (still sparse)."""
         e0, e1 = int(starts[lo]), int(starts[hi])
         n, dev = hi - lo, self.device
         c = torch.from_numpy(cols[e0:e1]).to(dev)
         v = torch.from_numpy(vals[e0:e1]).to(dev)
         crow = torch.from_numpy(starts[lo:hi + 1] - e0).to(dev)
+        w_eff_t, b_eff = self.first_layer()
+        zero, stored = self.z_zero, None
+        if clip:   # z' = z0 + U: U's entries in raw units, for the folded (W * scale)^T
+            zero, b_eff = self.clipped_first()
+            stored = csr.clip_stored(self.net.scaler, c, (v - self.shift[c]) * self.scale[c])
+            v = (stored - zero[c]) / self.scale[c]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "sparse CSR support is in beta"
             x = torch.sparse_csr_tensor(crow, c, v, size=(n, self.kept))
-            w_eff_t, b_eff = self.first_layer()
             pre1 = torch.sparse.mm(x, w_eff_t) + b_eff
         acts = _hidden_from_first(self.net, pre1, None if full else layer)
 
         def z() -> torch.Tensor:
             rows = torch.repeat_interleave(torch.arange(n, device=dev), crow.diff())
-            dense = self.z_zero.expand(n, self.kept).clone()
-            dense[rows, c] = (v - self.shift[c]) * self.scale[c]
+            dense = zero.expand(n, self.kept).clone()
+            dense[rows, c] = stored if clip else (v - self.shift[c]) * self.scale[c]
             return dense
         return _outputs(self.net, acts, z, outputs, layer, threshold)

@@ -180,7 +180,8 @@ def score_parquet(spark: Any, path: str, schema: T.StructType, payload: bytes, k
                   threshold: Optional[float] = None, threads: Optional[int] = None, *,
                   skip_missing: bool = False, status_col: Optional[str] = None,
                   carry: Optional[List[str]] = None,
-                  pieces: Optional[List[Tuple[str, int, int]]] = None) -> DataFrame:
+                  pieces: Optional[List[Tuple[str, int, int]]] = None,
+                  clip: bool = False) -> DataFrame:
     """Like :func:`sparkae.scoring.transport.score` on ``spark.read.parquet(path)``, but
     the Python workers read the Parquet row groups themselves with pyarrow.
 
@@ -192,7 +193,7 @@ def score_parquet(spark: Any, path: str, schema: T.StructType, payload: bytes, k
     schema : StructType
         The table's Spark schema (for the carried columns).
     payload, key, info, outputs, layer, batch_size, threshold, threads, skip_missing,
-    status_col
+    status_col, clip
         As for :func:`sparkae.scoring.transport.score`; the request is not checked here.
     carry : list of str, optional
         Columns of the table kept in the result (default: none).
@@ -219,7 +220,8 @@ def score_parquet(spark: Any, path: str, schema: T.StructType, payload: bytes, k
     source = payload_source(spark, key, payload)
     threads = threads or task_threads(spark)
     job = BatchScorer(source, tuple(outputs), layer, threshold, batch_size, threads,
-                      status_col is not None, bool(skip_missing), fault_hook(spark))
+                      status_col is not None, bool(skip_missing), fault_hook(spark),
+                      clip=bool(clip))
     fields = [schema[c] for c in carry] + output_fields(outputs, status_col)
     names = [f.name for f in fields]
     read_rows = _read_rows(spark)

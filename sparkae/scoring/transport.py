@@ -102,7 +102,7 @@ def score(df: DataFrame, payload: bytes, key: str, info: InputInfo, outputs: Lis
           layer: int, batch_size: int = 1024, threshold: Optional[float] = None,
           threads: Optional[int] = None, *, skip_missing: bool = False,
           status_col: Optional[str] = None, carry: Optional[List[str]] = None,
-          engine: Optional[str] = None, direct: bool = True) -> DataFrame:
+          engine: Optional[str] = None, direct: bool = True, clip: bool = False) -> DataFrame:
     """Add the requested score columns to ``df`` (existing columns of the same name are
     replaced).
 
@@ -149,6 +149,10 @@ def score(df: DataFrame, payload: bytes, key: str, info: InputInfo, outputs: Lis
         When ``df`` is exactly a scan of local Parquet files (and no engine is forced), let
         the workers read its row groups themselves; False keeps Spark's reader (a caller
         that routes the Parquet read itself, as the score job does).
+    clip : bool, default False
+        Clamp the scaled inputs into each feature's scaled training range before the
+        network (the model's ``clip_to_training_range``); every output then sees the
+        clipped input, the errors included.
 
     Returns
     -------
@@ -160,10 +164,12 @@ def score(df: DataFrame, payload: bytes, key: str, info: InputInfo, outputs: Lis
     ValueError
         On the driver, before any job: a missing or mistyped input column, a vector
         width known from the schema that differs from the model's, unknown outputs, a bad
-        layer, batch size or threshold. In the tasks: a row of another width.
+        layer, batch size, threshold or clip. In the tasks: a row of another width.
     """
     spec = read_spec(payload)
     check_request(list(outputs), layer, len(spec["hidden"]), batch_size, threshold)
+    if not isinstance(clip, bool):
+        raise ValueError(f"clip_to_training_range: got {clip!r}, expected True or False")
     requested = engine
     engine = engine or ("arrow_udf" if hasattr(F, "arrow_udf") and not has_udt(df.schema)
                         else "map_in_arrow")
@@ -189,10 +195,10 @@ def score(df: DataFrame, payload: bytes, key: str, info: InputInfo, outputs: Lis
         return score_parquet(df.sparkSession, df.inputFiles()[0], df.schema, payload, key,
                              info, outputs, layer, batch_size, threshold, threads,
                              skip_missing=skip_missing, status_col=status_col, carry=keep,
-                             pieces=direct)
+                             pieces=direct, clip=clip)
     job = BatchScorer(payload_source(df.sparkSession, key, payload), tuple(outputs), layer,
                       threshold, batch_size, threads, status_col is not None,
-                      bool(skip_missing), before_batch)
+                      bool(skip_missing), before_batch, clip)
     log.debug("scoring %s with %s, batch %d", outputs, engine, batch_size)
     if engine == "arrow_udf":
         return _via_arrow_udf(df, expr, keep, status_col, job)

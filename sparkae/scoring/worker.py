@@ -94,6 +94,8 @@ class BatchScorer:
         Null scores for rows with missing values instead of imputing them.
     before_batch : callable, optional
         Run before each batch is scored (tests' fault injection); None in production.
+    clip : bool
+        Clamp the scaled inputs into the scaled training range (``clip_to_training_range``).
     """
 
     source: PayloadSource
@@ -105,6 +107,7 @@ class BatchScorer:
     with_status: bool
     skip_missing: bool
     before_batch: Optional[Callable[[], None]] = None
+    clip: bool = False
 
     def __call__(self, col: pa.Array) -> Tuple[List[str], List[pa.Array]]:
         """Names and Arrow columns of the scores of ``col`` (see
@@ -113,4 +116,4 @@ class BatchScorer:
             self.before_batch()
         scorer = scorer_for(self.source, self.threads)
         return score_column(col, scorer, self.outputs, self.layer, self.threshold,
-                            self.batch_size, self.with_status, self.skip_missing)
+                            self.batch_size, self.with_status, self.skip_missing, self.clip)
