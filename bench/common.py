@@ -355,9 +355,11 @@ def weights(hidden: Sequence[int], kept: int) -> int:
 
 # -- plain Torch ---------------------------------------------------------------------------
 
-def torch_network(images: np.ndarray, hidden: Sequence[int], seed: int = 123):
-    """sparkae's network class with H2O scaling computed from ``images`` in NumPy (the same
-    :func:`sparkae.nn.scaling.compute_scaling`), untrained, seeded."""
+def torch_network(images: np.ndarray, hidden: Sequence[int], seed: int = 123,
+                  standardize: str = "h2o"):
+    """sparkae's network class with the ``standardize`` scaling (default H2O's) computed
+    from ``images`` in NumPy (the same :func:`sparkae.nn.scaling.compute_scaling`),
+    untrained, seeded."""
     import torch
 
     from sparkae.nn.models import build_network
@@ -366,7 +368,7 @@ def torch_network(images: np.ndarray, hidden: Sequence[int], seed: int = 123):
     x = images.astype(np.float64)
     stats = FeatureStats(count=len(x), mean=x.mean(0), std=x.std(0, ddof=1), min=x.min(0),
                          max=x.max(0))
-    scaling = compute_scaling(stats, "h2o", True)
+    scaling = compute_scaling(stats, standardize, True)
     torch.manual_seed(seed)
     net = build_network({"input_size": x.shape[1], "kept": int(len(scaling.keep)),
                          "hidden": list(hidden), "activation": "tanh",
@@ -376,12 +378,16 @@ def torch_network(images: np.ndarray, hidden: Sequence[int], seed: int = 123):
 
 
 def torch_train(images: np.ndarray, hidden: Sequence[int], epochs: int = 10,
-                batch_size: int = 64, seed: int = 123, lr: float = 1e-3) -> Dict[str, Any]:
+                batch_size: int = 64, seed: int = 123, lr: float = 1e-3,
+                standardize: str = "h2o") -> Dict[str, Any]:
     """A plain in-memory Torch loop: the same network, Adam, MSE in the scaled space,
-    shuffled mini-batches. Returns the trained net, seconds (loop only) and rows/s."""
+    shuffled mini-batches; the rows are scaled once before the loop (not timed). Returns
+    the trained net, seconds (loop only) and rows/s. In-process: the benchmarks run it in
+    fresh processes under each thread count and OpenMP wait policy
+    (:func:`fresh_process_runs`)."""
     import torch
 
-    net = torch_network(images, hidden, seed)
+    net = torch_network(images, hidden, seed, standardize)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     x = torch.from_numpy(images.astype(np.float32))
     with torch.no_grad():
@@ -434,6 +440,97 @@ def torch_score_rate(net, images: np.ndarray, batch_size: int = 1024,
                 mse = ((net.decode_from_last(acts[-1]) - z) ** 2).mean(dim=1).numpy()
     del codes, mse
     return len(images) * repeats / (time.perf_counter() - t0)
+
+
+def train_gemm_gflops(batch: int, kept: int, hidden: int, threads: Optional[int] = None,
+                      seconds: float = 2.0) -> float:
+    """Measured float32 rate (GFLOP/s) of the matrix multiplies one training step of a
+    ``kept -> hidden -> kept`` network makes on ``batch`` rows, as a plain ``torch.mm``
+    loop at the same shapes and layouts: the two forward products, and the backward's
+    output-layer input and weight gradients and first-layer weight gradient (the inputs
+    need no gradient); 5 x 2 x batch x kept x hidden FLOP a step (:func:`train_gemm_flop`).
+    The median of repeated timings over ``seconds`` on ``threads`` Torch threads (default:
+    as set): on shared cores a best-of would compare the loop's average with a burst."""
+    import torch
+
+    old = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        gen = torch.Generator().manual_seed(0)
+        z, w1 = torch.randn(batch, kept, generator=gen), torch.randn(hidden, kept, generator=gen)
+        h, w2 = torch.randn(batch, hidden, generator=gen), torch.randn(kept, hidden, generator=gen)
+        dy, dh = torch.randn(batch, kept, generator=gen), torch.randn(batch, hidden, generator=gen)
+
+        def step() -> None:
+            torch.mm(z, w1.t())          # first layer: batch x hidden
+            torch.mm(h, w2.t())          # output layer: batch x kept
+            torch.mm(dy, w2)             # gradient of the hidden activations
+            torch.mm(dy.t(), h)          # output layer's weight gradient
+            torch.mm(dh.t(), z)          # first layer's weight gradient
+        for _ in range(3):
+            step()
+        flop = train_gemm_flop(batch, kept, hidden)
+        reps = max(1, int(5e7 / flop))          # time blocks of about 0.05 GFLOP or more
+        rates, end = [], time.perf_counter() + seconds
+        while time.perf_counter() < end or len(rates) < 3:
+            t0 = time.perf_counter()
+            for _ in range(reps):
+                step()
+            rates.append(flop * reps / (time.perf_counter() - t0))
+        return float(np.median(rates)) / 1e9
+    finally:
+        torch.set_num_threads(old)
+
+
+def train_gemm_flop(batch: int, kept: int, hidden: int) -> float:
+    """FLOP of the matrix multiplies of one training step (see :func:`train_gemm_gflops`)."""
+    return 5 * 2.0 * batch * kept * hidden
+
+
+#: Configurations the plain Torch baselines run under, each in a fresh process (the
+#: OpenMP wait policy is read once, when Torch loads): (OMP_WAIT_POLICY or "default" for
+#: unset, Torch threads).
+OMP_CONFIGS: List[Tuple[str, int]] = [("default", 1), ("default", 2), ("PASSIVE", 1),
+                                      ("PASSIVE", 2)]
+
+
+def fresh_process_runs(code: str, args: Sequence[str],
+                       configs: Sequence[Tuple[str, int]] = tuple(OMP_CONFIGS),
+                       timeout: float = 900, what: str = "plain Torch baseline"
+                       ) -> Dict[str, Any]:
+    """Run ``python -c code ROOT THREADS *args`` once per configuration of ``configs``,
+    each in a fresh process with ``OMP_WAIT_POLICY`` set to the policy (unset for
+    ``default``); the child sets its Torch threads from ``THREADS`` and prints one JSON
+    value as its last line. Returns ``{"omp=POLICY threads=N": value}``; a configuration
+    whose process fails is logged and left out.
+
+    Raises
+    ------
+    RuntimeError
+        Every configuration failed.
+    """
+    import subprocess
+    import sys
+
+    out: Dict[str, Any] = {}
+    errors = []
+    for policy, threads in configs:
+        env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+        if policy != "default":
+            env["OMP_WAIT_POLICY"] = policy
+        proc = subprocess.run([sys.executable, "-c", code, str(ROOT), str(threads),
+                               *map(str, args)], env=env, capture_output=True, text=True,
+                              timeout=timeout)
+        if proc.returncode != 0:
+            log.warning("%s omp=%s threads=%d failed: %s", what, policy, threads,
+                        proc.stderr[-1000:])
+            errors.append(proc.stderr[-300:])
+            continue
+        out[f"omp={policy} threads={threads}"] = json.loads(proc.stdout.strip().splitlines()[-1])
+    if not out:
+        raise RuntimeError(f"{what}: every configuration failed; last error: {errors[-1]}")
+    return out
 
 
 def matmul_gflops(n: int = 2048, threads: int = CORES, seconds: float = 2.0,

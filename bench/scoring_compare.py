@@ -28,16 +28,15 @@ Torch forward runs in fresh processes for every configuration --
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import subprocess
-import sys
 import tempfile
 import time
 from typing import Any, Dict, List, Sequence, Tuple
 
 import numpy as np
+
+from bench.common import OMP_CONFIGS, fresh_process_runs
 
 log = logging.getLogger("bench")
 
@@ -45,7 +44,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAYOUTS = ("array", "dense", "sparse")
 OUTPUTS = ["deep_features", "reconstruction_mse"]
 #: Configurations of the plain Torch forward: (OMP_WAIT_POLICY or "default", threads).
-TORCH_ENVS = [("default", 1), ("default", 2), ("PASSIVE", 1), ("PASSIVE", 2)]
+TORCH_ENVS = OMP_CONFIGS
 TORCH_BATCHES = (256, 1024, 4096)
 #: Runs of each Spark measurement (interleaved with its baseline's); the best counts.
 REPEATS = 2
@@ -218,10 +217,10 @@ _TORCH_CHILD = """
 import json, sys, time
 sys.path.insert(0, sys.argv[1])
 import numpy as np, torch
-torch.set_num_threads(int(sys.argv[3]))
+torch.set_num_threads(int(sys.argv[2]))
 from bench.scoring_compare import digits
 from sparkae.scoring import unpack
-net = unpack(open(sys.argv[2], "rb").read())
+net = unpack(open(sys.argv[3], "rb").read())
 x8 = digits(int(sys.argv[4]), int(sys.argv[6]))
 out = {}
 for batch in [int(b) for b in sys.argv[5].split(",")]:
@@ -249,20 +248,11 @@ def torch_best(payload: bytes, n: int, batches: Sequence[int] = TORCH_BATCHES,
     with tempfile.NamedTemporaryFile(suffix=".bin", delete=False) as f:
         f.write(payload)
     try:
-        for policy, threads in TORCH_ENVS:
-            env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-            if policy != "default":
-                env["OMP_WAIT_POLICY"] = policy
-            proc = subprocess.run(
-                [sys.executable, "-c", _TORCH_CHILD, ROOT, f.name, str(threads), str(n),
-                 ",".join(map(str, batches)), str(seed)],
-                env=env, capture_output=True, text=True, timeout=900)
-            if proc.returncode != 0:
-                log.warning("torch baseline %s/%d failed: %s", policy, threads,
-                            proc.stderr[-1000:])
-                continue
-            for batch, rate in json.loads(proc.stdout.strip().splitlines()[-1]).items():
-                by_config[f"omp={policy} threads={threads} batch={batch}"] = rate
+        runs = fresh_process_runs(_TORCH_CHILD, [f.name, n, ",".join(map(str, batches)), seed],
+                                  TORCH_ENVS, what="plain Torch forward")
+        for config, rates in runs.items():
+            for batch, rate in rates.items():
+                by_config[f"{config} batch={batch}"] = rate
     finally:
         os.unlink(f.name)
     best = max(by_config, key=by_config.get)

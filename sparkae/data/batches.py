@@ -11,10 +11,23 @@ densified on the input side.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Iterator, List, Optional
+from typing import Iterable, Iterator, List, Optional, TypeVar
 
 import numpy as np
 import torch
+
+
+def scatter_rows(lengths: np.ndarray, cols: np.ndarray, vals: np.ndarray,
+                 size: int) -> np.ndarray:
+    """A dense float32 matrix (``len(lengths)`` x ``size``) of rows whose ``lengths[i]``
+    stored entries (column ``cols``, value ``vals``) follow each other; one scatter through
+    flat positions (half the time of a two-index scatter)."""
+    n = len(lengths)
+    out = np.zeros(n * size, dtype=np.float32)
+    flat = np.repeat(np.arange(0, n * size, size, dtype=np.int64), lengths)
+    flat += cols
+    out[flat] = vals
+    return out.reshape(n, size)
 
 
 @dataclass
@@ -89,9 +102,7 @@ class CsrRows:
 
     def dense(self) -> np.ndarray:
         """A dense float32 matrix (rows x size)."""
-        out = np.zeros((len(self), self.size), dtype=np.float32)
-        out[np.repeat(np.arange(len(self)), self.lengths), self.cols] = self.vals
-        return out
+        return scatter_rows(self.lengths, self.cols, self.vals, self.size)
 
     def torch_csr(self) -> torch.Tensor:
         """A ``torch.sparse_csr`` tensor (rows x size) sharing nothing with this block."""
@@ -101,14 +112,42 @@ class CsrRows:
                                        size=(len(self), self.size), check_invariants=False)
 
 
-def assemble(blocks: Iterable[CsrRows], sizes: List[int],
-             rng: Optional[np.random.Generator], window: int = 2) -> Iterator[CsrRows]:
+@dataclass
+class RowIds:
+    """Rows named by their position in a table kept in memory (:mod:`sparkae.data.memory`):
+    the same ``slice``/``take``/``concat`` as :class:`CsrRows`, so that :func:`assemble`
+    orders and cuts them exactly as it would the rows themselves."""
+
+    ids: np.ndarray     # int64 row positions
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def slice(self, start: int, stop: int) -> "RowIds":
+        """Rows ``start:stop``."""
+        return RowIds(self.ids[start:stop])
+
+    def take(self, rows: np.ndarray) -> "RowIds":
+        """Rows in the order of the index array ``rows``."""
+        return RowIds(self.ids[rows])
+
+    @staticmethod
+    def concat(blocks: List["RowIds"]) -> "RowIds":
+        """Rows of every block, in order."""
+        return blocks[0] if len(blocks) == 1 else RowIds(np.concatenate([b.ids for b in blocks]))
+
+
+Block = TypeVar("Block", CsrRows, RowIds)
+
+
+def assemble(blocks: Iterable[Block], sizes: List[int],
+             rng: Optional[np.random.Generator], window: int = 2) -> Iterator[Block]:
     """Cut a stream of row blocks into batches of the given ``sizes``.
 
     Parameters
     ----------
-    blocks : iterable of CsrRows
-        The pieces of units a rank reads in an epoch, in order.
+    blocks : iterable of CsrRows or of RowIds
+        The pieces of units a rank reads in an epoch, in order (all of one type).
     sizes : list of int
         Batch sizes (:func:`sparkae.data.shards.batch_sizes`); a size of 0 repeats the
         previous batch (the padding case described there).
@@ -117,12 +156,12 @@ def assemble(blocks: Iterable[CsrRows], sizes: List[int],
     window : int
         Blocks shuffled together: memory holds about ``window`` units at a time.
     """
-    pending: Optional[CsrRows] = None
+    pending: Optional[Block] = None
     pos, sizes = 0, list(sizes)
-    last: Optional[CsrRows] = None
-    group: List[CsrRows] = []
+    last: Optional[Block] = None
+    group: List[Block] = []
 
-    def drain(final: bool) -> Iterator[CsrRows]:
+    def drain(final: bool) -> Iterator[Block]:
         nonlocal pending, pos, last
         while pos < len(sizes):
             need = sizes[pos]
@@ -149,11 +188,11 @@ def assemble(blocks: Iterable[CsrRows], sizes: List[int],
         if block is not None and len(block):
             group.append(block)
         if group and (len(group) >= window or block is None):
-            fresh = CsrRows.concat(group)
+            fresh = type(group[0]).concat(group)
             group = []
             if rng is not None:
                 fresh = fresh.take(rng.permutation(len(fresh)))
-            pending = fresh if pending is None or not len(pending) else CsrRows.concat(
+            pending = fresh if pending is None or not len(pending) else type(fresh).concat(
                 [pending, fresh])
             yield from drain(final=False)
         if block is None:

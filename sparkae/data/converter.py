@@ -13,9 +13,11 @@ as dense NumPy batches or, for wide sparse input, ``torch.sparse_csr`` batches.
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
+from collections import OrderedDict, deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable, Iterator, List, Optional, Tuple, Union
+from itertools import islice
+from typing import Callable, Iterable, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 import pyarrow as pa
@@ -24,7 +26,7 @@ import pyarrow.parquet as pq
 import torch
 from pyspark.sql import DataFrame
 
-from sparkae.data.batches import CsrRows, assemble
+from sparkae.data.batches import Block, CsrRows, assemble, scatter_rows
 from sparkae.io import fs
 from sparkae.io.uri import join
 from sparkae.data.prepare import FEATURES
@@ -36,6 +38,8 @@ log = logging.getLogger("sparkae")
 ROW_GROUP_BYTES = 16 * 1024 * 1024
 #: Names of the vector struct's fields (also the flat layout's columns).
 VECTOR_FIELDS = ("type", "size", "indices", "values")
+#: Row groups a rank's background reader reads ahead of the one being batched.
+READ_AHEAD = 2
 
 
 def materialize(vectors: DataFrame, directory: str,
@@ -79,12 +83,16 @@ def _decode_parts(types: pa.Array, sizes: pa.Array, indices: pa.Array, values: p
     lengths = lengths.astype(np.int64)
     vals = values.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
     sparse = types.to_numpy(zero_copy_only=False) == 0
-    starts = np.cumsum(lengths) - lengths
-    cols = np.arange(len(vals), dtype=np.int64) - np.repeat(starts, lengths)
-    widths = lengths.copy()
-    if sparse.any():
-        widths[sparse] = sizes.filter(pa.array(sparse)).to_numpy(zero_copy_only=False)
-        cols[np.repeat(sparse, lengths)] = indices.flatten().to_numpy(zero_copy_only=False)
+    if len(sparse) and sparse.all():   # every row sparse (Spark's usual choice): no mask
+        widths = sizes.to_numpy(zero_copy_only=False).astype(np.int64)
+        cols = indices.flatten().to_numpy(zero_copy_only=False).astype(np.int64)
+    else:
+        starts = np.cumsum(lengths) - lengths
+        cols = np.arange(len(vals), dtype=np.int64) - np.repeat(starts, lengths)
+        widths = lengths.copy()
+        if sparse.any():
+            widths[sparse] = sizes.filter(pa.array(sparse)).to_numpy(zero_copy_only=False)
+            cols[np.repeat(sparse, lengths)] = indices.flatten().to_numpy(zero_copy_only=False)
     bad = np.flatnonzero(widths != size)
     if len(bad):
         raise ValueError(f"{role}: a vector has {int(widths[bad[0]])} features where the model "
@@ -135,9 +143,7 @@ def decode_table(table: pa.Table, size: int, role: str = "features") -> CsrRows:
 
 def to_dense(lengths: np.ndarray, cols: np.ndarray, vals: np.ndarray, size: int) -> np.ndarray:
     """Dense float32 matrix (rows x size) from :func:`decode_vectors` components."""
-    out = np.zeros((len(lengths), size), dtype=np.float32)
-    out[np.repeat(np.arange(len(lengths)), lengths), cols] = vals
-    return out
+    return scatter_rows(lengths, cols, vals, size)
 
 
 def local_path(path: str) -> str:
@@ -225,6 +231,12 @@ def read_unit_arrow(unit: Unit, size: int, role: str) -> CsrRows:
     return decode_table(pf.read_row_group(unit.group, columns=columns), size, role)
 
 
+def close(iterator: Iterator) -> None:
+    """Close ``iterator`` when it is a generator (a background reader stops its thread)."""
+    if hasattr(iterator, "close"):
+        iterator.close()
+
+
 UnitReader = Callable[[Unit, int, str], CsrRows]
 Batch = Union[np.ndarray, torch.Tensor]
 
@@ -278,23 +290,58 @@ class ParquetBatches:
         self.num_rows = rank_rows(self.total_rows, world_size)[rank]
         self.steps = steps_per_epoch(self.total_rows, world_size, batch_size)
 
+    def pieces(self, epoch: int = 0) -> List[Tuple[int, int, int]]:
+        """``(unit index, first row, end row)`` of what this rank reads in ``epoch``."""
+        return epoch_pieces([u.rows for u in self.units], epoch, self.seed, self.shuffle,
+                            self.rank, self.world_size)
+
+    def read(self, index: int) -> CsrRows:
+        """Unit ``index`` (of :attr:`units`) read and decoded, its row count checked."""
+        unit = self.units[index]
+        block = self.reader(unit, self.size, self.role)
+        if len(block) != unit.rows:
+            raise ValueError(f"{self.role}: row group {unit.group} of {unit.path} has "
+                             f"{len(block)} rows, its footer says {unit.rows}")
+        return block
+
+    def read_ahead(self, indices: List[int]) -> Iterator[CsrRows]:
+        """:meth:`read` each unit of ``indices``, in order. With the Arrow reader, a
+        background thread reads up to :data:`READ_AHEAD` units ahead of the one yielded
+        (pyarrow and NumPy leave the interpreter free, so reading overlaps training); close
+        the iterator (``close()``, when it has one) if it is left before its end."""
+        if len(indices) <= 1 or self.reader is not read_unit_arrow:
+            return map(self.read, indices)
+        return self._read_in_background(indices)
+
+    def _read_in_background(self, indices: List[int]) -> Iterator[CsrRows]:
+        with ThreadPoolExecutor(1, thread_name_prefix="sparkae-read") as pool:
+            todo = iter(indices)
+            pending = deque(pool.submit(self.read, i) for i in islice(todo, READ_AHEAD))
+            while pending:
+                block = pending.popleft().result()
+                following = next(todo, None)
+                if following is not None:
+                    pending.append(pool.submit(self.read, following))
+                yield block
+
     def blocks(self, epoch: int = 0) -> Iterator[CsrRows]:
         """The row blocks this rank reads in ``epoch`` (before shuffling and batching)."""
-        pieces = epoch_pieces([u.rows for u in self.units], epoch, self.seed, self.shuffle,
-                              self.rank, self.world_size)
-        for index, start, stop in pieces:
-            unit = self.units[index]
-            block = self.reader(unit, self.size, self.role)
-            if len(block) != unit.rows:
-                raise ValueError(f"{self.role}: row group {unit.group} of {unit.path} has "
-                                 f"{len(block)} rows, its footer says {unit.rows}")
-            yield block if (start, stop) == (0, unit.rows) else block.slice(start, stop)
+        pieces = self.pieces(epoch)
+        units = self.read_ahead([p[0] for p in pieces])
+        for _, start, stop in pieces:
+            block = next(units)
+            yield block if (start, stop) == (0, len(block)) else block.slice(start, stop)
+        close(units)
 
-    def row_batches(self, epoch: int = 0) -> Iterator[CsrRows]:
-        """The epoch's batches as :class:`CsrRows` blocks."""
+    def row_batches(self, epoch: int = 0, blocks: Optional[Iterable[Block]] = None
+                    ) -> Iterator[Block]:
+        """The epoch's batches: :class:`CsrRows` blocks, or, given ``blocks`` standing
+        for :meth:`blocks` (e.g. :class:`~sparkae.data.batches.RowIds` of rows kept in
+        memory), those cut and shuffled exactly alike."""
         rng = (np.random.default_rng([self.seed, epoch, self.rank]) if self.shuffle else None)
         sizes = batch_sizes(self.num_rows, self.steps, self.batch_size)
-        return assemble(self.blocks(epoch), sizes, rng, self.window)
+        return assemble(self.blocks(epoch) if blocks is None else blocks, sizes, rng,
+                        self.window)
 
     def epoch(self, epoch: int = 0) -> Iterator[Batch]:
         """Yield the batches of one epoch (dense float32 arrays, or sparse CSR tensors)."""

@@ -1,6 +1,7 @@
 """What a raw batch becomes before the network sees it (pure Torch): a tensor, rows with
-missing values dropped on request, the network's scaling, and the seeded generators of
-each rank and epoch's random draws (input noise, reconstruction sampling)."""
+missing values dropped on request, the network's scaling (or none, for a batch scaled
+already: :class:`ScaledBatch`), and the seeded generators of each rank and epoch's random
+draws (input noise, reconstruction sampling)."""
 
 from __future__ import annotations
 
@@ -30,6 +31,25 @@ def scaled_batch(net: torch.nn.Module, x: torch.Tensor, skip_missing: bool) -> t
     if getattr(net, "dense_input", False) and sparse.is_sparse(z):
         z = sparse.densify(z, sparse.offset(net.scaler))
     return z
+
+
+class ScaledBatch:
+    """A batch already through the network's scaler, its rows with missing values already
+    dropped (rows a rank keeps in memory, scaled once when they were loaded:
+    :mod:`sparkae.data.memory`); :func:`prepare` passes it on as it is."""
+
+    __slots__ = ("z",)
+
+    def __init__(self, z: torch.Tensor) -> None:
+        self.z = z
+
+
+def prepare(net: torch.nn.Module, batch: Any, skip_missing: bool) -> torch.Tensor:
+    """The scaled batch the network trains on, from a raw batch (NumPy, dense or CSR
+    tensor: :func:`scaled_batch`) or a :class:`ScaledBatch`."""
+    if isinstance(batch, ScaledBatch):
+        return batch.z
+    return scaled_batch(net, as_tensor(batch), skip_missing)
 
 
 def noise_generator(seed: int, rank: int, epoch: int, device: torch.device,

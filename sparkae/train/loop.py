@@ -24,7 +24,7 @@ from sparkae.nn.noise import corrupt_batch
 from sparkae.nn.sampling import sample_entries, sampled_mse
 from sparkae.train.config import TrainConfig
 from sparkae.train.family import FitTerms
-from sparkae.train.inputs import EpochGenerators, as_tensor, noise_generator, scaled_batch
+from sparkae.train.inputs import EpochGenerators, noise_generator, prepare, scaled_batch
 from sparkae.train.lazy import LazyStep, lazy_eligible
 from sparkae.train.optim import apply_max_w2, make_optimizer, penalty, sgd_schedule
 from sparkae.train.validation import Stopper, evaluate
@@ -35,6 +35,36 @@ __all__ = ["Batches", "TrainConfig", "apply_max_w2", "evaluate", "make_optimizer
 log = logging.getLogger("sparkae")
 
 Batches = Callable[[int], Iterable]  # epoch -> iterable of raw feature batches
+
+
+class _EpochSums:
+    """An epoch's running sums, kept as tensors on the batches' device: the batch MSEs
+    weighted by their rows (float64, added in batch order: the same value as summing
+    ``float(mse) * rows`` in Python) and the coding activations. Nothing waits for the
+    device until :meth:`loss` at the end of the epoch."""
+
+    def __init__(self) -> None:
+        self.rows = 0
+        self.act: Optional[torch.Tensor] = None
+        self._loss: Optional[torch.Tensor] = None
+
+    def add(self, mse: torch.Tensor, rows: int, act: torch.Tensor) -> None:
+        """Add one batch: its MSE (a 0-d tensor), rows and coding activations (rows x units)."""
+        weighted = mse.double() * rows
+        if self._loss is None:
+            self._loss = weighted
+        else:
+            self._loss.add_(weighted)
+        batch_act = act.sum(dim=0)
+        if self.act is None:
+            self.act = batch_act
+        else:
+            self.act.add_(batch_act)
+        self.rows += rows
+
+    def loss(self) -> float:
+        """The epoch's sum of MSE x rows."""
+        return float(self._loss) if self._loss is not None else 0.0
 
 
 class _Fit:
@@ -148,16 +178,17 @@ class _Fit:
                 self.net.layers[self.c].bias -= cfg.sparsity_beta * (self.avg_act -
                                                                      cfg.average_activation)
 
-    def step(self, batch: Any, epoch: int) -> Tuple[float, int, torch.Tensor]:
-        """Train on one raw batch; return its ``(MSE sum, rows, coding activation sums)``."""
-        z = scaled_batch(self.net, as_tensor(batch), self.cfg.skip_missing)
+    def step(self, batch: Any, epoch: int, sums: "_EpochSums") -> None:
+        """Train on one batch (raw, or a :class:`~sparkae.train.inputs.ScaledBatch`) and add
+        its MSE sum, rows and coding activation sums to ``sums``."""
+        z = prepare(self.net, batch, self.cfg.skip_missing)
         self.optimizer(z)
         inp = self.corrupt(z, epoch)
         mse, acts = self.reconstruct(z, inp, epoch)
         self.update(self.loss(mse, inp, acts, z.shape[0]), z, acts)
         rows = z.shape[0]
         self.samples += rows
-        return float(mse.detach()) * rows, rows, acts[self.c].detach().sum(dim=0)
+        sums.add(mse.detach(), rows, acts[self.c].detach())
 
     def epoch(self, epoch: int, train_batches: Batches,
               valid_batches: Optional[Callable[[], Iterable]]) -> Tuple[Dict, bool]:
@@ -165,17 +196,13 @@ class _Fit:
         whether to stop."""
         self.net.train()
         t0 = time.perf_counter()
-        loss_sum, rows = 0.0, 0
-        act_sum: Optional[torch.Tensor] = None
+        sums = _EpochSums()
         self.terms.start_epoch()
         if isinstance(self.opt, LazyStep):
             self.opt.refresh()
         for batch in train_batches(epoch):
-            batch_loss, batch_rows, batch_act = self.step(batch, epoch)
-            act_sum = batch_act if act_sum is None else act_sum + batch_act
-            loss_sum += batch_loss
-            rows += batch_rows
-        entry = self.summarize(epoch, loss_sum, rows, act_sum)
+            self.step(batch, epoch, sums)
+        entry = self.summarize(epoch, sums.loss(), sums.rows, sums.act)
         scored = (epoch + 1) % self.cfg.score_interval == 0 or epoch + 1 == self.cfg.epochs
         valid = (evaluate(self.net, valid_batches(), self.cfg.skip_missing)
                  if valid_batches and scored else None)

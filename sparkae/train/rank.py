@@ -17,10 +17,12 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 import torch
 
 from sparkae.data.converter import ParquetBatches, read_unit_arrow
+from sparkae.data.memory import MemoryEpochs, budget_bytes, table_bytes
 from sparkae.io import fs
 from sparkae.nn.models import build_network
 from sparkae.progress import EpochProgress
 from sparkae.train import checkpoint as ckpt
+from sparkae.train.inputs import ScaledBatch
 from sparkae.train.loop import TrainConfig, train
 
 log = logging.getLogger("sparkae")
@@ -55,6 +57,9 @@ class TrainJob:
     extra: Dict[str, Any] = field(default_factory=dict)
     progress: str = "auto"           # the progress Param (sparkae.progress)
     storage: Optional[Dict[str, str]] = None   # sparkae.io settings from the driver's Spark
+    # bytes of scaled training rows a rank may keep in memory between epochs (None: the
+    # default of sparkae.data.memory.budget_bytes; 0: stream every epoch from the files)
+    epoch_memory: Optional[int] = None
 
 
 def _unit_reader(loader: str) -> Callable:
@@ -70,6 +75,25 @@ def _to_device(batch: Any, device: torch.device) -> Any:
         return batch
     t = batch if isinstance(batch, torch.Tensor) else torch.from_numpy(batch)
     return t.to(device, non_blocking=True)
+
+
+def _in_memory(job: TrainJob, reader: ParquetBatches, net: torch.nn.Module,
+               device: torch.device) -> Optional[MemoryEpochs]:
+    """The rank's rows kept in memory, scaled once (:mod:`sparkae.data.memory`), when the
+    batches are dense and the table fits the memory budget; else None (each epoch streams
+    from the files)."""
+    if job.sparse:
+        return None
+    budget = budget_bytes(job.epoch_memory)
+    need = table_bytes(reader, int(job.spec["kept"]))
+    if need > budget:
+        log.info("training data: %.0f MiB as scaled rows, over the memory budget of %.0f MiB: "
+                 "every epoch is read from the materialized files", need / 2**20,
+                 budget / 2**20)
+        return None
+    log.info("training data: kept in memory after its first read (%.0f MiB of scaled rows, "
+             "budget %.0f MiB)", need / 2**20, budget / 2**20)
+    return MemoryEpochs(reader, net.scaler, device, job.config.skip_missing)
 
 
 def _epoch_seed(seed: int, epoch: int, rank: int) -> int:
@@ -125,6 +149,7 @@ def _run_rank(job: TrainJob, rank: int, world_size: int, wrap: Optional[Callable
                             rank=rank, world_size=world_size, role="training data",
                             sparse=job.sparse, reader=_unit_reader(job.loader),
                             skip_missing=job.config.skip_missing)
+    memory = _in_memory(job, reader, net, device)
     valid = None
     if job.valid_path:
         rows = max(1, min(4096, VALID_BATCH_VALUES // max(1, job.spec["kept"])))
@@ -137,6 +162,10 @@ def _run_rank(job: TrainJob, rank: int, world_size: int, wrap: Optional[Callable
         # Dropout and noise draws depend on (seed, epoch, rank) only: a resumed fit repeats
         # the uninterrupted one exactly.
         torch.manual_seed(_epoch_seed(job.seed, epoch, rank))
+        if memory is not None:
+            for z in memory.epoch(epoch):
+                yield ScaledBatch(z)
+            return
         for b in reader.epoch(epoch):
             yield _to_device(b, device)
 
