@@ -417,3 +417,17 @@ def test_two_rank_fit_killed_after_epoch_two_resumes_to_the_same_weights(mnist_s
     full = Autoencoder(cache_dir=cache, **params).fit(mnist_sample)
     a, b = _weights(full), _weights(resumed)
     assert max(float((a[k] - b[k]).abs().max()) for k in a) <= 1e-6
+
+
+def test_a_driver_rank_uses_the_cores_it_may_run_on(spark):
+    """The in-process rank's Torch threads: the process's CPU affinity, at most the local
+    master's N (the suite's session is local[2])."""
+    from sparkae.train.distributed import driver_threads
+
+    assert driver_threads() == min(2, len(os.sched_getaffinity(0)))
+    allowed = os.sched_getaffinity(0)
+    try:
+        os.sched_setaffinity(0, {min(allowed)})
+        assert driver_threads() == 1
+    finally:
+        os.sched_setaffinity(0, allowed)

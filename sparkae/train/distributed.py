@@ -78,11 +78,33 @@ def _launch_in_process(job: TrainJob) -> Tuple[Dict[str, torch.Tensor], List[Dic
                              "device on the driver (torch.cuda.is_available() is False)")
         device = torch.device("cuda", 0)
     previous = torch.get_num_threads()
-    torch.set_num_threads(job.num_threads or os.cpu_count() or 1)
+    torch.set_num_threads(job.num_threads or driver_threads())
     try:
         return run_rank(job, device=device)
     finally:
         torch.set_num_threads(previous)
+
+
+def driver_threads() -> int:
+    """Torch threads of a rank that trains in the driver: the cores this process may run on
+    (its CPU affinity, which containers and ``taskset`` narrow), at most N under a
+    ``local[N]`` master and at most ``spark.driver.cores`` where that is set."""
+    cores = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+             else os.cpu_count() or 1)
+    try:
+        from pyspark.sql import SparkSession
+
+        spark = SparkSession.getActiveSession()
+    except Exception:  # noqa: BLE001 - no classic session in this process
+        spark = None
+    if spark is not None:
+        if _is_local(spark):
+            cores = min(cores, task_slots(spark)[0])
+        else:
+            driver = spark.conf.get("spark.driver.cores", None)
+            if driver:
+                cores = min(cores, int(driver))
+    return max(1, cores)
 
 
 def _is_local(spark: Any) -> bool:
