@@ -20,7 +20,15 @@ Candidates (names in the table):
   error is below the 90th percentile (retraining on inliers, automated);
 - ``ens_pf``: ``ens`` with per-feature squared errors divided by each feature's median
   training error before the mean (per-feature errors normalised by their training spread);
-- ``vae_rp``: a VAE's reconstruction probability (An and Cho 2015), z-scored inputs.
+- ``vae_rp``: a VAE's reconstruction probability (An and Cho 2015), z-scored inputs;
+- ``ens_lat*`` / ``lat_*``: ``ens`` plus each member's code distance (the first default);
+- ``m_*`` / ``w_*`` (second round): one set of trained members per data set, scored by
+  different rules (reconstruction only, code distance, distance to the k-th nearest code
+  of a sampled reference, k-means code distance, rank, median or max combinations);
+  ``w_*`` use PyOD AutoEncoder's widths. See :func:`scored`.
+
+``--summarize`` also reports, for every method measured on all six sets, its mean AUROC
+and its largest gap below the best competitor (:data:`COMPETITORS`) on a set.
 """
 
 from __future__ import annotations
@@ -269,6 +277,8 @@ METHODS: Dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "ECOD": pyod("ECOD"),
     "PCA": pyod("PCA"),
     "PyOD-AE": pyod("PyOD-AE"),
+    "PyOD-VAE": pyod("VAE"),
+    "PyOD-DeepSVDD": pyod("DeepSVDD"),
     "ae_h2o": lambda x: train_ae(scale(x, "h2o"), [100], epochs=10).mean(1),
     "ae_z": lambda x: train_ae(scale(x, "zscore"), [100], epochs=10).mean(1),
     "ae_z_steps": lambda x: train_ae(scale(x, "zscore"), [100], epochs=10, min_steps=500).mean(1),
@@ -346,12 +356,40 @@ def summarize(results_dir: str) -> Dict[str, object]:
     sets = ["wdbc", "wine", "digits-0", "mnist-0", "synthetic", "sparse"]
     table = {m: {s: {"auroc": round(float(np.mean(list(v.values()))), 4), "n": len(v)}
                  for s, v in by.items() if v} for m, by in runs.items()}
-    lines = ["method".ljust(16) + "".join(s.rjust(13) for s in sets)]
+    gaps = worst_gaps(table, sets)
+    lines = ["method".ljust(22) + "".join(s.rjust(13) for s in sets)
+             + "mean".rjust(9) + "worst gap".rjust(18)]
     for m, by in table.items():
-        lines.append(m.ljust(16) + "".join(
+        g = gaps.get(m)
+        lines.append(m.ljust(22) + "".join(
             (f"{by[s]['auroc']:.4f} ({by[s]['n']})" if s in by else "-").rjust(13)
-            for s in sets))
-    return {"sets": sets, "table": table, "text": "\n".join(lines)}
+            for s in sets) + (f"{g['mean']:9.4f}{g['worst_gap']:8.4f} {g['worst_set']:>9}"
+                              if g else ""))
+    return {"sets": sets, "competitors": COMPETITORS, "table": table, "gaps": gaps,
+            "text": "\n".join(lines)}
+
+
+#: The detectors a user compares with first (bench_anomaly's PyOD configurations).
+COMPETITORS = ["IForest", "ECOD", "PCA", "PyOD-AE", "PyOD-VAE", "PyOD-DeepSVDD"]
+
+
+def worst_gaps(table: Dict[str, Dict[str, Dict[str, float]]], sets: Sequence[str]
+               ) -> Dict[str, Dict[str, object]]:
+    """For every method measured on all ``sets``: its mean AUROC and its largest gap below
+    the best competitor's AUROC on a set (0 where it beats them all), the set where that
+    gap is, and whether it is within 0.01 everywhere (issue 19's second target)."""
+    best = {s: max((table[c][s]["auroc"] for c in COMPETITORS
+                    if c in table and s in table[c]), default=None) for s in sets}
+    out: Dict[str, Dict[str, object]] = {}
+    for m, by in table.items():
+        if not all(s in by and best[s] is not None for s in sets):
+            continue
+        gap = {s: max(0.0, best[s] - by[s]["auroc"]) for s in sets}
+        worst = max(gap, key=gap.get)
+        out[m] = {"mean": round(float(np.mean([by[s]["auroc"] for s in sets])), 4),
+                  "worst_gap": round(gap[worst], 4), "worst_set": worst,
+                  "within_0.01_everywhere": gap[worst] <= 0.01}
+    return out
 
 
 def seeded(name: str, seed: int):
@@ -559,6 +597,129 @@ METHODS.update({
     "lat_h2o": lambda x: ensemble_latent(x, min_steps=500, how="h2o"),
     "lat_zclip3": lambda x: ensemble_latent(x, min_steps=500, how="zclip3"),
     "lat_zclip5": lambda x: ensemble_latent(x, min_steps=500, how="zclip5"),
+})
+
+
+# -- member outputs shared by the scoring candidates (issue 19, second round) ---------------
+#
+# The candidates below differ only in how a member's outputs become a score, so each
+# (data set, resampling) trains the five members once (the default's: z-scored inputs,
+# :func:`members` architectures, seeds 0-4, at least 500 steps) and every scoring rule
+# reads the same errors and codes. Terms, each a robust z-score over the training rows:
+#
+# - ``rec``: the member's reconstruction MSE;
+# - ``dist``: the code distance, mean squared z-score of the codes (the first default);
+# - ``knnM_K``: distance of the standardised codes to the K-th nearest of a seeded sample
+#   of M training rows' codes (a row of the sample skips itself); ``knnall_K`` uses every
+#   row (does not scale; for reference). Sampling the reference follows Sugiyama and
+#   Borgwardt (2013), "Rapid distance-based outlier detection via sampling": a small
+#   reference both scales (it is broadcast) and keeps a cluster of anomalies smaller
+#   than K reference rows from shielding itself;
+# - ``kmC``: squared distance of the standardised codes to the nearest of C k-means centres.
+
+_OUTPUTS_CACHE: Dict[tuple, List[tuple]] = {}
+
+
+def pyod_widths(d: int, k: int) -> List[List[int]]:
+    """PyOD AutoEncoder's layout ([64, 32] encoder, mirrored), narrowed to the width d,
+    for each of ``k`` members (they differ by seed only)."""
+    return [[min(64, max(2, d)), min(32, max(2, d // 2)), min(64, max(2, d))]] * k
+
+
+def member_outputs(x: np.ndarray, k: int = 5, seed: int = 0, min_steps: int = 500,
+                   how: str = "zscore", widths: str = "varied") -> List[tuple]:
+    """(reconstruction MSE, standardised codes) of each of ``k`` members trained on ``x``
+    (cached by the data's bytes: every scoring candidate reads the same members);
+    ``widths``: "varied" (:func:`members`) or "pyod" (:func:`pyod_widths`)."""
+    import hashlib
+
+    key = (hashlib.sha1(np.ascontiguousarray(x).tobytes()).hexdigest(), x.shape, k, seed,
+           min_steps, how, widths)
+    if key not in _OUTPUTS_CACHE:
+        xs = scale(x, how)
+        out = []
+        archs = members(x.shape[1], k, seed) if widths == "varied" else pyod_widths(
+            x.shape[1], k)
+        for i, hidden in enumerate(archs):
+            fe, c = _train_codes(xs, hidden, epochs=10, seed=seed + i, min_steps=min_steps)
+            sd = c.std(0)
+            sd[sd == 0] = 1.0
+            out.append((fe.mean(1), (c - c.mean(0)) / sd))
+        if _OUTPUTS_CACHE and next(iter(_OUTPUTS_CACHE))[0] != key[0]:
+            _OUTPUTS_CACHE.clear()       # one data set at a time
+        _OUTPUTS_CACHE[key] = out
+    return _OUTPUTS_CACHE[key]
+
+
+def knn_reference(cz: np.ndarray, m: Optional[int], k: int, seed: int) -> np.ndarray:
+    """Distance of every row of ``cz`` to its ``k``-th nearest row of a seeded sample of
+    ``m`` rows (all rows when ``m`` is None); a sampled row skips itself."""
+    from sklearn.neighbors import NearestNeighbors
+
+    n = len(cz)
+    idx = (np.arange(n) if m is None or m >= n else
+           np.sort(np.random.default_rng(seed).choice(n, size=m, replace=False)))
+    nn = NearestNeighbors(n_neighbors=min(k + 1, len(idx)), algorithm="brute").fit(cz[idx])
+    d, j = nn.kneighbors(cz)
+    self_hit = idx[j[:, 0]] == np.arange(n)
+    col = np.where(self_hit, min(k, d.shape[1] - 1), k - 1)
+    return d[np.arange(n), col]
+
+
+def term(name: str, err: np.ndarray, cz: np.ndarray, seed: int) -> np.ndarray:
+    """One member's term ``name`` (see above), before the robust z-score."""
+    from sklearn.cluster import KMeans
+
+    if name == "rec":
+        return err
+    if name == "dist":
+        return (cz ** 2).mean(1)
+    if name.startswith("knn"):
+        m, kk = name[3:].split("_")
+        return knn_reference(cz, None if m == "all" else int(m), int(kk), seed)
+    if name.startswith("km"):
+        km = KMeans(int(name[2:]), n_init=1, random_state=seed).fit(cz)
+        return km.transform(cz).min(1) ** 2
+    raise ValueError(name)
+
+
+def scored(terms: Sequence[str], combine: str = "mean", **kw) -> Callable[[np.ndarray],
+                                                                          np.ndarray]:
+    """A candidate: each member's score is the sum (``combine="max_terms"``: the largest)
+    of the robust z-scores of ``terms``; the members are combined by ``combine`` (mean,
+    median, or rank: mean of ranks; max_terms: mean)."""
+    def run(x: np.ndarray) -> np.ndarray:
+        per = []
+        for i, (err, cz) in enumerate(member_outputs(x, **kw)):
+            zs = [robust_z(term(t, err, cz, seed=i)) for t in terms]
+            s = np.max(zs, 0) if combine == "max_terms" else sum(zs)
+            per.append(np.argsort(np.argsort(s)) / len(s) if combine == "rank" else s)
+        return np.median(per, 0) if combine == "median" else np.mean(per, 0)
+    return run
+
+
+METHODS.update({
+    "m_rec": scored(["rec"]),
+    "m_dist": scored(["dist"]),
+    "m_rec_dist": scored(["rec", "dist"]),          # the first default (= ens_lat_s500)
+    "m_rec_rank": scored(["rec"], combine="rank"),
+    "m_rec_median": scored(["rec"], combine="median"),
+    "m_knnall_10": scored(["knnall_10"]),
+    "m_rec_knnall_10": scored(["rec", "knnall_10"]),
+    "m_rec_knn256_1": scored(["rec", "knn256_1"]),
+    "m_rec_knn256_5": scored(["rec", "knn256_5"]),
+    "m_rec_knn1024_10": scored(["rec", "knn1024_10"]),
+    "m_knn256_1": scored(["knn256_1"]),
+    "m_knn256_5": scored(["knn256_5"]),
+    "m_knn1024_10": scored(["knn1024_10"]),
+    "m_rec_dist_knn256_5": scored(["rec", "dist", "knn256_5"]),
+    "m_rec_dist_knn1024_10": scored(["rec", "dist", "knn1024_10"]),
+    "m_rec_km10": scored(["rec", "km10"]),
+    "m_max_rec_dist": scored(["rec", "dist"], combine="max_terms"),
+    "m_max_rec_dist_knn1024_10": scored(["rec", "dist", "knn1024_10"], combine="max_terms"),
+    "m_rec_dist_km10": scored(["rec", "dist", "km10"]),
+    "w_rec": scored(["rec"], widths="pyod"),
+    "w_rec_dist": scored(["rec", "dist"], widths="pyod"),
 })
 
 

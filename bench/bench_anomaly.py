@@ -274,11 +274,18 @@ def run(quick: bool = False) -> Dict[str, Any]:
     best = max(competitors, key=lambda s: mean[s])
     worst_gap = max(max(res[s][d].get("auroc", 0) for s in competitors)
                     - res["AnomalyDetector"][d].get("auroc", 0) for d in sets)
+    gaps = worst_set_gaps(res, systems, sets)
+    rival = min(competitors, key=lambda s: gaps[s]["gap"])
     targets = [{"name": "mean AUROC >= best competitor's mean", "value": r(mean["AnomalyDetector"]),
                 "target": f">= {r(mean[best])} ({best})",
                 "met": mean["AnomalyDetector"] >= mean[best]},
                {"name": "never more than 0.01 below the best on a set", "value": r(worst_gap),
-                "target": "<= 0.01", "met": worst_gap <= 0.01}]
+                "target": "<= 0.01", "met": worst_gap <= 0.01},
+               {"name": "worst-set gap below the per-set best no larger than any competitor's "
+                        "(proposed replacement of the 0.01 target: no detector meets that)",
+                "value": r(gaps["AnomalyDetector"]["gap"]),
+                "target": f"<= {r(gaps[rival]['gap'])} ({rival})",
+                "met": gaps["AnomalyDetector"]["gap"] <= gaps[rival]["gap"]}]
     big = scale(quick)
     ad, iso = big["AnomalyDetector"], big["isolation forest (LinkedIn, Spark 3.5)"]
     scale_rows = [["AnomalyDetector (sparkae, Spark 4)", r(ad["fit_s"]), r(ad["score_s"]),
@@ -316,10 +323,24 @@ def run(quick: bool = False) -> Dict[str, Any]:
              "rows": scale_rows}],
         "notes": "\n\n".join(notes),
         "mean_auroc": {s: r(v) for s, v in mean.items()},
+        "worst_set_gaps": {s: {"gap": r(g["gap"]), "set": g["set"]} for s, g in gaps.items()},
         "per_set": {s: {d: {k: r(v) for k, v in m.items()} for d, m in res[s].items()}
                     for s in systems},
         "scale": json.loads(json.dumps(big, default=str)),
     }
+
+
+def worst_set_gaps(res: Dict[str, Dict[str, Dict[str, float]]], systems: List[str],
+                   sets: List[str]) -> Dict[str, Dict[str, Any]]:
+    """Each system's largest AUROC gap below the best of all ``systems`` on a set, and that
+    set (a failed run counts as AUROC 0)."""
+    best = {d: max(res[s][d].get("auroc", 0.0) for s in systems) for d in sets}
+    out = {}
+    for s in systems:
+        gap = {d: best[d] - res[s][d].get("auroc", 0.0) for d in sets}
+        worst = max(gap, key=gap.get)
+        out[s] = {"gap": float(gap[worst]), "set": worst}
+    return out
 
 
 # -- README table ---------------------------------------------------------------------------

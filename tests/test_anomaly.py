@@ -187,3 +187,26 @@ def test_member_architectures_vary_and_are_seeded():
     assert member_epochs(1000, 10, 500, 64) == 32       # 16 steps an epoch
     assert member_epochs(1_000_000, 10, 500, 64) == 10
     assert member_epochs(10, 10, 10_000, 64) == 200
+
+
+def test_code_centres_term(planted, fitted):
+    """Each member keeps k-means centres of its standardised codings (at most
+    CODE_CLUSTERS, each as wide as the codings) and the score uses them; a model saved
+    before the k-means term (stats without centres) still scores, with two terms."""
+    from sparkae.anomaly.detector import CODE_CLUSTERS
+    from sparkae.anomaly.model import AnomalyDetectorModel
+
+    _, df = planted
+    for member, st in zip(fitted.members, fitted._stats):
+        width = len(member.transform(df, {member.outputs: ["deep_features"]})
+                    .first()["deep_features"])
+        assert 1 <= len(st["centres"]) <= CODE_CLUSTERS
+        assert all(len(c) == width for c in st["centres"])
+        assert st["centre_scale"] > 0
+    old_stats = [{k: v for k, v in st.items() if not k.startswith("centre")}
+                 for st in fitted._stats]
+    old = AnomalyDetectorModel._create(fitted.members, old_stats, fitted.threshold,
+                                       fitted._width)
+    a, b = _scores(fitted, df), _scores(old, df)
+    assert b["anomaly_score"].notna().all()
+    assert np.abs(a["anomaly_score"].values - b["anomaly_score"].values).max() > 1e-6

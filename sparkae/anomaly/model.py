@@ -31,8 +31,9 @@ class AnomalyDetectorModel(Model, AnomalyDetectorParams, DirectoryPersistence):
     """A fitted :class:`~sparkae.anomaly.AnomalyDetector`.
 
     ``transform`` adds the ``outputs`` columns: ``anomaly_score`` (double, higher = more
-    anomalous: the mean over members of two robust z-scores, the member's
-    ``reconstruction_mse`` and its code distance, each minus its training median over its
+    anomalous: the mean over members of three robust z-scores, the member's
+    ``reconstruction_mse``, its code distance and the squared distance of its standardised
+    codes to the nearest of its k-means centres, each minus its training median over its
     training IQR / 1.349), ``is_anomaly`` (boolean, score above :attr:`threshold`), and on
     request ``feature_errors`` (array<double>: each feature's squared error averaged over
     members, each member's divided by its error scale and the width; they sum to the
@@ -104,8 +105,13 @@ class AnomalyDetectorModel(Model, AnomalyDetectorParams, DirectoryPersistence):
             err = F.col(f"{_TMP}reconstruction_mse_{i}")
             dist = code_distance(F.col(f"{_TMP}deep_features_{i}"), st["code_mean"],
                                  st["code_sd"])
-            terms.append((err - F.lit(st["error_median"])) / F.lit(st["error_scale"])
-                         + (dist - F.lit(st["distance_median"])) / F.lit(st["distance_scale"]))
+            term = ((err - F.lit(st["error_median"])) / F.lit(st["error_scale"])
+                    + (dist - F.lit(st["distance_median"])) / F.lit(st["distance_scale"]))
+            if st.get("centres"):       # models saved before the k-means term have none
+                near = centre_distance(F.col(f"{_TMP}deep_features_{i}"), st["code_mean"],
+                                       st["code_sd"], st["centres"])
+                term = term + (near - F.lit(st["centre_median"])) / F.lit(st["centre_scale"])
+            terms.append(term)
         score = sum(terms[1:], terms[0]) / F.lit(float(k))
         cur = cur.withColumn("anomaly_score", score.cast("double"))
         if "is_anomaly" in outputs:
@@ -135,6 +141,39 @@ class AnomalyDetectorModel(Model, AnomalyDetectorParams, DirectoryPersistence):
             raise ValueError("the DataFrame has no scorable rows")
         return float(value)
 
+    # -- report -------------------------------------------------------------------------
+    def write_report(self, df: DataFrame, path: str, top_rows: int = 10,
+                     sample_rows: int = 100_000, **kwargs: Any) -> str:
+        """Write a self-contained HTML report of this model's scores on ``df`` to ``path``.
+
+        The score distribution with :attr:`threshold` and ``contamination`` (and the share of
+        rows above it), the largest per-feature errors of the ``top_rows`` highest-scoring
+        rows, and a summary table; see :func:`sparkae.anomaly.report.write_report`.
+
+        Parameters
+        ----------
+        df : DataFrame
+            Rows with the model's input column(s); a seeded sample of about ``sample_rows``
+            rows is scored (the table is never collected).
+        path : str
+            A local path or any URI :mod:`sparkae.io` reaches (written atomically).
+        top_rows : int, default 10
+            Rows whose top features are shown.
+        sample_rows : int, default 100000
+            About how many rows are scored.
+        **kwargs
+            ``k`` (features per row), ``id_col`` (names the rows), ``image_shape`` (pixel
+            names and per-pixel error maps).
+
+        Returns
+        -------
+        str
+            ``path``.
+        """
+        from sparkae.anomaly.report import write_report as _write
+
+        return _write(self, df, path, top_rows=top_rows, sample_rows=sample_rows, **kwargs)
+
     # -- persistence --------------------------------------------------------------------
     def _metadata(self) -> Dict[str, Any]:
         return {"class": CLASS, "format_version": FORMAT_VERSION, "uid": self.uid,
@@ -150,6 +189,28 @@ def code_distance(codes: Any, mean: List[float], sd: List[float]) -> Any:
     sq = F.transform(codes, lambda c, i: F.pow((c - F.element_at(mu, i + 1))
                                                * F.element_at(inv, i + 1), 2))
     return F.aggregate(sq, F.lit(0.0), lambda acc, v: acc + v) / F.lit(float(len(mean)))
+
+
+def standardized_codes(codes: Any, mean: List[float], sd: List[float]) -> Any:
+    """Column expression: the codings as z-scores, ``(code - mean) / sd`` per unit."""
+    mu = F.array(*[F.lit(float(v)) for v in mean])
+    inv = F.array(*[F.lit(1.0 / float(v)) for v in sd])
+    return F.transform(codes, lambda c, i: (c - F.element_at(mu, i + 1))
+                       * F.element_at(inv, i + 1))
+
+
+def centre_distance(codes: Any, mean: List[float], sd: List[float],
+                    centres: List[List[float]]) -> Any:
+    """Column expression: the squared Euclidean distance of the standardised codings
+    (:func:`standardized_codes`) to the nearest of ``centres`` (k-means centres fitted on
+    the standardised codings of the training rows)."""
+    z = standardized_codes(codes, mean, sd)
+    dists = []
+    for centre in centres:
+        c = F.array(*[F.lit(float(v)) for v in centre])
+        dists.append(F.aggregate(F.zip_with(z, c, lambda a, b: (a - b) * (a - b)),
+                                 F.lit(0.0), lambda acc, v: acc + v))
+    return dists[0] if len(dists) == 1 else F.least(*dists)
 
 
 def _add_scaled(w: float):
@@ -218,3 +279,4 @@ class _Reader(MLReader):
 
 
 AnomalyDetectorModel.writer_class, AnomalyDetectorModel.reader_class = _Writer, _Reader
+
