@@ -25,10 +25,15 @@ Candidates (names in the table):
 - ``m_*`` / ``w_*`` (second round): one set of trained members per data set, scored by
   different rules (reconstruction only, code distance, distance to the k-th nearest code
   of a sampled reference, k-means code distance, rank, median or max combinations);
-  ``w_*`` use PyOD AutoEncoder's widths. See :func:`scored`.
+  ``w_*`` use PyOD AutoEncoder's widths. See :func:`bench.anomaly_rules.scored`.
 
 ``--summarize`` also reports, for every method measured on all six sets, its mean AUROC
 and its largest gap below the best competitor (:data:`COMPETITORS`) on a set.
+
+This module holds the registry of candidates (:data:`METHODS`), the MNIST scaling
+question, the summary and the command line; the candidates' code is in
+:mod:`bench.anomaly_models` (scaling, training, first round) and :mod:`bench.anomaly_rules`
+(second round).
 """
 
 from __future__ import annotations
@@ -42,6 +47,10 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from bench.anomaly_models import (auroc, ensemble, ensemble_latent, scale, train_ae,
+                                  train_score, vae_rp)
+from bench.anomaly_rules import scored
+
 log = logging.getLogger("bench.anomaly_research")
 
 #: Where the research runs are stored (a folder of their own: bench/results/*.json are the
@@ -49,220 +58,7 @@ log = logging.getLogger("bench.anomaly_research")
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "anomaly_research")
 
 
-def auroc(scores: np.ndarray, y: np.ndarray) -> float:
-    from sklearn.metrics import roc_auc_score
-
-    return float(roc_auc_score(y, scores))
-
-
-# -- scaling --------------------------------------------------------------------------------
-
-def scale(x: np.ndarray, how: str) -> np.ndarray:
-    if how == "h2o":
-        mean, rng = x.mean(0), x.max(0) - x.min(0)
-        rng[rng == 0] = 1.0
-        return (x - mean) / rng
-    if how == "zscore":
-        sd = x.std(0)
-        sd[sd == 0] = 1.0
-        return (x - x.mean(0)) / sd
-    if how.startswith("zclip"):             # z-score clipped to +-c: rare features bounded
-        c = float(how[5:])
-        return np.clip(scale(x, "zscore"), -c, c)
-    if how == "minmax":
-        lo, rng = x.min(0), x.max(0) - x.min(0)
-        rng[rng == 0] = 1.0
-        return (x - lo) / rng
-    if how == "robust":
-        med = np.median(x, 0)
-        iqr = np.percentile(x, 75, 0) - np.percentile(x, 25, 0)
-        sd = x.std(0)
-        iqr = np.where(iqr > 0, iqr / 1.349, sd)
-        iqr[iqr == 0] = 1.0
-        return (x - med) / iqr
-    raise ValueError(how)
-
-
-# -- autoencoders ---------------------------------------------------------------------------
-
-def train_ae(xs: np.ndarray, hidden: Sequence[int], epochs: int = 10, seed: int = 0,
-             batch: int = 64, lr: float = 1e-3, min_steps: int = 0,
-             trim: Optional[float] = None, act: str = "tanh", dropout: float = 0.0):
-    import torch
-
-    torch.manual_seed(seed)
-    d = xs.shape[1]
-    layers: List[torch.nn.Module] = []
-    prev = d
-    for h in hidden:
-        layers += [torch.nn.Linear(prev, h), torch.nn.Tanh() if act == "tanh" else torch.nn.ReLU()]
-        if dropout:
-            layers.append(torch.nn.Dropout(dropout))
-        prev = h
-    layers.append(torch.nn.Linear(prev, d))
-    net = torch.nn.Sequential(*layers)
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
-    xt = torch.tensor(xs, dtype=torch.float32)
-    n = len(xt)
-    steps_per_epoch = max(1, (n + batch - 1) // batch)
-    epochs = max(epochs, -(-min_steps // steps_per_epoch))
-    gen = torch.Generator().manual_seed(seed)
-    rows = torch.arange(n)
-    for ep in range(epochs):
-        if trim is not None and ep == epochs // 2:
-            net.eval()
-            with torch.no_grad():
-                err = ((net(xt) - xt) ** 2).mean(1)
-            rows = torch.nonzero(err <= torch.quantile(err, trim)).flatten()
-            net.train()
-        perm = rows[torch.randperm(len(rows), generator=gen)]
-        for i in range(0, len(perm), batch):
-            xb = xt[perm[i:i + batch]]
-            loss = ((net(xb) - xb) ** 2).mean()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    net.eval()
-    with torch.no_grad():
-        rec = net(xt).numpy()
-    return (rec - xs) ** 2          # per-feature squared errors
-
-
-def robust_z(s: np.ndarray) -> np.ndarray:
-    med = np.median(s)
-    iqr = np.percentile(s, 75) - np.percentile(s, 25)
-    return (s - med) / (iqr if iqr > 0 else (s.std() or 1.0))
-
-
-def members(d: int, k: int, seed: int) -> List[List[int]]:
-    """Varied architectures scaled to the width d: bottleneck ratios and depths drawn."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for i in range(k):
-        code = int(max(2, round(d * rng.uniform(0.1, 0.6))))
-        code = min(code, 64)
-        if rng.random() < 0.5:
-            out.append([code])
-        else:
-            mid = int(min(max(code * 2, round(d * rng.uniform(0.5, 1.0))), 256))
-            out.append([mid, code, mid])
-    return out
-
-
-def retrain_ae(xs, hidden, quantile=0.9, **kw):
-    """Train, keep the rows whose error is at most the quantile, train afresh on them, and
-    score every row (the chapter's retraining on inliers; what the Spark API offers)."""
-    err = train_ae(xs, hidden, **kw).mean(1)
-    keep = err <= np.quantile(err, quantile)
-    return train_ae_on(xs, xs[keep], hidden, **kw)
-
-
-def train_ae_on(xs_all, xs_fit, hidden, **kw):
-    """Train on xs_fit, return the per-feature squared errors of xs_all."""
-    return _train_score(xs_fit, xs_all, hidden, **kw)
-
-
-def _fit_mse(forward, params, xt, epochs, seed, batch, lr, min_steps):
-    """Adam on the mean squared reconstruction error of ``forward`` over ``xt``: ``epochs``
-    shuffled passes, raised to ``min_steps`` gradient steps."""
-    import torch
-
-    opt = torch.optim.Adam(params, lr=lr)
-    n = len(xt)
-    epochs = max(epochs, -(-min_steps // max(1, (n + batch - 1) // batch)))
-    gen = torch.Generator().manual_seed(seed)
-    for _ in range(epochs):
-        perm = torch.randperm(n, generator=gen)
-        for i in range(0, n, batch):
-            xb = xt[perm[i:i + batch]]
-            loss = ((forward(xb) - xb) ** 2).mean()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-
-
-def _train_score(xfit, xall, hidden, epochs=10, seed=0, batch=64, lr=1e-3, min_steps=0, **_):
-    import torch
-
-    torch.manual_seed(seed)
-    d = xfit.shape[1]
-    layers, prev = [], d
-    for h in hidden:
-        layers += [torch.nn.Linear(prev, h), torch.nn.Tanh()]
-        prev = h
-    layers.append(torch.nn.Linear(prev, d))
-    net = torch.nn.Sequential(*layers)
-    xt = torch.tensor(xfit, dtype=torch.float32)
-    _fit_mse(net, list(net.parameters()), xt, epochs, seed, batch, lr, min_steps)
-    with torch.no_grad():
-        xa = torch.tensor(xall, dtype=torch.float32)
-        return ((net(xa) - xa) ** 2).numpy()
-
-
-def ensemble(x, how="zscore", k=5, epochs=10, trim=None, per_feature=False, seed=0,
-             min_steps=500, combine="robust_z", retrain=None, clip=None):
-    xs = scale(x, how)
-    if clip is not None:
-        xs = np.clip(xs, -clip, clip)
-    scores = []
-    for i, hidden in enumerate(members(x.shape[1], k, seed)):
-        if retrain is not None:
-            fe = retrain_ae(xs, hidden, quantile=retrain, epochs=epochs, seed=seed + i,
-                            min_steps=min_steps)
-        else:
-            fe = train_ae(xs, hidden, epochs=epochs, seed=seed + i, trim=trim,
-                          min_steps=min_steps)
-        if per_feature:
-            spread = np.median(fe, 0)
-            spread[spread <= 0] = np.mean(fe) or 1.0
-            s = (fe / np.maximum(spread, 1e-3 * np.mean(fe))).mean(1)
-        else:
-            s = fe.mean(1)
-        scores.append(robust_z(s) if combine == "robust_z" else
-                      np.argsort(np.argsort(s)) / len(s))
-    return np.mean(scores, 0)
-
-
-def vae_rp(x, epochs=30, latent=None, seed=0, samples=10, min_steps=500):
-    import torch
-
-    xs = torch.tensor(scale(x, "zscore"), dtype=torch.float32)
-    n, d = xs.shape
-    latent = latent or max(2, min(16, d // 4))
-    hid = min(128, max(16, d // 2))
-    torch.manual_seed(seed)
-    lin, tanh = torch.nn.Linear, torch.nn.Tanh
-    enc = torch.nn.Sequential(lin(d, hid), tanh(), lin(hid, 2 * latent))
-    dec = torch.nn.Sequential(lin(latent, hid), tanh(), lin(hid, 2 * d))
-    opt = torch.optim.Adam(list(enc.parameters()) + list(dec.parameters()), lr=1e-3)
-    batch = 64
-    epochs = max(epochs, -(-min_steps // max(1, n // batch)))
-    for _ in range(epochs):
-        perm = torch.randperm(n)
-        for i in range(0, n, batch):
-            xb = xs[perm[i:i + batch]]
-            mu, lv = enc(xb).chunk(2, 1)
-            z = mu + torch.randn_like(mu) * (0.5 * lv).exp()
-            xm, xlv = dec(z).chunk(2, 1)
-            xlv = xlv.clamp(-6, 6)
-            nll = 0.5 * (xlv + (xb - xm) ** 2 / xlv.exp()).sum(1)
-            kl = -0.5 * (1 + lv - mu ** 2 - lv.exp()).sum(1)
-            loss = (nll + kl).mean()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    with torch.no_grad():
-        mu, lv = enc(xs).chunk(2, 1)
-        tot = torch.zeros(n)
-        for _ in range(samples):
-            z = mu + torch.randn_like(mu) * (0.5 * lv).exp()
-            xm, xlv = dec(z).chunk(2, 1)
-            xlv = xlv.clamp(-6, 6)
-            tot += 0.5 * (xlv + (xs - xm) ** 2 / xlv.exp()).sum(1)
-    return (tot / samples).numpy()
-
-
-# -- PyOD baselines ---------------------------------------------------------------------------
+# -- the candidates: PyOD baselines and the registry ---------------------------------------
 
 def pyod(name: str) -> Callable[[np.ndarray], np.ndarray]:
     """A PyOD detector's training-row scores (bench_anomaly's configuration of it)."""
@@ -294,6 +90,40 @@ METHODS: Dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "ens_pf_retrain": lambda x: ensemble(x, retrain=0.9, per_feature=True),
     "ens_k10_retrain": lambda x: ensemble(x, retrain=0.9, k=10),
     "ens_nosteps": lambda x: ensemble(x, min_steps=0),
+    # training length, and each member's code distance (bench.anomaly_models)
+    "ens_e10": lambda x: ensemble(x, min_steps=0),
+    "ens_s100": lambda x: ensemble(x, min_steps=100),
+    "ens_lat": lambda x: ensemble_latent(x),
+    "ens_lat_s100": lambda x: ensemble_latent(x, min_steps=100),
+    "ens_lat_s500": lambda x: ensemble_latent(x, min_steps=500),
+    "lat_mix": lambda x: ensemble_latent(x, steps_by_member=[100, 250, 500, 1000, 2000]),
+    "ens_lat_k10_s500": lambda x: ensemble_latent(x, k=10, min_steps=500),
+    "lat_minmax": lambda x: ensemble_latent(x, min_steps=500, how="minmax"),
+    "lat_h2o": lambda x: ensemble_latent(x, min_steps=500, how="h2o"),
+    "lat_zclip3": lambda x: ensemble_latent(x, min_steps=500, how="zclip3"),
+    "lat_zclip5": lambda x: ensemble_latent(x, min_steps=500, how="zclip5"),
+    # one set of trained members scored by different rules (bench.anomaly_rules)
+    "m_rec": scored(["rec"]),
+    "m_dist": scored(["dist"]),
+    "m_rec_dist": scored(["rec", "dist"]),          # the first default (= ens_lat_s500)
+    "m_rec_rank": scored(["rec"], combine="rank"),
+    "m_rec_median": scored(["rec"], combine="median"),
+    "m_knnall_10": scored(["knnall_10"]),
+    "m_rec_knnall_10": scored(["rec", "knnall_10"]),
+    "m_rec_knn256_1": scored(["rec", "knn256_1"]),
+    "m_rec_knn256_5": scored(["rec", "knn256_5"]),
+    "m_rec_knn1024_10": scored(["rec", "knn1024_10"]),
+    "m_knn256_1": scored(["knn256_1"]),
+    "m_knn256_5": scored(["knn256_5"]),
+    "m_knn1024_10": scored(["knn1024_10"]),
+    "m_rec_dist_knn256_5": scored(["rec", "dist", "knn256_5"]),
+    "m_rec_dist_knn1024_10": scored(["rec", "dist", "knn1024_10"]),
+    "m_rec_km10": scored(["rec", "km10"]),
+    "m_max_rec_dist": scored(["rec", "dist"], combine="max_terms"),
+    "m_max_rec_dist_knn1024_10": scored(["rec", "dist", "knn1024_10"], combine="max_terms"),
+    "m_rec_dist_km10": scored(["rec", "dist", "km10"]),
+    "w_rec": scored(["rec"], widths="pyod"),
+    "w_rec_dist": scored(["rec", "dist"], widths="pyod"),
 }
 
 
@@ -509,7 +339,7 @@ def mnist_scaling(seed: int = 0, epochs: int = 10) -> Dict[str, object]:
         return s
 
     s_train, s_all = h2o(xt), h2o(x)
-    fe = _train_score(s_train, s_all, [100], epochs=epochs, seed=seed)
+    fe = train_score(s_train, s_all, [100], epochs=epochs, seed=seed)
     mse = fe.mean(1)
     top = np.argsort(-mse)[:5]
     rows = []
@@ -531,7 +361,7 @@ def mnist_scaling(seed: int = 0, epochs: int = 10) -> Dict[str, object]:
     out["rows_with_scaled_value_above_2"] = int(np.sum(np.abs(s_all).max(1) > 2))
     out["of_them_not_in_training"] = int(np.sum((np.abs(s_all).max(1) > 2) & ~train))
     # the same network scored on clipped inputs
-    fe_c = _train_score(s_train, h2o(x, clip=True), [100], epochs=epochs, seed=seed)
+    fe_c = train_score(s_train, h2o(x, clip=True), [100], epochs=epochs, seed=seed)
     mse_c = fe_c.mean(1)
     top_c = np.argsort(-mse_c)[:5]
     out["clipped_top5"] = [{"row": int(r), "label": int(labels[r]), "in_training": bool(train[r]),
@@ -541,186 +371,6 @@ def mnist_scaling(seed: int = 0, epochs: int = 10) -> Dict[str, object]:
                                     round(float(mse_c[top_c[-1]]), 4)]
     log.info("MNIST scaling: %s", json.dumps(out, indent=1))
     return out
-
-
-def _train_codes(xs, hidden, epochs=10, seed=0, batch=64, lr=1e-3, min_steps=0):
-    """Train an autoencoder on xs; return (per-feature squared errors, codes of the
-    coding layer) of every row."""
-    import torch
-
-    torch.manual_seed(seed)
-    d = xs.shape[1]
-    enc, prev = [], d
-    code_at = len(hidden) // 2
-    for h in hidden[:code_at + 1]:
-        enc += [torch.nn.Linear(prev, h), torch.nn.Tanh()]
-        prev = h
-    dec = []
-    for h in hidden[code_at + 1:]:
-        dec += [torch.nn.Linear(prev, h), torch.nn.Tanh()]
-        prev = h
-    dec.append(torch.nn.Linear(prev, d))
-    e, g = torch.nn.Sequential(*enc), torch.nn.Sequential(*dec)
-    xt = torch.tensor(xs, dtype=torch.float32)
-    _fit_mse(lambda xb: g(e(xb)), list(e.parameters()) + list(g.parameters()), xt, epochs,
-             seed, batch, lr, min_steps)
-    with torch.no_grad():
-        c = e(xt)
-        return ((g(c) - xt) ** 2).numpy(), c.numpy()
-
-
-def ensemble_latent(x, k=5, epochs=10, min_steps=0, seed=0, code_weight=1.0, how="zscore",
-                    steps_by_member=None):
-    """Each member: robust-z(reconstruction MSE) + code_weight * robust-z(squared
-    standardised distance of the codes from their mean) (off- and along-manifold)."""
-    xs = scale(x, how)
-    out = []
-    for i, hidden in enumerate(members(x.shape[1], k, seed)):
-        steps = steps_by_member[i % len(steps_by_member)] if steps_by_member else min_steps
-        fe, c = _train_codes(xs, hidden, epochs=epochs, seed=seed + i, min_steps=steps)
-        sd = c.std(0)
-        sd[sd == 0] = 1.0
-        dist = (((c - c.mean(0)) / sd) ** 2).mean(1)
-        out.append(robust_z(fe.mean(1)) + code_weight * robust_z(dist))
-    return np.mean(out, 0)
-
-
-METHODS.update({
-    "ens_e10": lambda x: ensemble(x, min_steps=0),
-    "ens_s100": lambda x: ensemble(x, min_steps=100),
-    "ens_lat": lambda x: ensemble_latent(x),
-    "ens_lat_s100": lambda x: ensemble_latent(x, min_steps=100),
-    "ens_lat_s500": lambda x: ensemble_latent(x, min_steps=500),
-    "lat_mix": lambda x: ensemble_latent(x, steps_by_member=[100, 250, 500, 1000, 2000]),
-    "ens_lat_k10_s500": lambda x: ensemble_latent(x, k=10, min_steps=500),
-    "lat_minmax": lambda x: ensemble_latent(x, min_steps=500, how="minmax"),
-    "lat_h2o": lambda x: ensemble_latent(x, min_steps=500, how="h2o"),
-    "lat_zclip3": lambda x: ensemble_latent(x, min_steps=500, how="zclip3"),
-    "lat_zclip5": lambda x: ensemble_latent(x, min_steps=500, how="zclip5"),
-})
-
-
-# -- member outputs shared by the scoring candidates (issue 19, second round) ---------------
-#
-# The candidates below differ only in how a member's outputs become a score, so each
-# (data set, resampling) trains the five members once (the default's: z-scored inputs,
-# :func:`members` architectures, seeds 0-4, at least 500 steps) and every scoring rule
-# reads the same errors and codes. Terms, each a robust z-score over the training rows:
-#
-# - ``rec``: the member's reconstruction MSE;
-# - ``dist``: the code distance, mean squared z-score of the codes (the first default);
-# - ``knnM_K``: distance of the standardised codes to the K-th nearest of a seeded sample
-#   of M training rows' codes (a row of the sample skips itself); ``knnall_K`` uses every
-#   row (does not scale; for reference). Sampling the reference follows Sugiyama and
-#   Borgwardt (2013), "Rapid distance-based outlier detection via sampling": a small
-#   reference both scales (it is broadcast) and keeps a cluster of anomalies smaller
-#   than K reference rows from shielding itself;
-# - ``kmC``: squared distance of the standardised codes to the nearest of C k-means centres.
-
-_OUTPUTS_CACHE: Dict[tuple, List[tuple]] = {}
-
-
-def pyod_widths(d: int, k: int) -> List[List[int]]:
-    """PyOD AutoEncoder's layout ([64, 32] encoder, mirrored), narrowed to the width d,
-    for each of ``k`` members (they differ by seed only)."""
-    return [[min(64, max(2, d)), min(32, max(2, d // 2)), min(64, max(2, d))]] * k
-
-
-def member_outputs(x: np.ndarray, k: int = 5, seed: int = 0, min_steps: int = 500,
-                   how: str = "zscore", widths: str = "varied") -> List[tuple]:
-    """(reconstruction MSE, standardised codes) of each of ``k`` members trained on ``x``
-    (cached by the data's bytes: every scoring candidate reads the same members);
-    ``widths``: "varied" (:func:`members`) or "pyod" (:func:`pyod_widths`)."""
-    import hashlib
-
-    key = (hashlib.sha1(np.ascontiguousarray(x).tobytes()).hexdigest(), x.shape, k, seed,
-           min_steps, how, widths)
-    if key not in _OUTPUTS_CACHE:
-        xs = scale(x, how)
-        out = []
-        archs = members(x.shape[1], k, seed) if widths == "varied" else pyod_widths(
-            x.shape[1], k)
-        for i, hidden in enumerate(archs):
-            fe, c = _train_codes(xs, hidden, epochs=10, seed=seed + i, min_steps=min_steps)
-            sd = c.std(0)
-            sd[sd == 0] = 1.0
-            out.append((fe.mean(1), (c - c.mean(0)) / sd))
-        if _OUTPUTS_CACHE and next(iter(_OUTPUTS_CACHE))[0] != key[0]:
-            _OUTPUTS_CACHE.clear()       # one data set at a time
-        _OUTPUTS_CACHE[key] = out
-    return _OUTPUTS_CACHE[key]
-
-
-def knn_reference(cz: np.ndarray, m: Optional[int], k: int, seed: int) -> np.ndarray:
-    """Distance of every row of ``cz`` to its ``k``-th nearest row of a seeded sample of
-    ``m`` rows (all rows when ``m`` is None); a sampled row skips itself."""
-    from sklearn.neighbors import NearestNeighbors
-
-    n = len(cz)
-    idx = (np.arange(n) if m is None or m >= n else
-           np.sort(np.random.default_rng(seed).choice(n, size=m, replace=False)))
-    nn = NearestNeighbors(n_neighbors=min(k + 1, len(idx)), algorithm="brute").fit(cz[idx])
-    d, j = nn.kneighbors(cz)
-    self_hit = idx[j[:, 0]] == np.arange(n)
-    col = np.where(self_hit, min(k, d.shape[1] - 1), k - 1)
-    return d[np.arange(n), col]
-
-
-def term(name: str, err: np.ndarray, cz: np.ndarray, seed: int) -> np.ndarray:
-    """One member's term ``name`` (see above), before the robust z-score."""
-    from sklearn.cluster import KMeans
-
-    if name == "rec":
-        return err
-    if name == "dist":
-        return (cz ** 2).mean(1)
-    if name.startswith("knn"):
-        m, kk = name[3:].split("_")
-        return knn_reference(cz, None if m == "all" else int(m), int(kk), seed)
-    if name.startswith("km"):
-        km = KMeans(int(name[2:]), n_init=1, random_state=seed).fit(cz)
-        return km.transform(cz).min(1) ** 2
-    raise ValueError(name)
-
-
-def scored(terms: Sequence[str], combine: str = "mean", **kw) -> Callable[[np.ndarray],
-                                                                          np.ndarray]:
-    """A candidate: each member's score is the sum (``combine="max_terms"``: the largest)
-    of the robust z-scores of ``terms``; the members are combined by ``combine`` (mean,
-    median, or rank: mean of ranks; max_terms: mean)."""
-    def run(x: np.ndarray) -> np.ndarray:
-        per = []
-        for i, (err, cz) in enumerate(member_outputs(x, **kw)):
-            zs = [robust_z(term(t, err, cz, seed=i)) for t in terms]
-            s = np.max(zs, 0) if combine == "max_terms" else sum(zs)
-            per.append(np.argsort(np.argsort(s)) / len(s) if combine == "rank" else s)
-        return np.median(per, 0) if combine == "median" else np.mean(per, 0)
-    return run
-
-
-METHODS.update({
-    "m_rec": scored(["rec"]),
-    "m_dist": scored(["dist"]),
-    "m_rec_dist": scored(["rec", "dist"]),          # the first default (= ens_lat_s500)
-    "m_rec_rank": scored(["rec"], combine="rank"),
-    "m_rec_median": scored(["rec"], combine="median"),
-    "m_knnall_10": scored(["knnall_10"]),
-    "m_rec_knnall_10": scored(["rec", "knnall_10"]),
-    "m_rec_knn256_1": scored(["rec", "knn256_1"]),
-    "m_rec_knn256_5": scored(["rec", "knn256_5"]),
-    "m_rec_knn1024_10": scored(["rec", "knn1024_10"]),
-    "m_knn256_1": scored(["knn256_1"]),
-    "m_knn256_5": scored(["knn256_5"]),
-    "m_knn1024_10": scored(["knn1024_10"]),
-    "m_rec_dist_knn256_5": scored(["rec", "dist", "knn256_5"]),
-    "m_rec_dist_knn1024_10": scored(["rec", "dist", "knn1024_10"]),
-    "m_rec_km10": scored(["rec", "km10"]),
-    "m_max_rec_dist": scored(["rec", "dist"], combine="max_terms"),
-    "m_max_rec_dist_knn1024_10": scored(["rec", "dist", "knn1024_10"], combine="max_terms"),
-    "m_rec_dist_km10": scored(["rec", "dist", "km10"]),
-    "w_rec": scored(["rec"], widths="pyod"),
-    "w_rec_dist": scored(["rec", "dist"], widths="pyod"),
-})
 
 
 if __name__ == "__main__":

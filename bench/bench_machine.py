@@ -19,19 +19,19 @@ import shutil
 import tempfile
 from typing import Any, Dict, List
 
-from bench import common
+from bench import common, torch_baselines
 
 _THREADS = """
 import json, sys
 sys.path.insert(0, sys.argv[1])
 import torch
-from bench import common
+from bench import common, torch_baselines
 x, _ = common.sample_arrays()
 out = {}
 for t in (1, 2):
     torch.set_num_threads(t)
-    common.torch_train(x[:500], [100], epochs=1)
-    out[t] = common.torch_train(x[:3000], [100], epochs=1)["rows_per_s"]
+    torch_baselines.torch_train(x[:500], [100], epochs=1)
+    out[t] = torch_baselines.torch_train(x[:3000], [100], epochs=1)["rows_per_s"]
 print(json.dumps(out))
 """
 
@@ -69,12 +69,12 @@ def run(quick: bool = False) -> Dict[str, Any]:
     n = 1024 if quick else 2048
     secs = 1.0 if quick else 2.0
     peak = {
-        "square_2_threads": common.matmul_gflops(n, threads=2, seconds=secs),
-        "square_1_thread": common.matmul_gflops(n, threads=1, seconds=secs),
-        "train_shape_2_threads": common.matmul_gflops(m=64, k=kept, n=100, threads=2,
-                                                      seconds=secs),
-        "score_shape_2_threads": common.matmul_gflops(m=1024, k=kept, n=100, threads=2,
-                                                      seconds=secs),
+        "square_2_threads": torch_baselines.matmul_gflops(n, threads=2, seconds=secs),
+        "square_1_thread": torch_baselines.matmul_gflops(n, threads=1, seconds=secs),
+        "train_shape_2_threads": torch_baselines.matmul_gflops(m=64, k=kept, n=100,
+                                                               threads=2, seconds=secs),
+        "score_shape_2_threads": torch_baselines.matmul_gflops(m=1024, k=kept, n=100,
+                                                               threads=2, seconds=secs),
     }
     # the ceiling: the best matmul rate measured on 2 threads (on shared cores one shape can
     # be measured low, and the model's own shapes can beat the square one)
@@ -97,7 +97,7 @@ def run(quick: bool = False) -> Dict[str, Any]:
             w = common.weights(hidden, kept)
             model, fit_s = common.fit_sparkae(df, hidden, epochs=epochs)
             sp_train = model.summary.rows_per_s
-            plain = common.torch_train(x, hidden, epochs=epochs)
+            plain = torch_baselines.torch_train(x, hidden, epochs=epochs)
             sdf = spark.read.parquet(path)
             common.score_to_noop(model, sdf)                      # warm this model's workers
             sp_score = score_rows / common.score_to_noop(model, sdf)

@@ -21,7 +21,7 @@ import shutil
 import tempfile
 from typing import Any, Dict
 
-from bench import common
+from bench import common, torch_baselines
 
 TITLE = "vs plain Torch: the overhead of Spark and the data path"
 SMOKE = True
@@ -51,8 +51,9 @@ def run(quick: bool = False) -> Dict[str, Any]:
         test_df.unpersist()
         df.unpersist()
 
-        plain = common.torch_train(x, hidden, epochs=epochs, batch_size=batch)
-        t_mse = common.pixel_mse(test.images, common.torch_reconstruct(plain["net"], test.images))
+        plain = torch_baselines.torch_train(x, hidden, epochs=epochs, batch_size=batch)
+        t_mse = common.pixel_mse(test.images,
+                                 torch_baselines.torch_reconstruct(plain["net"], test.images))
 
         # scoring: the trained sparkae model over N shifted digits
         path = common.shifted_parquet(f"{work}/score", score_rows, seed=11)

@@ -32,7 +32,7 @@ from typing import Any, Dict, Optional
 
 import numpy as np
 
-from bench import common, training_compare
+from bench import common, torch_baselines, training_compare
 
 TITLE = "Distributed training: fit vs plain Torch, 1 vs 2 ranks, sparse vs dense"
 SMOKE = False
@@ -318,7 +318,8 @@ def run(quick: bool = False) -> Dict[str, Any]:
                    "batch_sizes": list(training_compare.BATCHES),
                    "spark_master": "local[2]", "torch_threads": common.CORES,
                    "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
-                   "plain_configs": [f"omp={p} threads={t}" for p, t in common.OMP_CONFIGS],
+                   "plain_configs": [f"omp={p} threads={t}"
+                                     for p, t in torch_baselines.OMP_CONFIGS],
                    "warm_up_s": r(warm), "sparse_rows": sparse_rows,
                    "load_average": common.load_average()},
         "loop_vs_plain": cmp,

@@ -36,7 +36,7 @@ from typing import Any, Dict, List, Sequence, Tuple
 
 import numpy as np
 
-from bench.common import OMP_CONFIGS, fresh_process_runs
+from bench.torch_baselines import OMP_CONFIGS, fresh_process_runs
 
 log = logging.getLogger("bench")
 

@@ -9,17 +9,19 @@ every cell of mini-batch size (:data:`BATCHES`) x ``standardize`` (:data:`STANDA
   its training loop's rows/s are the epochs' own (``model.summary.rows_per_s``: rows over
   the epochs' seconds), its whole fit's the rows trained over the wall time of ``fit``
   (scaling statistics, materialization, job start and training);
-- the plain loop (:func:`bench.common.torch_train`: the rows scaled once in memory, then
-  shuffled mini-batches; the scaling is not timed) in a fresh process for every thread
-  count and OpenMP wait policy (:data:`bench.common.OMP_CONFIGS`); the best counts, named.
+- the plain loop (:func:`bench.torch_baselines.torch_train`: the rows scaled once in
+  memory, then shuffled mini-batches; the scaling is not timed) in a fresh process for
+  every thread count and OpenMP wait policy (:data:`bench.torch_baselines.OMP_CONFIGS`);
+  the best counts, named.
 
 Each sparkae fit and each plain run records the load average when it ends; the plain runs
 of a cell run between that cell's two sparkae fits. Both report the test MSE over all 784
 input features (pixels scaled to [0, 1], :func:`bench.common.pixel_mse`) on the MNIST test
 set. At batch 256 every plain process also times the matrix multiplies of one training
-step as a plain ``torch.mm`` loop at the same shapes (:func:`bench.common.train_gemm_gflops`,
-the median block rate); the best configuration's rate is the reference that sparkae's loop
-(and the plain loop) is measured against in FLOP/s.
+step as a plain ``torch.mm`` loop at the same shapes
+(:func:`bench.torch_baselines.train_gemm_gflops`, the median block rate); the best
+configuration's rate is the reference that sparkae's loop (and the plain loop) is measured
+against in FLOP/s.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Dict, List, Optional, Sequence
 
-from bench import common
+from bench import common, torch_baselines
 
 log = logging.getLogger("bench")
 
@@ -47,20 +49,22 @@ import json, sys
 sys.path.insert(0, sys.argv[1])
 import torch
 torch.set_num_threads(int(sys.argv[2]))
-from bench import common
+from bench import common, torch_baselines
 from sparkae.datasets import shifted_digits
 rows, epochs, batch = int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 standardize, gemm, test_limit = sys.argv[6], sys.argv[7] == "1", int(sys.argv[8])
 sx, _ = common.sample_arrays()
 x = shifted_digits(sx, rows, max_shift=2, seed=3)
-run = common.torch_train(x, [%d], epochs=epochs, batch_size=batch, standardize=standardize)
+run = torch_baselines.torch_train(x, [%d], epochs=epochs, batch_size=batch,
+                                  standardize=standardize)
 test = common.test_arrays(test_limit or None)
 net = run["net"]
 out = {"rows_per_s": run["rows_per_s"], "seconds": run["seconds"],
-       "test_mse": common.pixel_mse(test.images, common.torch_reconstruct(net, test.images)),
+       "test_mse": common.pixel_mse(test.images,
+                                    torch_baselines.torch_reconstruct(net, test.images)),
        "kept": int(net.scaler.keep.numel()), "threads": torch.get_num_threads()}
 if gemm:
-    out["gemm_gflops"] = common.train_gemm_gflops(batch, out["kept"], %d, seconds=1.5)
+    out["gemm_gflops"] = torch_baselines.train_gemm_gflops(batch, out["kept"], %d, seconds=1.5)
 out["load_average"] = common.load_average()
 print(json.dumps(out))
 """ % (HIDDEN, HIDDEN)
@@ -69,9 +73,9 @@ print(json.dumps(out))
 def plain_runs(rows: int, epochs: int, batch: int, standardize: str,
                test_limit: Optional[int]) -> Dict[str, Any]:
     """The plain loop of one cell in every configuration of
-    :data:`bench.common.OMP_CONFIGS`: ``{config: {rows_per_s, seconds, test_mse, kept,
-    threads, load_average[, gemm_gflops]}}``."""
-    return common.fresh_process_runs(
+    :data:`bench.torch_baselines.OMP_CONFIGS`: ``{config: {rows_per_s, seconds, test_mse,
+    kept, threads, load_average[, gemm_gflops]}}``."""
+    return torch_baselines.fresh_process_runs(
         _PLAIN_CHILD, [rows, epochs, batch, standardize, int(batch in GEMM_BATCHES),
                        test_limit or 0], what="plain Torch training loop")
 
@@ -112,7 +116,7 @@ def judge(cell: Dict[str, Any], batch: int) -> Dict[str, Any]:
              "fit_vs_plain": s["fit_rows_per_s"] / rate,
              "test_mse_vs_plain": s["test_mse"] / plain[best]["test_mse"]}
         if gemm:
-            flop = common.train_gemm_flop(batch, s["kept"], HIDDEN)
+            flop = torch_baselines.train_gemm_flop(batch, s["kept"], HIDDEN)
             r["loop_gflops"] = s["loop_rows_per_s"] / batch * flop / 1e9
             r["loop_vs_gemm"] = r["loop_gflops"] / gemm
             r["plain_vs_gemm"] = rate / batch * flop / 1e9 / gemm
@@ -167,7 +171,8 @@ def tables_and_targets(res: Dict[str, Any], rows: int, epochs: int) -> tuple:
         table.append([name, f"plain Torch loop, best ({j['plain_best']})", r(best["rows_per_s"]),
                       "", 1.0, "", r(best["test_mse"]), "",
                       r(j["gemm_gflops"] and best["rows_per_s"] / cell["batch"]
-                        * common.train_gemm_flop(cell["batch"], best["kept"], HIDDEN) / 1e9
+                        * torch_baselines.train_gemm_flop(cell["batch"], best["kept"],
+                                                          HIDDEN) / 1e9
                         / j["gemm_gflops"]), best["load_average"]])
         for other, p in cell["plain"].items():
             if other != j["plain_best"]:
