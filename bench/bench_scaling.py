@@ -38,7 +38,7 @@ def _has_num_workers() -> bool:
 
 def run(quick: bool = False, sizes: List[int] = None, ranks: List[int] = None) -> Dict[str, Any]:
     """``sizes`` and ``ranks`` override the defaults (for trying the entry out)."""
-    sizes = sizes or ([5_000, 20_000] if quick else [5_000, 60_000, 1_000_000])
+    sizes = sizes or ([2_000, 5_000] if quick else [5_000, 60_000, 1_000_000])
     ranks = ranks or ([1] if quick or not _has_num_workers() else [1, 2])
     common.set_torch_threads()
     spark = common.spark()

@@ -21,7 +21,11 @@ os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 #: marked ``delta`` (test.sh runs both in a second pytest run), and the Spark apps the tests
 #: start as subprocesses only where they use them (:func:`packages_env`): measured here, a
 #: local session with the AWS SDK bundle fits and scores 1.5-2.5x slower.
-WANT_PACKAGES = os.environ.get("SPARKAE_NO_PACKAGES") != "1"
+#: The decision is kept in SPARKAE_TESTS_WANT_PACKAGES: pytest-xdist's workers inherit
+#: the environment of the controller, which set SPARKAE_NO_PACKAGES=1 below.
+WANT_PACKAGES = os.environ.setdefault(
+    "SPARKAE_TESTS_WANT_PACKAGES",
+    "0" if os.environ.get("SPARKAE_NO_PACKAGES") == "1" else "1") == "1"
 os.environ["SPARKAE_NO_PACKAGES"] = "1"
 
 ROOT = Path(__file__).resolve().parents[1]

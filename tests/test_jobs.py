@@ -63,7 +63,9 @@ def test_denoising_config_with_an_anomaly_threshold(tmp_path):
     env = dict(os.environ, PYSPARK_PYTHON=sys.executable)
     proc = subprocess.run([sys.executable, "jobs/train.py", "--config", "conf/denoising.yaml",
                            "--set", "model.epochs=1", "--set", "model.hidden=[20]",
-                           "--set", "model.anomaly_quantile=0.9", "--set", f"output.dir={out}"],
+                           "--set", "model.anomaly_quantile=0.9", "--set", f"output.dir={out}",
+                           # the report is test_train_job_end_to_end's
+                           "--set", "output.report=false"],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
