@@ -6,9 +6,12 @@
 # tests marked neither s3 nor delta, then those marked s3 or delta, and the multi-host
 # tests (they put the S3A jars that the second run's session resolves on their hosts' class
 # path). Tests marked petastorm need Petastorm's stack: scripts/test_legacy.sh runs them.
-# With your own -m, one run. Each run spreads its test modules over SPARKAE_TEST_WORKERS
-# pytest-xdist workers (default 2; 0 runs in one process): a module stays on one worker
-# (its fixtures are built once), and the modules that start Ray share one (tests/conftest.py).
+# With your own -m, one run. The first run spreads its test modules over
+# SPARKAE_TEST_WORKERS pytest-xdist workers (default 2; 0 runs in one process): a module
+# stays on one worker (its fixtures are built once), and the modules that start Ray share
+# one (tests/conftest.py). The second run and a run with your own -m use one process: the
+# multi-host tests build on each other in order (train, then score its model), and the
+# second run's heavy tests gain nothing from sharing 2 cores.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 VENV="${SPARKAE_VENV:-$ROOT/.venv}"
@@ -24,7 +27,7 @@ xdist=()
 [ "$workers" -gt 0 ] && xdist=(-n "$workers" --dist loadgroup)
 set +e
 if [ "$own_marker" = 1 ]; then
-  "$VENV/bin/python" -m pytest "${xdist[@]}" "$@"
+  "$VENV/bin/python" -m pytest "$@"
   rc=$?
   set -e
   if [ "$rc" -eq 5 ]; then
@@ -35,7 +38,7 @@ if [ "$own_marker" = 1 ]; then
 fi
 "$VENV/bin/python" -m pytest "${xdist[@]}" -m "not s3 and not delta and not multihost and not petastorm" "$@"
 rc1=$?
-"$VENV/bin/python" -m pytest "${xdist[@]}" -m "s3 or delta or multihost" "$@"
+"$VENV/bin/python" -m pytest -m "s3 or delta or multihost" "$@"
 rc2=$?
 set -e
 if [ "$rc1" -eq 5 ] && [ "$rc2" -eq 5 ]; then

@@ -27,11 +27,7 @@ PY
 set +e
 # The slow cases (2 ranks vs 1 on the sample, the killed-and-resumed fit) ran in the main
 # suite already and do not depend on the loader; the rest trains through Petastorm here.
-# Two pytest-xdist workers, a module each at a time (as test.sh; SPARKAE_TEST_WORKERS=0: one).
-workers="${SPARKAE_TEST_WORKERS:-2}"
-xdist=()
-[ "$workers" -gt 0 ] && xdist=(-n "$workers" --dist loadgroup)
-"$VENV/bin/python" -m pytest "${xdist[@]}" tests/test_distributed.py tests/test_converter.py \
+"$VENV/bin/python" -m pytest tests/test_distributed.py tests/test_converter.py \
   tests/test_spark_private.py -m "not slow" "$@"
 rc=$?
 # Delta Lake 3.x on Spark 3.5 (io.delta:delta-spark_2.12, resolved by Ivy): the in-process

@@ -39,7 +39,7 @@ def packages_env(env=None):
         out.pop("SPARKAE_NO_PACKAGES", None)
     return out
 #: Test modules that start Ray on this machine (a local instance or Ray on Spark): under
-#: pytest-xdist (test.sh runs ``-n 2 --dist loadgroup``) they share one worker, so that two
+#: pytest-xdist (test.sh's first run is ``-n 2 --dist loadgroup``) they share one worker, so that two
 #: Ray instances never start side by side. Every other module is a group of its own: its
 #: module-scoped fixtures are built once, on one worker.
 RAY_MODULES = {"test_tune", "test_tune_cluster", "test_guarantees", "test_examples"}
