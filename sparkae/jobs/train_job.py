@@ -248,8 +248,7 @@ def write_report(model, source: DataFrame, scored: DataFrame, settings: Dict[str
         if label_col and label_col in source.columns:
             codings = np.stack([np.asarray(r["deep_features"]) for r in picked])
             with torch.no_grad():
-                scaled = net.scaler(torch.from_numpy(x))
-                scaled = torch.minimum(torch.maximum(scaled, net.scaler.lo), net.scaler.hi)
+                scaled = net.scaler.clip(net.scaler(torch.from_numpy(x)))
             figures["2-D codings and PCA, by label"] = report.codings_vs_pca(
                 codings, scaled.numpy(), np.array([r[label_col] for r in picked]),
                 "PCA of the inputs (clamped to the training range)")
