@@ -64,9 +64,9 @@ from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from sparkae.anomaly.model import (AnomalyDetectorModel, centre_distance, code_distance,
-                                   standardized_codes)
+from sparkae.anomaly.model import AnomalyDetectorModel
 from sparkae.anomaly.params import AnomalyDetectorParams, validate
+from sparkae.anomaly.stats import member_stats
 from sparkae.estimator import Autoencoder
 
 
@@ -78,6 +78,9 @@ MAX_EPOCHS = 200
 MAX_CODE, MAX_HIDDEN = 64, 256
 #: k-means centres of each member's standardised codings (the third term of its score).
 CODE_CLUSTERS = 10
+#: Most training rows whose scores and codings a member's statistics come from (a seeded
+#: sample beyond it; ``max_samples`` already caps the training rows at 20,000 by default).
+STATS_ROWS = 100_000
 
 
 def member_architectures(width: int, n: int, seed: int) -> List[List[int]]:
@@ -187,7 +190,7 @@ class AnomalyDetector(Estimator, AnomalyDetectorParams, DefaultParamsReadable,
             for i, hidden in enumerate(archs):
                 member = _fit_member(train, values, hidden, epochs, values["seed"] + i)
                 members.append(member)
-                stats.append(_score_stats(member, train, values["seed"] + i))
+                stats.append(_score_stats(member, train, n_train, values["seed"] + i))
                 log.info("member %d %s: error median %.4g scale %.4g, code distance median "
                          "%.4g scale %.4g, %d centres", i, hidden, stats[-1]["error_median"],
                          stats[-1]["error_scale"], stats[-1]["distance_median"],
@@ -272,59 +275,21 @@ def _fit_member(train: DataFrame, values: Dict[str, Any], hidden: List[int], epo
     return model
 
 
-def _score_stats(member: Any, train: DataFrame, seed: int) -> Dict[str, Any]:
-    """A member's training statistics: the mean and standard deviation of each coding
-    unit (one aggregation), the k-means centres of its standardised codings
-    (:func:`_code_centres`), then the median and robust scale of its ``reconstruction_mse``,
-    of its code distance (:func:`sparkae.anomaly.model.code_distance`) and of its distance
-    to the nearest centre (:func:`sparkae.anomaly.model.centre_distance`; one more)."""
-    scored = member.transform(train, {member.outputs: ["reconstruction_mse",
-                                                       "deep_features"]}).persist()
-    try:
-        moments = (scored.select(F.posexplode("deep_features").alias("pos", "c"))
-                   .groupBy("pos").agg(F.mean("c").alias("m"), F.stddev("c").alias("s"))
-                   .collect())
-        moments = sorted((r["pos"], r["m"], r["s"]) for r in moments)
-        mean = [float(m) for _, m, _ in moments]
-        sd = [float(v) if v is not None and v > 1e-12 else 1.0 for _, _, v in moments]
-        dist = code_distance(F.col("deep_features"), mean, sd)
-        centres = _code_centres(scored, mean, sd, seed)
-        near = centre_distance(F.col("deep_features"), mean, sd, centres)
-        q = scored.agg(
-            F.percentile_approx("reconstruction_mse", [0.25, 0.5, 0.75], 10000).alias("e"),
-            F.stddev("reconstruction_mse").alias("e_sd"),
-            F.percentile_approx(dist, [0.25, 0.5, 0.75], 10000).alias("d"),
-            F.stddev(dist).alias("d_sd"),
-            F.percentile_approx(near, [0.25, 0.5, 0.75], 10000).alias("c"),
-            F.stddev(near).alias("c_sd")).first()
-    finally:
-        scored.unpersist()
-    e_med, e_scale = _robust(q["e"], q["e_sd"])
-    d_med, d_scale = _robust(q["d"], q["d_sd"])
-    c_med, c_scale = _robust(q["c"], q["c_sd"])
-    return {"error_median": e_med, "error_scale": e_scale, "code_mean": mean,
-            "code_sd": sd, "distance_median": d_med, "distance_scale": d_scale,
-            "centres": centres, "centre_median": c_med, "centre_scale": c_scale}
-
-
-def _code_centres(scored: DataFrame, mean: List[float], sd: List[float],
-                  seed: int) -> List[List[float]]:
-    """:data:`CODE_CLUSTERS` k-means centres (Spark ML's KMeans, seeded) of the training
-    rows' standardised codings (fewer when the rows have fewer distinct codings)."""
-    from pyspark.ml.clustering import KMeans
-    from pyspark.ml.functions import array_to_vector
-
-    z = scored.select(array_to_vector(standardized_codes(F.col("deep_features"), mean, sd)
-                                      ).alias("z"))
-    km = KMeans(k=CODE_CLUSTERS, seed=seed, featuresCol="z", maxIter=20).fit(z)
-    return [[float(v) for v in c] for c in km.clusterCenters()]
-
-
-def _robust(quartiles: List[float], sd: Any) -> Tuple[float, float]:
-    """Median and IQR / 1.349 (a robust standard deviation); the scale falls back to the
-    standard deviation, then 1."""
-    q25, med, q75 = quartiles
-    scale = (q75 - q25) / 1.349
-    if not scale > 0:
-        scale = sd if sd and sd > 0 else 1.0
-    return float(med), float(scale)
+def _score_stats(member: Any, train: DataFrame, n_train: int, seed: int) -> Dict[str, Any]:
+    """A member's training statistics (:func:`sparkae.anomaly.stats.member_stats`), from
+    one Spark job: the member scores the training rows (a seeded sample of
+    :data:`STATS_ROWS` when there are more) and their ``reconstruction_mse`` and codings
+    come to the driver through Arrow. Rows that score null (all-null inputs) are left out."""
+    rows = train
+    if n_train > STATS_ROWS:
+        rows = train.sample(fraction=min(1.0, 1.1 * STATS_ROWS / n_train), seed=seed) \
+            .limit(STATS_ROWS)
+    pdf = (member.transform(rows, {member.outputs: ["reconstruction_mse", "deep_features"]})
+           .select("reconstruction_mse", "deep_features")
+           .where(F.col("reconstruction_mse").isNotNull() & F.col("deep_features").isNotNull())
+           .toPandas())
+    if pdf.empty:
+        raise ValueError("no training row could be scored (every row's inputs are null)")
+    codes = np.stack([np.asarray(v, dtype=np.float64) for v in pdf["deep_features"]])
+    return member_stats(pdf["reconstruction_mse"].to_numpy(np.float64), codes,
+                        CODE_CLUSTERS, seed)

@@ -1,0 +1,73 @@
+"""sparkae.anomaly.stats: a member's training statistics in NumPy, and their agreement with
+the column expressions that apply them at scoring time (sparkae.anomaly.model)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sparkae.anomaly import stats
+
+
+def test_moments_match_numpy_and_constant_units_get_one():
+    rng = np.random.default_rng(0)
+    codes = rng.normal(size=(50, 3))
+    codes[:, 2] = 0.25                                   # a constant unit
+    mean, sd = stats.moments(codes)
+    assert mean == pytest.approx(codes.mean(0).tolist())
+    assert sd[:2] == pytest.approx(codes[:, :2].std(0, ddof=1).tolist())
+    assert sd[2] == 1.0
+    z = stats.standardize(codes, mean, sd)
+    assert np.allclose(z[:, :2].mean(0), 0) and np.allclose(z[:, :2].std(0, ddof=1), 1)
+    assert stats.code_distance(codes, mean, sd) == pytest.approx((z ** 2).mean(1))
+
+
+def test_kmeans_finds_separated_clusters_and_is_seeded():
+    rng = np.random.default_rng(1)
+    truth = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
+    z = np.concatenate([t + 0.1 * rng.normal(size=(40, 2)) for t in truth])
+    centres = np.array(stats.kmeans(z, 3, seed=7))
+    assert centres.shape == (3, 2)
+    for t in truth:
+        assert np.sqrt(((centres - t) ** 2).sum(1)).min() < 0.1
+    assert stats.kmeans(z, 3, seed=7) == stats.kmeans(z, 3, seed=7)
+    near = stats.centre_distance(z, centres.tolist())
+    assert near.shape == (120,) and near.max() < 0.2
+    assert stats.centre_distance(np.array([[5.0, 0.0]]), centres.tolist())[0] \
+        == pytest.approx(25.0, abs=0.5)
+
+
+def test_kmeans_with_fewer_distinct_rows_than_centres():
+    z = np.array([[1.0, 2.0], [1.0, 2.0], [3.0, 4.0]])
+    assert sorted(stats.kmeans(z, 10, seed=0)) == [[1.0, 2.0], [3.0, 4.0]]
+
+
+def test_robust_median_and_scale_with_fallbacks():
+    med, scale = stats.robust(np.arange(101, dtype=float))
+    assert med == 50.0 and scale == pytest.approx(50.0 / 1.349)
+    values = np.array([1.0] * 20 + [5.0])                 # IQR 0: the standard deviation
+    assert stats.robust(values) == (1.0, pytest.approx(np.std(values, ddof=1)))
+    assert stats.robust(np.ones(10)) == (1.0, 1.0)        # no spread at all: 1
+
+
+def test_member_stats_agree_with_the_scoring_expressions(spark):
+    """The medians computed on the driver are medians of the values the scoring
+    expressions (sparkae.anomaly.model.code_distance / centre_distance) give each row."""
+    from pyspark.sql import functions as F
+
+    from sparkae.anomaly.model import centre_distance, code_distance
+
+    rng = np.random.default_rng(2)
+    codes = np.concatenate([rng.normal(size=(60, 3)), rng.normal(size=(60, 3)) + 4.0])
+    errors = rng.gamma(2.0, size=120)
+    st = stats.member_stats(errors, codes, clusters=4, seed=3)
+    assert len(st["centres"]) == 4 and all(len(c) == 3 for c in st["centres"])
+    df = spark.createDataFrame([(float(e), [float(v) for v in c])
+                                for e, c in zip(errors, codes)], ["e", "codes"])
+    got = df.select(
+        code_distance(F.col("codes"), st["code_mean"], st["code_sd"]).alias("d"),
+        centre_distance(F.col("codes"), st["code_mean"], st["code_sd"], st["centres"])
+        .alias("c")).toPandas()
+    assert np.median(got["d"]) == pytest.approx(st["distance_median"], rel=1e-9)
+    assert np.median(got["c"]) == pytest.approx(st["centre_median"], rel=1e-9)
+    assert st["error_median"] == pytest.approx(np.median(errors))
