@@ -38,7 +38,8 @@ def fitted(planted):
     _, df = planted
     # two members, each retrained on its inliers: the ensemble and retraining paths
     return AnomalyDetector(features_cols=COLS, contamination=0.05,
-                           **dict(FAST, n_estimators=2, inlier_quantile=0.9)).fit(df)
+                           **dict(FAST, n_estimators=2, inlier_quantile=0.9,
+                                  n_clusters=4)).fit(df)
 
 
 def _scores(model, df):
@@ -155,6 +156,8 @@ def test_strings_and_nulls(spark):
                              r"'anomaly_score'"),
     ({"features_cols": []}, r"features_cols: got \[\], expected None or a non-empty list"),
     ({"seed": -1}, r"seed: got -1, expected an integer in \[0, 2\*\*31\)"),
+    ({"n_clusters": -1}, r"n_clusters: got -1, expected an integer >= 0"),
+    ({"n_clusters": 2.5}, r"n_clusters: got 2.5, expected an integer >= 0"),
 ])
 def test_bad_params_rejected(kwargs, match):
     from sparkae import AnomalyDetector
@@ -190,17 +193,19 @@ def test_member_architectures_vary_and_are_seeded():
 
 
 def test_code_centres_term(planted, fitted):
-    """Each member keeps k-means centres of its standardised codings (at most
-    CODE_CLUSTERS, each as wide as the codings) and the score uses them; a model saved
-    before the k-means term (stats without centres) still scores, with two terms."""
+    """Each member keeps k-means centres of its standardised codings (at most n_clusters,
+    here 4, each as wide as the codings) and the score uses them; a model saved before
+    the k-means term (stats without centres) or fitted with n_clusters=0 still scores,
+    with two terms."""
     from sparkae.anomaly.detector import CODE_CLUSTERS
     from sparkae.anomaly.model import AnomalyDetectorModel
 
     _, df = planted
+    assert fitted.getOrDefault("n_clusters") == 4 and CODE_CLUSTERS == 10
     for member, st in zip(fitted.members, fitted._stats):
         width = len(member.transform(df, {member.outputs: ["deep_features"]})
                     .first()["deep_features"])
-        assert 1 <= len(st["centres"]) <= CODE_CLUSTERS
+        assert 1 <= len(st["centres"]) <= 4
         assert all(len(c) == width for c in st["centres"])
         assert st["centre_scale"] > 0
     old_stats = [{k: v for k, v in st.items() if not k.startswith("centre")}

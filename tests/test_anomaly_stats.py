@@ -71,3 +71,11 @@ def test_member_stats_agree_with_the_scoring_expressions(spark):
     assert np.median(got["d"]) == pytest.approx(st["distance_median"], rel=1e-9)
     assert np.median(got["c"]) == pytest.approx(st["centre_median"], rel=1e-9)
     assert st["error_median"] == pytest.approx(np.median(errors))
+
+
+def test_member_stats_without_clusters_has_no_centre_term():
+    rng = np.random.default_rng(4)
+    st = stats.member_stats(rng.gamma(2.0, size=40), rng.normal(size=(40, 2)), clusters=0,
+                            seed=0)
+    assert not [k for k in st if k.startswith("centre")]
+    assert st["distance_scale"] > 0 and st["error_scale"] > 0

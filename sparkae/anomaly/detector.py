@@ -14,9 +14,10 @@ The method (chosen by measurements across data sets, ``bench/anomaly_research.py
    training values: its ``reconstruction_mse`` (how far a row lies off what the member
    learned), its code distance, the mean squared z-score of the row's codings (how far
    along it lies), and the squared distance of the standardised codings to the nearest of
-   :data:`CODE_CLUSTERS` k-means centres fitted on the training rows' codings (how far it
-   lies from every group: on clustered data the global code distance alone calls the rows
-   of a small group anomalous); ``anomaly_score`` is the mean over members;
+   ``n_clusters`` (default :data:`CODE_CLUSTERS`) k-means centres fitted on the training
+   rows' codings (how far it lies from every group: on clustered data the global code
+   distance alone calls the rows of a small group anomalous); ``anomaly_score`` is the
+   mean over members;
 5. the threshold is the ``1 - contamination`` quantile of the training rows' scores.
 
 The members are fitted, scored and saved through the Autoencoder's public API only.
@@ -65,7 +66,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from sparkae.anomaly.model import AnomalyDetectorModel
-from sparkae.anomaly.params import AnomalyDetectorParams, validate
+from sparkae.anomaly.params import DEFAULTS, AnomalyDetectorParams, validate
 from sparkae.anomaly.stats import member_stats
 from sparkae.estimator import Autoencoder
 
@@ -76,8 +77,9 @@ log = logging.getLogger(__name__)
 MAX_EPOCHS = 200
 #: Widest coding and hidden layer a member draws.
 MAX_CODE, MAX_HIDDEN = 64, 256
-#: k-means centres of each member's standardised codings (the third term of its score).
-CODE_CLUSTERS = 10
+#: k-means centres of each member's standardised codings (the third term of its score):
+#: the ``n_clusters`` Param's default.
+CODE_CLUSTERS = DEFAULTS["n_clusters"]
 #: Most training rows whose scores and codings a member's statistics come from (a seeded
 #: sample beyond it; ``max_samples`` already caps the training rows at 20,000 by default).
 STATS_ROWS = 100_000
@@ -136,6 +138,9 @@ class AnomalyDetector(Estimator, AnomalyDetectorParams, DefaultParamsReadable,
         at 0.001.
     inlier_quantile : float or None, default None
         Retrain each member on the rows within this quantile of its errors (None: one fit).
+    n_clusters : int, default 10
+        k-means centres of each member's standardised codings (PyOD's name): a member's
+        score adds the distance to the nearest centre; 0 leaves that term out.
     seed : int, default 0
         Seed of the sample, the architectures and the weights.
     num_workers : int, default 1
@@ -190,7 +195,8 @@ class AnomalyDetector(Estimator, AnomalyDetectorParams, DefaultParamsReadable,
             for i, hidden in enumerate(archs):
                 member = _fit_member(train, values, hidden, epochs, values["seed"] + i)
                 members.append(member)
-                stats.append(_score_stats(member, train, n_train, values["seed"] + i))
+                stats.append(_score_stats(member, train, n_train, values["n_clusters"],
+                                          values["seed"] + i))
                 log.info("member %d %s: error median %.4g scale %.4g, code distance median "
                          "%.4g scale %.4g, %d centres", i, hidden, stats[-1]["error_median"],
                          stats[-1]["error_scale"], stats[-1]["distance_median"],
@@ -275,7 +281,8 @@ def _fit_member(train: DataFrame, values: Dict[str, Any], hidden: List[int], epo
     return model
 
 
-def _score_stats(member: Any, train: DataFrame, n_train: int, seed: int) -> Dict[str, Any]:
+def _score_stats(member: Any, train: DataFrame, n_train: int, clusters: int,
+                 seed: int) -> Dict[str, Any]:
     """A member's training statistics (:func:`sparkae.anomaly.stats.member_stats`), from
     one Spark job: the member scores the training rows (a seeded sample of
     :data:`STATS_ROWS` when there are more) and their ``reconstruction_mse`` and codings
@@ -291,5 +298,5 @@ def _score_stats(member: Any, train: DataFrame, n_train: int, seed: int) -> Dict
     if pdf.empty:
         raise ValueError("no training row could be scored (every row's inputs are null)")
     codes = np.stack([np.asarray(v, dtype=np.float64) for v in pdf["deep_features"]])
-    return member_stats(pdf["reconstruction_mse"].to_numpy(np.float64), codes,
-                        CODE_CLUSTERS, seed)
+    return member_stats(pdf["reconstruction_mse"].to_numpy(np.float64), codes, clusters,
+                        seed)

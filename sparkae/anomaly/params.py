@@ -29,6 +29,7 @@ DEFAULTS: Dict[str, Any] = {
     "batch_size": 64,
     "lr": 0.001,
     "inlier_quantile": None,
+    "n_clusters": 10,              # PyOD's name (CBLOF)
     "seed": 0,
     "num_workers": 1,
     "outputs": ["anomaly_score", "is_anomaly"],
@@ -59,6 +60,8 @@ class AnomalyDetectorParams(Params):
     lr = _p("lr", "Adam's learning rate")
     inlier_quantile = _p("inlier_quantile", "retrain each member on the rows whose error is "
                          "within this quantile of its first fit's errors (None: one fit)")
+    n_clusters = _p("n_clusters", "k-means centres of each member's standardised codings: "
+                    "the score's distance to the nearest centre (0: no such term)")
     seed = _p("seed", "random seed of the sample, the members' architectures and weights")
     num_workers = _p("num_workers", "training ranks of each member (Autoencoder's num_workers)")
     outputs = _p("outputs", f"columns transform adds, any of {', '.join(OUTPUTS)}")
@@ -140,6 +143,7 @@ RULES: Dict[str, Callable[[Any], Optional[str]]] = {
     "batch_size": _int(1),
     "lr": _positive,
     "inlier_quantile": _inlier_quantile,
+    "n_clusters": _int(0),
     "seed": _seed,
     "num_workers": _int(1),
     "outputs": _outputs,

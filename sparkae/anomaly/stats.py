@@ -128,18 +128,22 @@ def member_stats(errors: np.ndarray, codes: np.ndarray, clusters: int,
     Returns
     -------
     dict
-        ``code_mean``, ``code_sd``, ``centres`` (at most ``clusters``), and the median and
-        robust scale of the error (``error_median``, ``error_scale``), of the code distance
-        (``distance_*``) and of the distance to the nearest centre (``centre_*``).
+        ``code_mean``, ``code_sd``, and the median and robust scale of the error
+        (``error_median``, ``error_scale``) and of the code distance (``distance_*``); with
+        ``clusters`` > 0 also ``centres`` (at most ``clusters``) and the median and robust
+        scale of the distance to the nearest centre (``centre_*``).
     """
     codes = np.asarray(codes, dtype=np.float64)
     errors = np.asarray(errors, dtype=np.float64)
     mean, sd = moments(codes)
-    z = standardize(codes, mean, sd)
-    centres = kmeans(z, clusters, seed)
     e_med, e_scale = robust(errors)
     d_med, d_scale = robust(code_distance(codes, mean, sd))
-    c_med, c_scale = robust(centre_distance(z, centres))
-    return {"error_median": e_med, "error_scale": e_scale, "code_mean": mean,
-            "code_sd": sd, "distance_median": d_med, "distance_scale": d_scale,
-            "centres": centres, "centre_median": c_med, "centre_scale": c_scale}
+    out: Dict[str, object] = {"error_median": e_med, "error_scale": e_scale,
+                              "code_mean": mean, "code_sd": sd, "distance_median": d_med,
+                              "distance_scale": d_scale}
+    if clusters > 0:
+        z = standardize(codes, mean, sd)
+        centres = kmeans(z, clusters, seed)
+        c_med, c_scale = robust(centre_distance(z, centres))
+        out.update(centres=centres, centre_median=c_med, centre_scale=c_scale)
+    return out
