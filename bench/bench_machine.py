@@ -104,7 +104,7 @@ def run(quick: bool = False) -> Dict[str, Any]:
             # the plain forward in its best configuration (threads, OpenMP wait policy),
             # fresh processes; over the same shifted digits (seed 21)
             t_score, _ = torch_best(pack(model._spec, model._state), score_rows,
-                                    batches=(1024,), seed=21)
+                                    batches=(1024,), seed=21, quick=quick)
             label = "[" + ", ".join(map(str, hidden)) + "]"
             entries = [("training", "sparkae (loop)", sp_train, 6),
                        ("training", "sparkae (whole fit)", len(x) * epochs / fit_s, 6),

@@ -69,7 +69,7 @@ def run(quick: bool = False) -> Dict[str, Any]:
         # each in a fresh process
         t_score_rate, t_score_configs = torch_best(
             pack(model._spec, model._state), score_rows,
-            batches=(1024,) if quick else TORCH_BATCHES)
+            batches=(1024,) if quick else TORCH_BATCHES, quick=quick)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

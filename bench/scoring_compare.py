@@ -240,16 +240,18 @@ print(json.dumps(out))
 
 
 def torch_best(payload: bytes, n: int, batches: Sequence[int] = TORCH_BATCHES,
-               seed: int = 11) -> Tuple[int, Dict[str, Any]]:
+               seed: int = 11, quick: bool = False) -> Tuple[int, Dict[str, Any]]:
     """Rows/s of the plain forward (codings + per-row MSE, uint8 -> float32 included) over
     ``n`` shifted digits (``seed``) in its best configuration, and every configuration's
-    rows/s (fresh processes, one per wait policy and thread count)."""
+    rows/s (fresh processes, one per wait policy and thread count; ``quick``: only the
+    default policy on 2 threads, for smoke runs, whose figures are never published)."""
     by_config: Dict[str, Any] = {}
     with tempfile.NamedTemporaryFile(suffix=".bin", delete=False) as f:
         f.write(payload)
     try:
         runs = fresh_process_runs(_TORCH_CHILD, [f.name, n, ",".join(map(str, batches)), seed],
-                                  TORCH_ENVS, what="plain Torch forward")
+                                  TORCH_ENVS[1:2] if quick else TORCH_ENVS,
+                                  what="plain Torch forward")
         for config, rates in runs.items():
             for batch, rate in rates.items():
                 by_config[f"{config} batch={batch}"] = rate

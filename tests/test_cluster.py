@@ -21,7 +21,8 @@ def test_train_job_with_two_ranks_on_a_standalone_cluster(spark_cluster, tmp_pat
     proc = subprocess.run(
         ["./spark-submit.sh", "--master", spark_cluster, "--conf", "spark.executor.memory=1g",
          "jobs/train.py", "--set", "model.num_workers=2", "--set", "model.epochs=1",
-         "--set", f"model.cache_dir={tmp_path / 'cache'}", "--set", f"output.dir={out}"],
+         "--set", f"model.cache_dir={tmp_path / 'cache'}", "--set", f"output.dir={out}",
+         "--set", "output.report=false"],   # the report is tests/test_jobs.py's
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     output = proc.stdout + proc.stderr   # spark-submit merges the driver's stderr into stdout
     assert proc.returncode == 0, output[-5000:]

@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 
 from sparkae import Autoencoder
+from sparkae.jobs import score_job, score_settings
 from sparkae.scoring import DELAY_CONF
 from tests.conftest import ROOT, snapshot
 
@@ -146,7 +147,7 @@ def _scores(out, date):
     return df.sort_values("id").reset_index(drop=True)
 
 
-def test_scoring_survives_a_killed_executor_and_a_killed_driver(spark_cluster, fault_env,
+def test_scoring_survives_a_killed_executor_and_a_killed_driver(spark, spark_cluster, fault_env,
                                                                 tmp_path):
     root, out = fault_env, tmp_path / "scores"
     # an executor killed mid-scoring: Spark reruns its tasks and the run completes
@@ -183,10 +184,14 @@ def test_scoring_survives_a_killed_executor_and_a_killed_driver(spark_cluster, f
     assert sorted(visible["run_date"].astype(str).unique()) == ["2024-01-02"]
     assert len(visible) == 5000
 
-    # the rerun, with no fault, completes; the run that lost an executor matches it
-    rc, log = _finish(_submit(spark_cluster, "jobs/score.py", _score_args(root, out, "2024-01-03"),
-                              tmp_path / "rerun.log"), tmp_path / "rerun.log")
-    assert rc == 0, log[-4000:]
+    # the rerun, with no fault, completes (the job's own function, in this process: one
+    # cluster app less); the run that lost an executor matches it
+    flags = {"model": str(root / "model"), "input": str(root / "input"), "output": str(out),
+             "id_cols": "id", "run_date": "2024-01-03",
+             "outputs": "reconstruction_mse,is_anomaly"}
+    summary = score_job.run_score(spark, score_settings.load(None, ["scoring.batch_size=64"],
+                                                             flags))
+    assert summary["rows"]["scored"] == 5000, summary
     clean = _scores(out, "2024-01-03")
     assert clean["id"].is_unique and clean["id"].tolist() == survived["id"].tolist()
     pd.testing.assert_series_equal(survived["reconstruction_mse"], clean["reconstruction_mse"],

@@ -58,16 +58,17 @@ def test_job_help_and_bad_settings(tmp_path):
     assert "'activation': got 'sigmoid', expected one of 'tanh', 'tanh_with_dropout'" in proc.stderr
 
 
-def test_denoising_config_with_an_anomaly_threshold(tmp_path):
+def test_denoising_config_with_an_anomaly_threshold(spark, tmp_path):
+    """conf/denoising.yaml through the job's own function in this process (the command
+    line and a Spark start of its own are test_train_job_end_to_end's)."""
+    from sparkae.jobs import train_settings
+    from sparkae.jobs.train_job import run_train
+
     out = tmp_path / "den"
-    env = dict(os.environ, PYSPARK_PYTHON=sys.executable)
-    proc = subprocess.run([sys.executable, "jobs/train.py", "--config", "conf/denoising.yaml",
-                           "--set", "model.epochs=1", "--set", "model.hidden=[20]",
-                           "--set", "model.anomaly_quantile=0.9", "--set", f"output.dir={out}",
-                           # the report is test_train_job_end_to_end's
-                           "--set", "output.report=false"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    settings = train_settings.load(str(ROOT / "conf" / "denoising.yaml"), [
+        "model.epochs=1", "model.hidden=[20]", "model.anomaly_quantile=0.9",
+        f"output.dir={out}", "output.report=false"])    # the report is the end-to-end test's
+    run_train(spark, settings)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["threshold"] > 0 and summary["validation_mse"] > 0
     scored = pd.read_parquet(out / "scored")
