@@ -52,11 +52,14 @@ esac
 # S3A: hadoop-aws matching pyspark's Hadoop (Ivy adds the AWS SDK bundle), and Delta's jar,
 # merged into a --packages (or --conf spark.jars.packages=) the user gave; none with
 # SPARKAE_NO_PACKAGES=1. jars.py runs as a plain script: it needs only the standard library
-# and pyspark's folder.
+# and pyspark's folder. With Delta, its settings; on a local master also
+# spark.databricks.delta.snapshotPartitions = the master's cores (Delta's default, 50 tasks
+# per rebuild of a table's snapshot, makes every read of a small table slow on a few cores).
+# These --conf come before the user's arguments, so a --conf of the user's wins.
 packages() { "$VENV/bin/python" "$ROOT/sparkae/io/jars.py" packages "$@"; }
 while IFS= read -r setting; do
   [ -z "$setting" ] || opts+=(--conf "$setting")
-done < <("$VENV/bin/python" "$ROOT/sparkae/io/jars.py" conf)
+done < <("$VENV/bin/python" "$ROOT/sparkae/io/jars.py" conf "$master")
 args=("$@")
 pkg_at=-1
 pkg_prefix=""

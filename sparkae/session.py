@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Mapping, Optional
 
 from sparkae.io.jars import PACKAGES_KEY, with_packages
+
+__all__ = ["LOOPBACK_CONF", "get_session", "local_settings"]
 
 #: Settings that keep a local Spark driver on 127.0.0.1.
 LOOPBACK_CONF = {
@@ -14,6 +16,37 @@ LOOPBACK_CONF = {
     "spark.driver.bindAddress": "127.0.0.1",
     "spark.ui.enabled": "false",
 }
+
+
+def local_settings(master: str, conf: Optional[Dict[str, Any]] = None,
+                   environ: Optional[Mapping[str, str]] = None,
+                   jars_dir: Optional[str] = None) -> Dict[str, Any]:
+    """The settings :func:`get_session` gives a session it starts itself (no spark-submit).
+
+    Parameters
+    ----------
+    master : str
+        The master asked for; a ``spark.master`` in ``conf`` wins over it.
+    conf : dict, optional
+        The caller's settings; not modified, and they win over the ones added here.
+    environ : mapping, optional
+        The environment to read (``SPARKAE_NO_PACKAGES``); ``os.environ`` by default.
+    jars_dir : str, optional
+        The folder of Spark's jars; pyspark's own by default.
+
+    Returns
+    -------
+    dict
+        :data:`LOOPBACK_CONF`, then ``conf`` with the S3A and Delta Lake packages and
+        settings of :func:`sparkae.io.jars.with_packages`; with Delta on a local master,
+        Delta's snapshot partitions set to the master's core count (Delta's default, 50
+        tasks, makes every read of a small table's log slow on a few cores).
+    """
+    settings = dict(LOOPBACK_CONF)
+    mine = dict(conf or {})
+    settings.update(with_packages(mine, environ=environ, jars_dir=jars_dir,
+                                  master=str(mine.get("spark.master", master))))
+    return settings
 
 
 def get_session(master: str = "local[2]", app_name: str = "sparkae",
@@ -24,7 +57,9 @@ def get_session(master: str = "local[2]", app_name: str = "sparkae",
     gets ``master`` and the loopback settings of :data:`LOOPBACK_CONF` (every service
     binds 127.0.0.1) and the S3A and Delta Lake packages and settings of
     :func:`sparkae.io.jars.with_packages` (merged into any ``spark.jars.packages`` of
-    ``conf``; none with ``SPARKAE_NO_PACKAGES=1`` or on Databricks). With ``SPARK_REMOTE`` set
+    ``conf``; none with ``SPARKAE_NO_PACKAGES=1`` or on Databricks; with Delta on a local
+    master, Delta's snapshot partitions set to its core count unless ``conf`` sets them):
+    see :func:`local_settings`. With ``SPARK_REMOTE`` set
     (``sc://host:port``), a Spark Connect session to that server. ``conf`` entries are
     applied in every case.
     """
@@ -47,11 +82,10 @@ def get_session(master: str = "local[2]", app_name: str = "sparkae",
     settings = dict(conf or {})
     if not launched:
         builder = builder.master(master)
-        for key, value in LOOPBACK_CONF.items():
-            builder = builder.config(key, value)
-        # S3A (hadoop-aws + AWS SDK) and Delta, resolved by Ivy at the JVM's start, unless
-        # SPARKAE_NO_PACKAGES=1 or on Databricks; spark-submit.sh passes them as --packages
-        settings = with_packages(settings)
+        # loopback, S3A (hadoop-aws + AWS SDK) and Delta, resolved by Ivy at the JVM's start,
+        # unless SPARKAE_NO_PACKAGES=1 or on Databricks (spark-submit.sh passes them as
+        # --packages), and Delta's snapshot partitions sized for a local master
+        settings = local_settings(master, conf)
     for key, value in settings.items():
         builder = builder.config(key, str(value))
     try:
