@@ -50,27 +50,33 @@ def test_robust_median_and_scale_with_fallbacks():
     assert stats.robust(np.ones(10)) == (1.0, 1.0)        # no spread at all: 1
 
 
-def test_member_stats_agree_with_the_scoring_expressions(spark):
-    """The medians computed on the driver are medians of the values the scoring
-    expressions (sparkae.anomaly.model.code_distance / centre_distance) give each row."""
-    from pyspark.sql import functions as F
-
-    from sparkae.anomaly.model import centre_distance, code_distance
+def test_the_scoring_udf_gives_each_rows_term_by_hand(spark):
+    """A member's part of anomaly_score as Spark computes it (the pandas UDF over the
+    member's reconstruction_mse and codings) against the formula worked by hand; a row
+    with a null input scores null."""
+    from sparkae.anomaly.model import member_term_udf
 
     rng = np.random.default_rng(2)
     codes = np.concatenate([rng.normal(size=(60, 3)), rng.normal(size=(60, 3)) + 4.0])
     errors = rng.gamma(2.0, size=120)
     st = stats.member_stats(errors, codes, clusters=4, seed=3)
     assert len(st["centres"]) == 4 and all(len(c) == 3 for c in st["centres"])
-    df = spark.createDataFrame([(float(e), [float(v) for v in c])
-                                for e, c in zip(errors, codes)], ["e", "codes"])
-    got = df.select(
-        code_distance(F.col("codes"), st["code_mean"], st["code_sd"]).alias("d"),
-        centre_distance(F.col("codes"), st["code_mean"], st["code_sd"], st["centres"])
-        .alias("c")).toPandas()
-    assert np.median(got["d"]) == pytest.approx(st["distance_median"], rel=1e-9)
-    assert np.median(got["c"]) == pytest.approx(st["centre_median"], rel=1e-9)
     assert st["error_median"] == pytest.approx(np.median(errors))
+    rows = [(i, float(e), [float(v) for v in c]) for i, (e, c) in enumerate(zip(errors, codes))]
+    df = spark.createDataFrame(rows + [(120, None, [0.0, 0.0, 0.0]), (121, 1.0, None)],
+                               "id int, e double, codes array<double>")
+    got = (df.select("id", member_term_udf(st)("e", "codes").alias("t")).toPandas()
+           .sort_values("id")["t"].to_numpy())
+    z = (codes - np.array(st["code_mean"])) / np.array(st["code_sd"])
+    near = np.array([min(((r - np.array(c)) ** 2).sum() for c in st["centres"]) for r in z])
+    want = ((errors - st["error_median"]) / st["error_scale"]
+            + ((z ** 2).mean(1) - st["distance_median"]) / st["distance_scale"]
+            + (near - st["centre_median"]) / st["centre_scale"])
+    assert np.allclose(got[:120], want, rtol=1e-9, atol=1e-9)
+    assert np.median(near) == pytest.approx(st["centre_median"], rel=1e-9)
+    assert np.isnan(got[120]) and np.isnan(got[121])
+    nulls = df.select(member_term_udf(st)("e", "codes").alias("t")).where("t is null").count()
+    assert nulls == 2
 
 
 def test_member_stats_without_clusters_has_no_centre_term():

@@ -8,6 +8,8 @@ import logging
 import time
 from typing import Any, Dict, List, Optional
 
+import numpy as np
+import pandas as pd
 from pyspark.ml import Model
 from pyspark.ml.util import MLReader, MLWriter
 from pyspark.sql import DataFrame
@@ -100,18 +102,9 @@ class AnomalyDetectorModel(Model, AnomalyDetectorParams, DirectoryPersistence):
                 cur = cur.withColumnRenamed(name, f"{_TMP}{name}_{i}")
                 tmp.append(f"{_TMP}{name}_{i}")
         k = len(self._members)
-        terms = []
-        for i, st in enumerate(self._stats):
-            err = F.col(f"{_TMP}reconstruction_mse_{i}")
-            dist = code_distance(F.col(f"{_TMP}deep_features_{i}"), st["code_mean"],
-                                 st["code_sd"])
-            term = ((err - F.lit(st["error_median"])) / F.lit(st["error_scale"])
-                    + (dist - F.lit(st["distance_median"])) / F.lit(st["distance_scale"]))
-            if st.get("centres"):       # models saved before the k-means term have none
-                near = centre_distance(F.col(f"{_TMP}deep_features_{i}"), st["code_mean"],
-                                       st["code_sd"], st["centres"])
-                term = term + (near - F.lit(st["centre_median"])) / F.lit(st["centre_scale"])
-            terms.append(term)
+        terms = [member_term_udf(st)(F.col(f"{_TMP}reconstruction_mse_{i}"),
+                                     F.col(f"{_TMP}deep_features_{i}"))
+                 for i, st in enumerate(self._stats)]
         score = sum(terms[1:], terms[0]) / F.lit(float(k))
         cur = cur.withColumn("anomaly_score", score.cast("double"))
         if "is_anomaly" in outputs:
@@ -182,35 +175,25 @@ class AnomalyDetectorModel(Model, AnomalyDetectorParams, DirectoryPersistence):
                 "members": len(self._members), "fit_info": self._fit_info}
 
 
-def code_distance(codes: Any, mean: List[float], sd: List[float]) -> Any:
-    """Column expression: the mean over coding units of ((code - mean) / sd) ** 2."""
-    mu = F.array(*[F.lit(float(v)) for v in mean])
-    inv = F.array(*[F.lit(1.0 / float(v)) for v in sd])
-    sq = F.transform(codes, lambda c, i: F.pow((c - F.element_at(mu, i + 1))
-                                               * F.element_at(inv, i + 1), 2))
-    return F.aggregate(sq, F.lit(0.0), lambda acc, v: acc + v) / F.lit(float(len(mean)))
+def member_term_udf(st: Dict[str, Any]) -> Any:
+    """A pandas UDF ``(reconstruction_mse, deep_features) -> double``: a member's part of
+    ``anomaly_score`` (:func:`sparkae.anomaly.stats.member_term` with the member's training
+    statistics ``st``), computed on each Arrow batch with NumPy; null when either input is
+    null."""
+    from pyspark.sql.functions import pandas_udf
 
+    from sparkae.anomaly.stats import member_term
 
-def standardized_codes(codes: Any, mean: List[float], sd: List[float]) -> Any:
-    """Column expression: the codings as z-scores, ``(code - mean) / sd`` per unit."""
-    mu = F.array(*[F.lit(float(v)) for v in mean])
-    inv = F.array(*[F.lit(1.0 / float(v)) for v in sd])
-    return F.transform(codes, lambda c, i: (c - F.element_at(mu, i + 1))
-                       * F.element_at(inv, i + 1))
+    @pandas_udf("double")
+    def term(err: pd.Series, codes: pd.Series) -> pd.Series:
+        ok = (err.notna() & codes.notna()).to_numpy()
+        out = pd.Series(np.nan, index=err.index, dtype="float64")
+        if ok.any():
+            c = np.stack([np.asarray(v, dtype=np.float64) for v in codes[ok]])
+            out[ok] = member_term(err[ok].to_numpy(np.float64), c, st)
+        return out.where(pd.Series(ok, index=err.index), None)
 
-
-def centre_distance(codes: Any, mean: List[float], sd: List[float],
-                    centres: List[List[float]]) -> Any:
-    """Column expression: the squared Euclidean distance of the standardised codings
-    (:func:`standardized_codes`) to the nearest of ``centres`` (k-means centres fitted on
-    the standardised codings of the training rows)."""
-    z = standardized_codes(codes, mean, sd)
-    dists = []
-    for centre in centres:
-        c = F.array(*[F.lit(float(v)) for v in centre])
-        dists.append(F.aggregate(F.zip_with(z, c, lambda a, b: (a - b) * (a - b)),
-                                 F.lit(0.0), lambda acc, v: acc + v))
-    return dists[0] if len(dists) == 1 else F.least(*dists)
+    return term
 
 
 def _add_scaled(w: float):
