@@ -91,6 +91,14 @@ def test_optional_outputs(planted, fitted):
     assert len(row["feature_errors"]) == len(COLS)
     assert min(row["feature_errors"]) >= 0
     assert len(row["deep_features"]) >= 2
+    # each member's per-feature errors over its error scale, averaged over members and
+    # divided by the width, worked by hand for that row
+    one = planted[1].where(f"id = {row['id']}")
+    k = len(fitted.members)
+    want = sum(np.array(m.transform(one, {m.outputs: ["feature_errors"]})
+                        .first()["feature_errors"]) / (k * st["error_scale"])
+               for m, st in zip(fitted.members, fitted._stats)) / len(COLS)
+    assert np.allclose(row["feature_errors"], want, rtol=1e-6)
     with pytest.raises(ValueError, match="already has column.*anomaly_score"):
         fitted.transform(out)
 

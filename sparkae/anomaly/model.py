@@ -111,13 +111,10 @@ class AnomalyDetectorModel(Model, AnomalyDetectorParams, DirectoryPersistence):
             cur = cur.withColumn("is_anomaly", F.col("anomaly_score") > F.lit(self._threshold)
                                  if self._threshold is not None else F.lit(None).cast("boolean"))
         if want_fe:
-            arrays = [F.col(f"{_TMP}feature_errors_{i}") for i in range(k)]
+            arrays = F.struct(*[F.col(f"{_TMP}feature_errors_{i}").alias(f"m{i}")
+                                for i in range(k)])
             weights = [1.0 / (k * st["error_scale"]) for st in self._stats]
-            total = F.transform(arrays[0], lambda x: x * F.lit(weights[0]))
-            for arr, w in zip(arrays[1:], weights[1:]):
-                total = F.zip_with(total, arr, _add_scaled(w))
-            n = F.greatest(F.size(arrays[0]), F.lit(1))
-            cur = cur.withColumn("feature_errors", F.transform(total, lambda x: x / n))
+            cur = cur.withColumn("feature_errors", feature_errors_udf(weights)(arrays))
         if want_df:
             cur = cur.withColumn("deep_features", F.col(f"{_TMP}deep_features_0"))
         drop = tmp + ([] if "anomaly_score" in outputs else ["anomaly_score"])
@@ -196,9 +193,28 @@ def member_term_udf(st: Dict[str, Any]) -> Any:
     return term
 
 
-def _add_scaled(w: float):
-    """``(a, b) -> a + w * b`` for :func:`pyspark.sql.functions.zip_with` (two arguments)."""
-    return lambda a, b: a + b * F.lit(w)
+def feature_errors_udf(weights: List[float]) -> Any:
+    """A pandas UDF ``struct<m0, m1, ...> -> array<double>``: the members' per-feature
+    squared errors (one array column each), member ``i``'s times ``weights[i]``, added and
+    divided by the width; null when any member's is null. NumPy per Arrow batch (Spark SQL's
+    ``zip_with`` is interpreted per element)."""
+    from pyspark.sql.functions import pandas_udf
+
+    w = [float(v) for v in weights]
+
+    @pandas_udf("array<double>")
+    def combine(members: pd.DataFrame) -> pd.Series:
+        cols = [members[c] for c in members.columns]
+        ok = np.logical_and.reduce([c.notna().to_numpy() for c in cols])
+        rows = iter(())
+        if ok.any():
+            total = sum(wi * np.stack([np.asarray(v, dtype=np.float64) for v in c[ok]])
+                        for wi, c in zip(w, cols))
+            rows = iter(total / max(total.shape[1], 1))
+        return pd.Series([next(rows) if good else None for good in ok], index=members.index,
+                         dtype=object)
+
+    return combine
 
 
 def _join(path: str, *parts: str) -> str:
