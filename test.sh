@@ -17,10 +17,6 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 VENV="${SPARKAE_VENV:-$ROOT/.venv}"
 "$ROOT/scripts/bootstrap.sh" dev,tune,connect,mlflow,fast,delta
 export SPARK_LOCAL_IP=127.0.0.1 GLOO_SOCKET_IFNAME=lo PYARROW_IGNORE_TIMEZONE=1
-# The suite starts many short-lived JVMs (sessions, spark-submit, cluster daemons and
-# executors): C1-only JIT spends about 13 s less CPU per start on 2 cores (measured: a
-# local spark-submit 31 -> 18 s user time), which short test workloads never earn back.
-export JAVA_TOOL_OPTIONS="${JAVA_TOOL_OPTIONS:--XX:TieredStopAtLevel=1}"
 cd "$ROOT"
 own_marker=0
 for arg in "$@"; do
