@@ -67,7 +67,7 @@ from pyspark.sql import functions as F
 
 from sparkae.anomaly.model import AnomalyDetectorModel
 from sparkae.anomaly.params import DEFAULTS, AnomalyDetectorParams, validate
-from sparkae.anomaly.stats import member_stats
+from sparkae.anomaly.stats import as_matrix, member_stats
 from sparkae.estimator import Autoencoder
 
 
@@ -297,6 +297,5 @@ def _score_stats(member: Any, train: DataFrame, n_train: int, clusters: int,
            .toPandas())
     if pdf.empty:
         raise ValueError("no training row could be scored (every row's inputs are null)")
-    codes = np.stack([np.asarray(v, dtype=np.float64) for v in pdf["deep_features"]])
-    return member_stats(pdf["reconstruction_mse"].to_numpy(np.float64), codes, clusters,
-                        seed)
+    return member_stats(pdf["reconstruction_mse"].to_numpy(np.float64),
+                        as_matrix(pdf["deep_features"]), clusters, seed)

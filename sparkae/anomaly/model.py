@@ -179,16 +179,15 @@ def member_term_udf(st: Dict[str, Any]) -> Any:
     null."""
     from pyspark.sql.functions import pandas_udf
 
-    from sparkae.anomaly.stats import member_term
+    from sparkae.anomaly.stats import as_matrix, member_term
 
     @pandas_udf("double")
     def term(err: pd.Series, codes: pd.Series) -> pd.Series:
         ok = (err.notna() & codes.notna()).to_numpy()
-        out = pd.Series(np.nan, index=err.index, dtype="float64")
+        out = pd.Series(np.nan, index=err.index, dtype="float64")   # NaN: null in Spark
         if ok.any():
-            c = np.stack([np.asarray(v, dtype=np.float64) for v in codes[ok]])
-            out[ok] = member_term(err[ok].to_numpy(np.float64), c, st)
-        return out.where(pd.Series(ok, index=err.index), None)
+            out[ok] = member_term(err[ok].to_numpy(np.float64), as_matrix(codes[ok]), st)
+        return out
 
     return term
 
@@ -200,6 +199,8 @@ def feature_errors_udf(weights: List[float]) -> Any:
     ``zip_with`` is interpreted per element)."""
     from pyspark.sql.functions import pandas_udf
 
+    from sparkae.anomaly.stats import as_matrix
+
     w = [float(v) for v in weights]
 
     @pandas_udf("array<double>")
@@ -208,8 +209,7 @@ def feature_errors_udf(weights: List[float]) -> Any:
         ok = np.logical_and.reduce([c.notna().to_numpy() for c in cols])
         rows = iter(())
         if ok.any():
-            total = sum(wi * np.stack([np.asarray(v, dtype=np.float64) for v in c[ok]])
-                        for wi, c in zip(w, cols))
+            total = sum(wi * as_matrix(c[ok]) for wi, c in zip(w, cols))
             rows = iter(total / max(total.shape[1], 1))
         return pd.Series([next(rows) if good else None for good in ok], index=members.index,
                          dtype=object)

@@ -18,15 +18,21 @@ ran for over 9 minutes on one core without finishing.
 
 from __future__ import annotations
 
-from typing import Dict, List, Tuple
+from typing import Dict, Iterable, List, Sequence, Tuple
 
 import numpy as np
 
-__all__ = ["moments", "standardize", "code_distance", "kmeans", "centre_distance", "robust",
+__all__ = ["as_matrix", "moments", "standardize", "code_distance", "kmeans", "centre_distance", "robust",
            "member_stats", "member_term"]
 
 #: A coding unit whose training standard deviation is at most this is not scaled.
 MIN_SD = 1e-12
+
+
+def as_matrix(rows: Iterable[Sequence[float]]) -> np.ndarray:
+    """Equal-length arrays (an array column's values, as pandas holds them) as one
+    float64 matrix, a row each."""
+    return np.stack([np.asarray(v, dtype=np.float64) for v in rows])
 
 
 def moments(codes: np.ndarray) -> Tuple[List[float], List[float]]:
