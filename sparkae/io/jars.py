@@ -31,7 +31,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 __all__ = ["hadoop_version", "spark_version", "s3a_packages", "delta_package",
            "packages_enabled", "merge_packages", "with_packages", "PACKAGES_KEY",
-           "DELTA_CONF", "DELTA_RELEASES", "SNAPSHOT_PARTITIONS_KEY", "local_cores",
+           "DELTA_CONF", "DELTA_RELEASES", "SNAPSHOT_PARTITIONS_KEY", "local_cores", "usable_cpus",
            "local_delta_conf"]
 
 log = logging.getLogger(__name__)
@@ -286,7 +286,7 @@ def delta_conf(conf: Mapping[str, Any]) -> Dict[str, str]:
     return out
 
 
-def _usable_cpus() -> int:
+def usable_cpus() -> int:
     """The CPUs this process may run on (its affinity mask where the OS has one)."""
     try:
         return max(1, len(os.sched_getaffinity(0)))
@@ -319,7 +319,7 @@ def local_cores(master: Optional[str], cpu_count: Optional[int] = None) -> Optio
     if threads is None:
         return 1
     if threads == "*":
-        return max(1, cpu_count or _usable_cpus())
+        return max(1, cpu_count or usable_cpus())
     return int(threads) or None
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import shutil
 import tempfile
 import time
@@ -30,6 +29,7 @@ from typing import Any, Dict, List, Tuple
 
 import torch
 
+from sparkae.io.jars import local_cores, usable_cpus
 from sparkae.data.converter import list_units, parquet_files
 from sparkae.spark_private import executor_infos, max_concurrent_tasks, run_distributor
 from sparkae.train.failures import RankFailedError, rank_failure
@@ -89,8 +89,7 @@ def driver_threads() -> int:
     """Torch threads of a rank that trains in the driver: the cores this process may run on
     (its CPU affinity, which containers and ``taskset`` narrow), at most N under a
     ``local[N]`` master and at most ``spark.driver.cores`` where that is set."""
-    cores = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-             else os.cpu_count() or 1)
+    cores = usable_cpus()
     try:
         from pyspark.sql import SparkSession
 
@@ -126,12 +125,8 @@ def task_slots(spark: Any) -> Tuple[int, int]:
     tuple of int
         Task slots for the default resource profile, and those no task runs in now.
     """
-    master = spark.conf.get("spark.master", "") or ""
-    m = re.match(r"local\[(\d+|\*)", master)
-    if master == "local" or m:
-        if master == "local":
-            return 1, 1
-        n = (os.cpu_count() or 1) if m.group(1) == "*" else int(m.group(1))
+    n = local_cores(spark.conf.get("spark.master", "") or "")
+    if n is not None:
         return n, n
     try:
         total = max_concurrent_tasks(spark)
