@@ -15,8 +15,12 @@ from typing import Any, Dict, List, Optional
 from pyspark.sql import DataFrame
 
 import sparkae.tracking as tracking
-from sparkae.data.prepare import InputInfo, compute_stats, prepare, prepare_like
-from sparkae.data.training_data import TrainingData, materialize_for_training
+from sparkae.data import cache
+from sparkae.data.local_prepare import prepare_locally
+from sparkae.data.petastorm import resolve_loader
+from sparkae.data.prepare import InputInfo, compute_stats, described, prepare_like, resolve
+from sparkae.data.training_data import (TrainingData, materialize_for_training,
+                                        training_data_from)
 from sparkae.io import checks as paths
 from sparkae.io.uri import join
 from sparkae.nn.families import conv_hidden, spec_coding_layer
@@ -62,8 +66,8 @@ PREPARATION_PARAMS = ("features_col", "features_cols", "data_loader", "cache_dir
 def preparation_key(values: Dict[str, Any]) -> str:
     """What fits must agree on to share one :func:`prepare_input` (its settings, and
     whether input noise forces dense batches)."""
-    noisy = values["noise"] != "none" or values["input_dropout_ratio"] > 0
-    return json.dumps([[values.get(k) for k in PREPARATION_PARAMS], noisy], default=str)
+    return json.dumps([[values.get(k) for k in PREPARATION_PARAMS], _noisy(values)],
+                      default=str)
 
 
 def prepare_input(dataset: DataFrame, values: Dict[str, Any],
@@ -84,7 +88,19 @@ def prepare_input(dataset: DataFrame, values: Dict[str, Any],
     ValueError
         A missing or badly typed feature column, or validation rows of another width.
     """
-    vectors, info, stats = prepare(dataset, values["features_col"], values["features_cols"])
+    vectors, info = resolve(dataset, values["features_col"], values["features_cols"])
+    spark = dataset.sparkSession
+    loader = resolve_loader(values["data_loader"])
+    local = None
+    if validation_df is None and not values["keep_cache"] and loader == "arrow" and \
+            cache.is_local_master(spark):
+        local = prepare_locally(vectors, cache.cache_root(spark, values["cache_dir"]),
+                                info.size if info.kind == "columns" else None)
+    if local is not None:
+        stats = described(info, local[0])
+        return PreparedInput(info, stats, 0, training_data_from(local[1], stats, info.size,
+                                                                _noisy(values), spark))
+    stats = described(info, compute_stats(vectors, info))
     valid_vectors, valid_rows, vstats = None, 0, None
     if validation_df is not None:
         valid_vectors = prepare_like(validation_df, info, "validation_df")
@@ -96,10 +112,14 @@ def prepare_input(dataset: DataFrame, values: Dict[str, Any],
     data = materialize_for_training(
         dataset.sparkSession, vectors, stats, valid_vectors, vstats, info.size,
         cache_dir=values["cache_dir"], keep=values["keep_cache"],
-        data_loader=values["data_loader"],
-        noisy=values["noise"] != "none" or values["input_dropout_ratio"] > 0,
+        loader=loader, noisy=_noisy(values),
         cache_fallback=cache_fallback(values))
     return PreparedInput(info, stats, valid_rows, data)
+
+
+def _noisy(values: Dict[str, Any]) -> bool:
+    """Input noise is configured (it forces dense batches)."""
+    return values["noise"] != "none" or values["input_dropout_ratio"] > 0
 
 
 def cache_fallback(values: Dict[str, Any]) -> Optional[str]:

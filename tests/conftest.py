@@ -43,13 +43,24 @@ def packages_env(env=None):
 #: Ray instances never start side by side. Every other module is a group of its own: its
 #: module-scoped fixtures are built once, on one worker.
 RAY_MODULES = {"test_tune", "test_tune_cluster", "test_guarantees", "test_examples"}
+#: Modules of the first run whose tests use the standalone test cluster (:func:`spark_cluster`,
+#: session-scoped, so one per worker): one group, so that the cluster starts once for them
+#: (its master and two workers are three JVM starts).
+CLUSTER_MODULES = {"test_cluster", "test_faults"}
+
+
+def _xdist_group(module: str) -> str:
+    if module in RAY_MODULES:
+        return "ray"
+    return "cluster" if module in CLUSTER_MODULES else module
 
 
 def pytest_collection_modifyitems(config, items):
-    """Put each test in its xdist group (see :data:`RAY_MODULES`); inert without xdist."""
+    """Put each test in its xdist group (see :data:`RAY_MODULES` and
+    :data:`CLUSTER_MODULES`); inert without xdist."""
     for item in items:
         module = item.module.__name__.rsplit(".", 1)[-1] if item.module else item.nodeid
-        item.add_marker(pytest.mark.xdist_group("ray" if module in RAY_MODULES else module))
+        item.add_marker(pytest.mark.xdist_group(_xdist_group(module)))
 
 
 #: The official MNIST test set (IDX files) beside the checkout.

@@ -46,7 +46,8 @@ FORMAT = 1
 _PRIVATE = "fit-"
 
 
-def _is_local_master(spark: Any) -> bool:
+def is_local_master(spark: Any) -> bool:
+    """A local master (or a session whose master cannot be read: Spark Connect)."""
     try:
         return str(spark.sparkContext.master).startswith("local")
     except Exception:  # noqa: BLE001 - Spark Connect: the server's files are checked later
@@ -77,7 +78,7 @@ def cache_root(spark: Any = None, cache_dir: Optional[str] = None,
             root, source = spark.conf.get(CACHE_DIR_CONF, None), CACHE_DIR_CONF
         except Exception:  # noqa: BLE001 - no conf access (e.g. a stopped session)
             root = None
-    local_master = spark is None or _is_local_master(spark)
+    local_master = spark is None or is_local_master(spark)
     if not root and fallback and not local_master:
         root, source = fallback, "checkpoint_dir"
     if root:

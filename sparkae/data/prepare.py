@@ -245,13 +245,24 @@ def _what(info: InputInfo) -> str:
 def prepare(df: DataFrame, features_col: str,
             features_cols: Optional[List[str]]) -> tuple[DataFrame, InputInfo, FeatureStats]:
     """Validate ``df``, reduce it to one ``features`` vector column and compute statistics."""
+    vectors, info = resolve(df, features_col, features_cols)
+    return vectors, info, described(info, compute_stats(vectors, info))
+
+
+def resolve(df: DataFrame, features_col: str,
+            features_cols: Optional[List[str]]) -> tuple[DataFrame, InputInfo]:
+    """Validate ``df`` and reduce it to one ``features`` vector column (the levels of
+    string ``features_cols`` take one aggregation; nothing else runs a job)."""
     levels = find_levels(df, string_columns(df, features_cols))
     col, info = resolve_input(df, features_col, features_cols, levels)
-    vectors = df.select(col.alias(FEATURES))
-    stats = compute_stats(vectors, info)
+    return df.select(col.alias(FEATURES)), info
+
+
+def described(info: InputInfo, stats: FeatureStats) -> FeatureStats:
+    """Record the width that ``stats`` found in ``info`` and log the prepared input."""
     info.size = len(stats.mean)
     log.info("prepared %s: %d rows, %d features", _what(info), stats.count, info.size)
-    return vectors, info, stats
+    return stats
 
 
 def input_column(df: DataFrame, info: InputInfo, role: str) -> Column:

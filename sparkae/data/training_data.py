@@ -93,7 +93,7 @@ def local_dir(converter: Any) -> str:
 
 def materialize_for_training(spark: Any, vectors: DataFrame, stats: Any,
                              valid_vectors: Optional[DataFrame], valid_stats: Any, size: int, *,
-                             cache_dir: Optional[str], keep: bool, data_loader: str,
+                             cache_dir: Optional[str], keep: bool, loader: str,
                              noisy: bool, cache_fallback: Optional[str] = None) -> TrainingData:
     """Materialize (or reuse) the prepared training and validation features.
 
@@ -107,14 +107,14 @@ def materialize_for_training(spark: Any, vectors: DataFrame, stats: Any,
     size : int
         Input width.
     cache_dir, keep : see the ``cache_dir`` and ``keep_cache`` Params.
-    data_loader : {"auto", "petastorm", "arrow"}
+    loader : {"arrow", "petastorm"}
+        The resolved ``data_loader`` (:func:`sparkae.data.petastorm.resolve_loader`).
     noisy : bool
         Input noise is configured (forces dense batches).
     cache_fallback : str, optional
         Where to materialize when neither ``cache_dir`` nor ``spark.sparkae.cacheDir`` is
         set (the fit's ``checkpoint_dir/_cache``).
     """
-    loader = petastorm.resolve_loader(data_loader)
     root = cache.cache_root(spark, cache_dir, cache_fallback)
     handles: List[cache.Materialized] = []
     try:
@@ -123,17 +123,37 @@ def materialize_for_training(spark: Any, vectors: DataFrame, stats: Any,
         if valid_vectors is not None:
             _, valid = _one(spark, valid_vectors, valid_stats, root, keep, loader,
                             "validation_df", handles)
-        rows, nnz, density = table_layout(parquet_files(handles[0].path), size)
-        try:
-            setting = spark.conf.get(SPARSE_CONF, None)
-        except Exception:  # noqa: BLE001
-            setting = None
-        sparse = choose_sparse(size, density, noisy, setting)
+        sparse, density = _layout(spark, handles[0].path, size, noisy, loader)
     except BaseException:
         for h in handles:
             h.release()
         raise
-    log.info("training data: %d rows x %d features, %.3g%% stored, %s batches, %s loader",
-             rows, size, 100 * density, "sparse CSR" if sparse else "dense", loader)
     return TrainingData(train, valid, loader, sparse, density, key, cache.fingerprint(stats),
                         handles)
+
+
+def _layout(spark: Any, path: str, size: int, noisy: bool, loader: str) -> tuple:
+    """``(sparse batches?, density)`` of the materialized training table at ``path``."""
+    rows, nnz, density = table_layout(parquet_files(path), size)
+    try:
+        setting = spark.conf.get(SPARSE_CONF, None)
+    except Exception:  # noqa: BLE001
+        setting = None
+    sparse = choose_sparse(size, density, noisy, setting)
+    log.info("training data: %d rows x %d features, %.3g%% stored, %s batches, %s loader",
+             rows, size, 100 * density, "sparse CSR" if sparse else "dense", loader)
+    return sparse, density
+
+
+def training_data_from(entry: cache.Materialized, stats: Any, size: int, noisy: bool,
+                       spark: Any) -> TrainingData:
+    """The training data of a table already materialized for the Arrow loader (by
+    :mod:`sparkae.data.local_prepare`), without validation rows; releases ``entry`` when
+    its layout cannot be read."""
+    try:
+        sparse, density = _layout(spark, entry.path, size, noisy, "arrow")
+    except BaseException:
+        entry.release()
+        raise
+    return TrainingData(parquet_files(entry.path), None, "arrow", sparse, density, None,
+                        cache.fingerprint(stats), [entry])

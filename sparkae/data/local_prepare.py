@@ -1,0 +1,215 @@
+"""A small fit prepared by the driver: one Arrow collect instead of two Spark jobs.
+
+A fit's preparation is two Spark jobs: the scaling statistics (one aggregation) and the
+prepared rows written as Parquet for the ranks. On a small table each costs about half a
+second of job overhead (measured on the bundled sample: 0.52 s and 0.47 s of a 1.36 s fit),
+more than its work. When the master is local, the cache location is on this machine, the
+loader is Arrow and the data is small, the driver collects the prepared ``features``
+column once through Arrow, computes the statistics with NumPy (float64, as Spark's
+``Summarizer``: count, mean, sample standard deviation, minimum and maximum with the
+implicit zeros of sparse vectors) and writes the same Parquet layout with pyarrow.
+
+Anything unusual sends the fit back to the Spark path, which checks it and reports it
+in its own words: null rows, vectors of different widths, sparse indices out of range,
+NaN or infinite values (imputed or refused there), fewer than 2 rows, more rows than the
+limit, a session without Arrow collection (Spark Connect, older PySpark) or any error
+while collecting.
+
+The limit is the Spark conf ``spark.sparkae.localPrepareRows`` (default
+:data:`LOCAL_ROWS`; 0 turns the path off), and never more than :data:`LOCAL_VALUES`
+values: the first row gives the width and a count the rows before anything is collected,
+so a large or wide table is never collected whole.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from typing import Any, Optional, Tuple
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from pyspark.sql import DataFrame
+
+from sparkae.data import cache
+from sparkae.data.converter import ROW_GROUP_BYTES
+from sparkae.data.prepare import FEATURES
+from sparkae.io import fs
+from sparkae.io.uri import join, parse
+from sparkae.nn.scaling import FeatureStats
+
+log = logging.getLogger("sparkae")
+
+#: Spark conf: most rows the driver prepares itself (0: always prepare through Spark).
+LOCAL_ROWS_CONF = "spark.sparkae.localPrepareRows"
+#: Default of :data:`LOCAL_ROWS_CONF`.
+LOCAL_ROWS = 20_000
+#: Most vector values (rows x width, 8 bytes each as collected) the driver collects.
+LOCAL_VALUES = 16_000_000
+
+
+def row_limit(spark: Any) -> int:
+    """The ``spark.sparkae.localPrepareRows`` limit (0 when the session cannot collect
+    through Arrow, e.g. Spark Connect).
+
+    Raises
+    ------
+    ValueError
+        The conf is not a whole number >= 0.
+    """
+    if not hasattr(spark, "_jsparkSession"):       # Spark Connect: prepare on the server
+        return 0
+    text = spark.conf.get(LOCAL_ROWS_CONF, None)
+    if text is None:
+        return LOCAL_ROWS
+    try:
+        rows = int(str(text).strip())
+    except ValueError:
+        rows = -1
+    if rows < 0:
+        raise ValueError(f"Spark conf {LOCAL_ROWS_CONF}: got {text!r}, expected a whole "
+                         "number >= 0 (0 prepares every fit through Spark)")
+    return rows
+
+
+def _collect(vectors: DataFrame) -> Optional[pa.StructArray]:
+    """The prepared vectors as one Arrow struct array (None when they do not come as
+    Spark's vector struct)."""
+    batches = vectors.select(FEATURES)._collect_as_arrow()
+    if not batches:
+        return None
+    col = pa.Table.from_batches(batches).column(FEATURES).combine_chunks()
+    if not pa.types.is_struct(col.type) or \
+            [col.type.field(i).name for i in range(col.type.num_fields)] != \
+            ["type", "size", "indices", "values"]:
+        return None
+    return col
+
+
+def _width(vectors: DataFrame) -> int:
+    """The width of the first row's vector (0 when there is none or it is null); a plain
+    ``take(1)``, a third of the time of an Arrow collect with a limit."""
+    rows = vectors.select(FEATURES).take(1)
+    return int(rows[0][0].size) if rows and rows[0][0] is not None else 0
+
+
+def describe(col: pa.StructArray) -> Optional[Tuple[FeatureStats, int]]:
+    """The statistics of clean vectors (float64), or None when a row is null, the widths
+    differ, an index is out of range, a value is NaN or infinite, or there are fewer than
+    2 rows. Returns ``(stats, stored values)``."""
+    n = len(col)
+    if n < 2 or col.null_count:
+        return None
+    kinds, sizes, indices, values = col.flatten()
+    if values.null_count or values.flatten().null_count:
+        return None
+    lengths = pc.list_value_length(values).to_numpy(zero_copy_only=False).astype(np.int64)
+    vals = values.flatten().to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
+    sparse = kinds.to_numpy(zero_copy_only=False) == 0
+    if sparse.any():
+        size = int(sizes.filter(pa.array(sparse))[0].as_py())
+    else:
+        size = int(lengths[0])
+    widths = lengths.copy()
+    if sparse.any():
+        widths[sparse] = sizes.filter(pa.array(sparse)).to_numpy(zero_copy_only=False)
+    if size < 1 or (widths != size).any() or not np.isfinite(vals).all():
+        return None
+    if not sparse.any():                              # every row dense: one matrix
+        x = vals.reshape(n, size)
+        stats = FeatureStats(count=n, mean=x.mean(axis=0), std=x.std(axis=0, ddof=1),
+                             min=x.min(axis=0), max=x.max(axis=0))
+        return stats, len(vals)
+    starts = np.cumsum(lengths) - lengths
+    cols = np.arange(len(vals), dtype=np.int64) - np.repeat(starts, lengths)
+    cols[np.repeat(sparse, lengths)] = indices.flatten().to_numpy(zero_copy_only=False)
+    if len(cols) and (cols.min() < 0 or cols.max() >= size):
+        return None
+    stored = np.bincount(cols, minlength=size)
+    mean = np.bincount(cols, weights=vals, minlength=size) / n
+    dev = np.bincount(cols, weights=(vals - mean[cols]) ** 2, minlength=size)
+    dev += (n - stored) * mean ** 2                   # the implicit zeros
+    lo = np.full(size, np.inf)
+    hi = np.full(size, -np.inf)
+    np.minimum.at(lo, cols, vals)
+    np.maximum.at(hi, cols, vals)
+    implicit = stored < n
+    lo[implicit] = np.minimum(lo[implicit], 0.0)
+    hi[implicit] = np.maximum(hi[implicit], 0.0)
+    return FeatureStats(count=n, mean=mean, std=np.sqrt(dev / (n - 1)), min=lo, max=hi), \
+        len(vals)
+
+
+def _write(col: pa.StructArray, stored: int, directory: str, meta: str) -> None:
+    """The prepared rows as one Parquet file under ``directory`` (row groups of about
+    :data:`ROW_GROUP_BYTES`, as Spark writes them), then the entry's marker."""
+    per_row = max(1, (stored * 12 + len(col) * 16) // max(1, len(col)))
+    buf = pa.BufferOutputStream()
+    pq.write_table(pa.table({FEATURES: col}), buf,
+                   row_group_size=max(1, ROW_GROUP_BYTES // per_row), compression="snappy")
+    fs.makedirs(directory, "cache_dir")
+    fs.write_bytes(join(directory, "part-00000-local.parquet"), buf.getvalue().to_pybytes(),
+                   "cache_dir")
+    fs.write_bytes(join(directory, cache.META), meta.encode(), "cache_dir")
+
+
+def prepare_locally(vectors: DataFrame, root: str, size_hint: Optional[int] = None
+                    ) -> Optional[Tuple[FeatureStats, cache.Materialized]]:
+    """Collect, check, describe and write a small prepared table (see the module
+    docstring); None sends the fit to the Spark path.
+
+    Parameters
+    ----------
+    vectors : DataFrame
+        The prepared ``features`` column.
+    root : str
+        The cache location (local paths only; None is returned for others).
+    size_hint : int, optional
+        The input width when it is known without data (``features_cols`` input).
+
+    Returns
+    -------
+    tuple or None
+        The statistics and the fit's private materialized entry.
+    """
+    spark = vectors.sparkSession
+    limit = row_limit(spark)
+    if limit < 2 or not parse(root, "cache_dir").is_local or \
+            not hasattr(vectors, "_collect_as_arrow"):
+        return None
+    t0 = time.perf_counter()
+    try:
+        width = size_hint or _width(vectors)
+        rows = min(limit, LOCAL_VALUES // max(1, width))
+        # the count first (one cheap job), so that only a table known to be small is
+        # collected, and without a limit (Spark runs a collect with a limit as several jobs)
+        if width < 1 or rows < 2 or vectors.count() > rows:
+            return None
+        col = _collect(vectors)
+    except Exception as exc:  # noqa: BLE001 - anything here: Spark's path decides
+        log.debug("preparing on the driver failed (%s); preparing through Spark", exc)
+        return None
+    if col is None or len(col) > rows:
+        return None
+    described = describe(col)
+    if described is None:
+        return None
+    stats, stored = described
+    target = join(root, f"{cache._PRIVATE}{uuid.uuid4().hex}")
+    meta = {"key": None, "format": cache.FORMAT, "created": time.time(),
+            "role": "training data", "prepared": "driver"}
+    try:
+        _write(col, stored, target, json.dumps(meta))
+    except BaseException:
+        try:
+            fs.delete(target, "cache_dir")
+        except OSError:
+            pass
+        raise
+    log.info("training data: %d rows prepared on the driver (one Arrow collect) and written "
+             "to %s in %.2f s", stats.count, target, time.perf_counter() - t0)
+    return stats, cache.Materialized(target, None, owned=True)

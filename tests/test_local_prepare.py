@@ -1,0 +1,146 @@
+"""A small fit prepared on the driver (sparkae.data.local_prepare): one Arrow collect, the
+statistics in NumPy, the Parquet written with pyarrow. Its statistics and rows must be
+Spark's own, and anything unusual must go back to the Spark path (which checks and
+reports it)."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from pyspark.ml.linalg import Vectors
+
+from sparkae import Autoencoder
+from sparkae.data.converter import decode_table, parquet_files, to_dense
+from sparkae.data.local_prepare import LOCAL_ROWS_CONF, prepare_locally, row_limit
+from sparkae.data.prepare import compute_stats, resolve
+
+
+@pytest.fixture()
+def rows_conf(spark):
+    """Set ``spark.sparkae.localPrepareRows`` for one test, then restore it."""
+    before = spark.conf.get(LOCAL_ROWS_CONF, None)
+
+    def set_(value):
+        spark.conf.set(LOCAL_ROWS_CONF, str(value))
+
+    yield set_
+    if before is None:
+        spark.conf.unset(LOCAL_ROWS_CONF)
+    else:
+        spark.conf.set(LOCAL_ROWS_CONF, before)
+
+
+def _vectors(spark, rows, col="features"):
+    return resolve(spark.createDataFrame([(v,) for v in rows], [col]), col, None)
+
+
+def _assert_same_stats(a, b):
+    assert a.count == b.count
+    for name in ("mean", "std", "min", "max"):
+        np.testing.assert_allclose(getattr(a, name), getattr(b, name), rtol=1e-12, atol=1e-12,
+                                   err_msg=name)
+
+
+def _rows_of(entry, size):
+    files = parquet_files(entry.path)
+    assert len(files) == 1
+    block = decode_table(pq.read_table(files[0]), size)
+    return to_dense(np.diff(block.indptr), block.cols, block.vals, size)
+
+
+def test_dense_sample_matches_spark(spark, mnist_sample, tmp_path):
+    vectors, info = resolve(mnist_sample, "features", None)
+    got = prepare_locally(vectors, str(tmp_path))
+    assert got is not None
+    stats, entry = got
+    _assert_same_stats(stats, compute_stats(vectors, info))
+    assert entry.owned and os.path.isdir(entry.path) and entry.path.startswith(str(tmp_path))
+    want = np.array([r.features.toArray() for r in mnist_sample.select("features").collect()],
+                    dtype=np.float32)
+    np.testing.assert_array_equal(_rows_of(entry, 784), want)
+    entry.release()
+    assert not os.path.exists(entry.path)
+
+
+def test_sparse_and_mixed_rows_match_spark(spark, tmp_path):
+    rng = np.random.default_rng(3)
+    rows = []
+    for i in range(40):
+        idx = np.sort(rng.choice(50, 4, replace=False))
+        vals = rng.normal(size=4) * 3
+        rows.append(Vectors.sparse(50, idx.tolist(), vals.tolist()) if i % 3 else
+                    Vectors.dense(np.where(rng.random(50) < 0.2, rng.normal(size=50), 0.0)))
+    rows.append(Vectors.sparse(50, [], []))          # an empty row: every value is zero
+    vectors, info = _vectors(spark, rows)
+    stats, entry = prepare_locally(vectors, str(tmp_path))
+    _assert_same_stats(stats, compute_stats(vectors, info))
+    np.testing.assert_array_equal(_rows_of(entry, 50),
+                                  np.array([r.toArray() for r in rows], dtype=np.float32))
+    entry.release()
+
+
+def test_features_cols_use_the_known_width(spark, tmp_path):
+    df = spark.createDataFrame([(float(i), i % 3, "ab"[i % 2]) for i in range(30)],
+                               ["a", "b", "s"])
+    vectors, info = resolve(df, "features", ["a", "b", "s"])
+    stats, entry = prepare_locally(vectors, str(tmp_path), info.size)
+    _assert_same_stats(stats, compute_stats(vectors, info))
+    assert len(stats.mean) == info.size == 4
+    entry.release()
+
+
+@pytest.mark.parametrize("case", ["null row", "nan", "infinite", "widths", "one row"])
+def test_unusual_input_goes_to_spark(spark, tmp_path, case):
+    good = [Vectors.dense([1.0, 2.0, 3.0]), Vectors.dense([0.5, 0.0, 1.0])]
+    rows = {"null row": good + [None], "nan": good + [Vectors.dense([1.0, float("nan"), 2.0])],
+            "infinite": good + [Vectors.sparse(3, [1], [float("inf")])],
+            "widths": good + [Vectors.dense([1.0, 2.0])], "one row": good[:1]}[case]
+    from pyspark.ml.linalg import VectorUDT
+    from pyspark.sql.types import StructField, StructType
+
+    schema = StructType([StructField("features", VectorUDT(), True)])
+    df = spark.createDataFrame([(v,) for v in rows], schema)
+    vectors, _ = resolve(df, "features", None)
+    assert prepare_locally(vectors, str(tmp_path)) is None
+    assert os.listdir(tmp_path) == []                # nothing written
+
+
+def test_the_row_limit(spark, tmp_path, rows_conf):
+    vectors, _ = _vectors(spark, [Vectors.dense([float(i), 1.0]) for i in range(10)])
+    rows_conf(9)
+    assert prepare_locally(vectors, str(tmp_path)) is None
+    rows_conf(0)
+    assert row_limit(spark) == 0 and prepare_locally(vectors, str(tmp_path)) is None
+    rows_conf(10)
+    stats, entry = prepare_locally(vectors, str(tmp_path))
+    assert stats.count == 10
+    entry.release()
+    rows_conf("many")
+    with pytest.raises(ValueError, match=r"spark.sparkae.localPrepareRows: got 'many', "
+                                         r"expected a whole number >= 0"):
+        row_limit(spark)
+
+
+def test_a_fit_prepared_either_way_learns_the_same_scaling(spark, mnist_sample, rows_conf,
+                                                           caplog):
+    small = mnist_sample.limit(600)
+    ae = Autoencoder(hidden=[16], epochs=2, seed=5, stopping_rounds=0)
+    with caplog.at_level(logging.INFO, logger="sparkae"):
+        local = ae.fit(small)
+    assert "prepared on the driver" in caplog.text
+    caplog.clear()
+    rows_conf(0)
+    with caplog.at_level(logging.INFO, logger="sparkae"):
+        spark_side = ae.fit(small)
+    assert "prepared on the driver" not in caplog.text and "materialized to" in caplog.text
+    scaler = [k for k in local._state if k.startswith("scaler.")]
+    assert scaler
+    for key in scaler:
+        np.testing.assert_allclose(local._state[key].numpy(), spark_side._state[key].numpy(),
+                                   rtol=1e-6, atol=1e-7, err_msg=key)
+    a, b = local.summary.train_mse, spark_side.summary.train_mse
+    assert abs(a - b) <= 0.1 * b, (a, b)
