@@ -52,10 +52,14 @@ class InputScaler(nn.Module):
         stays sparse)."""
         if sparse.is_sparse(x):  # stays sparse: S = x * scale, see sparkae.nn.sparse
             return sparse.scale(self, x)
-        if not self.all_kept:
-            x = x.index_select(1, self.keep)
-        z = (x - self.shift) * self.scale
-        return torch.where(torch.isnan(z), self.impute, z)
+        # one new tensor, scaled in place; the NaN mask only when a NaN is there (a sum is
+        # NaN exactly when some value is NaN, or +inf meets -inf: then the mask finds none)
+        z = x.index_select(1, self.keep).sub_(self.shift) if not self.all_kept \
+            else x - self.shift
+        z.mul_(self.scale)
+        if torch.isnan(z.sum()):
+            z = torch.where(torch.isnan(z), self.impute, z)
+        return z
 
     def clip(self, z: torch.Tensor) -> torch.Tensor:
         """Clamp dense scaled inputs ``z`` (rows x kept, the output of :meth:`forward`) into
