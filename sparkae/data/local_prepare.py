@@ -47,9 +47,9 @@ log = logging.getLogger("sparkae")
 #: Spark conf: most rows the driver prepares itself (0: always prepare through Spark).
 LOCAL_ROWS_CONF = "spark.sparkae.localPrepareRows"
 #: Default of :data:`LOCAL_ROWS_CONF`.
-LOCAL_ROWS = 20_000
+LOCAL_ROWS = 100_000
 #: Most vector values (rows x width, 8 bytes each as collected) the driver collects.
-LOCAL_VALUES = 16_000_000
+LOCAL_VALUES = 50_000_000
 
 
 def row_limit(spark: Any) -> int:
