@@ -81,6 +81,37 @@ def analyzed_plan(df: Any) -> Optional[str]:
         return None
 
 
+def collect_arrow(df: Any) -> List[Any]:
+    """Every row of ``df`` as pyarrow record batches, through the driver
+    (``DataFrame._collect_as_arrow``, as ``toPandas`` does; 3.5 and 4.2).
+
+    Raises
+    ------
+    NoJvmError
+        Under Spark Connect.
+    """
+    jvm_context(df.sparkSession)
+    return df._collect_as_arrow()
+
+
+def known_row_count(df: Any) -> Optional[int]:
+    """The exact row count that ``df``'s plan statistics hold without running a job, else
+    None: a cached DataFrame whose cache is loaded (its ``InMemoryRelation`` counts its
+    rows), directly or under projections (which keep the count)."""
+    try:
+        plan = df._jdf.queryExecution().optimizedPlan()
+        plan.invalidateStatsCache()   # statistics a plan computed before its cache loaded
+        while True:
+            count = plan.stats().rowCount()
+            if count.isDefined():
+                return int(str(count.get()))   # py4j gives an int (BigInt) or its text
+            if plan.nodeName() != "Project":
+                return None
+            plan = plan.child()
+    except Exception:  # noqa: BLE001 - Spark Connect has no _jdf; other plan shapes
+        return None
+
+
 def dummy_parent() -> Any:
     """The placeholder parent of class-level Params (what pyspark.ml's own mixins use)."""
     from pyspark.ml.param import Params

@@ -128,7 +128,7 @@ def test_the_row_limit(spark, tmp_path, rows_conf):
 def test_a_fit_prepared_either_way_learns_the_same_scaling(spark, mnist_sample, rows_conf,
                                                            caplog):
     small = mnist_sample.limit(600)
-    ae = Autoencoder(hidden=[16], epochs=2, seed=5, stopping_rounds=0)
+    ae = Autoencoder(hidden=[16], epochs=2, seed=5, stopping_rounds=0, data_loader="arrow")
     with caplog.at_level(logging.INFO, logger="sparkae"):
         local = ae.fit(small)
     assert "prepared on the driver" in caplog.text

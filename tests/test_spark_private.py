@@ -79,6 +79,28 @@ def test_analyzed_plan(spark):
     assert spark_private.analyzed_plan(spark.range(6).selectExpr("id * 2 AS x")) != plan
 
 
+def test_collect_arrow(spark):
+    batches = spark_private.collect_arrow(spark.range(7).selectExpr("id * 2 AS x"))
+    assert sum(b.num_rows for b in batches) == 7
+    assert sorted(v for b in batches for v in b.column(0).to_pylist()) == list(range(0, 14, 2))
+
+
+def test_known_row_count(spark):
+    rows = [(i, 2 * i) for i in range(9)]
+    query = lambda: spark.createDataFrame(rows, "a long, b long")  # noqa: E731
+    assert spark_private.known_row_count(query()) is None       # local rows: a job would tell
+    assert spark_private.known_row_count(spark.range(9).selectExpr("id * 2 AS x")) == 9
+    cached = query().cache()
+    try:
+        assert spark_private.known_row_count(cached) is None    # cached, not loaded yet
+        cached.count()
+        assert spark_private.known_row_count(cached) == 9
+        assert spark_private.known_row_count(cached.select("b")) == 9    # a projection
+        assert spark_private.known_row_count(cached.where("a > 3")) is None   # a filter
+    finally:
+        cached.unpersist()
+
+
 # -- pyspark.ml -----------------------------------------------------------------------------
 
 def test_dummy_parent():

@@ -17,7 +17,8 @@ while collecting.
 
 The limit is the Spark conf ``spark.sparkae.localPrepareRows`` (default
 :data:`LOCAL_ROWS`; 0 turns the path off), and never more than :data:`LOCAL_VALUES`
-values: the first row gives the width and a count the rows before anything is collected,
+values: the first row gives the width, and a count (or a loaded cache's statistics) the rows,
+before anything is collected,
 so a large or wide table is never collected whole.
 """
 
@@ -35,6 +36,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pyspark.sql import DataFrame
 
+import sparkae.spark_private as spark_private
 from sparkae.data import cache
 from sparkae.data.converter import ROW_GROUP_BYTES
 from sparkae.data.prepare import FEATURES
@@ -61,7 +63,7 @@ def row_limit(spark: Any) -> int:
     ValueError
         The conf is not a whole number >= 0.
     """
-    if not hasattr(spark, "_jsparkSession"):       # Spark Connect: prepare on the server
+    if not spark_private.is_classic(spark):        # Spark Connect: prepare on the server
         return 0
     text = spark.conf.get(LOCAL_ROWS_CONF, None)
     if text is None:
@@ -79,7 +81,7 @@ def row_limit(spark: Any) -> int:
 def _collect(vectors: DataFrame) -> Optional[pa.StructArray]:
     """The prepared vectors as one Arrow struct array (None when they do not come as
     Spark's vector struct)."""
-    batches = vectors.select(FEATURES)._collect_as_arrow()
+    batches = spark_private.collect_arrow(vectors.select(FEATURES))
     if not batches:
         return None
     col = pa.Table.from_batches(batches).column(FEATURES).combine_chunks()
@@ -178,16 +180,19 @@ def prepare_locally(vectors: DataFrame, root: str, size_hint: Optional[int] = No
     """
     spark = vectors.sparkSession
     limit = row_limit(spark)
-    if limit < 2 or not parse(root, "cache_dir").is_local or \
-            not hasattr(vectors, "_collect_as_arrow"):
+    if limit < 2 or not parse(root, "cache_dir").is_local:
         return None
     t0 = time.perf_counter()
     try:
         width = size_hint or _width(vectors)
         rows = min(limit, LOCAL_VALUES // max(1, width))
-        # the count first (one cheap job), so that only a table known to be small is
-        # collected, and without a limit (Spark runs a collect with a limit as several jobs)
-        if width < 1 or rows < 2 or vectors.count() > rows:
+        # the count first (from a loaded cache's statistics, else one cheap job), so that
+        # only a table known to be small is collected, and without a limit (Spark runs a
+        # collect with a limit as several jobs)
+        if width < 1 or rows < 2:
+            return None
+        count = spark_private.known_row_count(vectors)
+        if (count if count is not None else vectors.count()) > rows:
             return None
         col = _collect(vectors)
     except Exception as exc:  # noqa: BLE001 - anything here: Spark's path decides
