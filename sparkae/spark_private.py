@@ -2,7 +2,7 @@
 
 PySpark keeps some things it needs itself behind underscores: the JVM gateway of a classic
 session, Hadoop's configuration, the Scala SparkContext's status tracker, a DataFrame's
-analyzed plan, the parent of class-level Params, an ML object's uid, and TorchDistributor's
+analyzed plan, its Arrow collection and its plan statistics, the parent of class-level Params, an ML object's uid, and TorchDistributor's
 launcher. Each use here is a small function with the PySpark versions it was checked on
 (3.5 and 4.2; ``tests/test_spark_private.py`` runs in both environments), so an
 upgrade that moves one breaks one function and one test, not call sites across the

@@ -55,9 +55,14 @@ def _xdist_group(module: str) -> str:
     return "cluster" if module in CLUSTER_MODULES else module
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
     """Put each test in its xdist group (see :data:`RAY_MODULES` and
-    :data:`CLUSTER_MODULES`); inert without xdist."""
+    :data:`CLUSTER_MODULES`); inert without xdist. ``tryfirst``: pytest-xdist's worker
+    reads the marks in its own hook of this name, and a plain conftest hook runs after it
+    (the groups were ignored: a module's tests spread over both workers, each building the
+    module's fixtures). pyproject.toml keeps pytest below 9.2, which breaks the grouping
+    in xdist itself."""
     for item in items:
         module = item.module.__name__.rsplit(".", 1)[-1] if item.module else item.nodeid
         item.add_marker(pytest.mark.xdist_group(_xdist_group(module)))
