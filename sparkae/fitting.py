@@ -97,8 +97,9 @@ def prepare_input(dataset: DataFrame, values: Dict[str, Any],
         local = prepare_locally(vectors, cache.cache_root(spark, values["cache_dir"]),
                                 info.size if info.kind == "columns" else None)
     if local is not None:
-        stats = described(info, local[0])
-        return PreparedInput(info, stats, 0, training_data_from(local[1], stats, info.size,
+        stats, entry = local
+        described(info, stats)
+        return PreparedInput(info, stats, 0, training_data_from(entry, stats, info.size,
                                                                 _noisy(values), spark))
     stats = described(info, compute_stats(vectors, info))
     valid_vectors, valid_rows, vstats = None, 0, None

@@ -17,7 +17,7 @@ from collections import OrderedDict, deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import islice
-from typing import Callable, Iterable, Iterator, List, Optional, Tuple, Union
+from typing import Any, Callable, Iterable, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 import pyarrow as pa
@@ -77,11 +77,14 @@ def materialize(vectors: DataFrame, directory: str,
     return directory
 
 
-def _decode_parts(types: pa.Array, sizes: pa.Array, indices: pa.Array, values: pa.Array,
-                  size: int, role: str):
+def vector_arrays(types: pa.Array, sizes: pa.Array, indices: pa.Array, values: pa.Array,
+                  dtype: Any = np.float32) -> Tuple[np.ndarray, ...]:
+    """The fields of Spark vectors (``VectorUDT``'s struct) as flat NumPy arrays, unchecked:
+    ``(lengths, cols, vals, widths)`` = stored entries per row, the column of every stored
+    entry, its value (as ``dtype``) and each row's vector size."""
     lengths = pc.list_value_length(values).fill_null(0).to_numpy(zero_copy_only=False)
     lengths = lengths.astype(np.int64)
-    vals = values.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+    vals = values.flatten().to_numpy(zero_copy_only=False).astype(dtype, copy=False)
     sparse = types.to_numpy(zero_copy_only=False) == 0
     if len(sparse) and sparse.all():   # every row sparse (Spark's usual choice): no mask
         widths = sizes.to_numpy(zero_copy_only=False).astype(np.int64)
@@ -93,6 +96,12 @@ def _decode_parts(types: pa.Array, sizes: pa.Array, indices: pa.Array, values: p
         if sparse.any():
             widths[sparse] = sizes.filter(pa.array(sparse)).to_numpy(zero_copy_only=False)
             cols[np.repeat(sparse, lengths)] = indices.flatten().to_numpy(zero_copy_only=False)
+    return lengths, cols, vals, widths
+
+
+def _decode_parts(types: pa.Array, sizes: pa.Array, indices: pa.Array, values: pa.Array,
+                  size: int, role: str):
+    lengths, cols, vals, widths = vector_arrays(types, sizes, indices, values)
     bad = np.flatnonzero(widths != size)
     if len(bad):
         raise ValueError(f"{role}: a vector has {int(widths[bad[0]])} features where the model "

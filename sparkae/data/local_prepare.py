@@ -32,13 +32,12 @@ from typing import Any, Optional, Tuple
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pyspark.sql import DataFrame
 
 import sparkae.spark_private as spark_private
 from sparkae.data import cache
-from sparkae.data.converter import ROW_GROUP_BYTES
+from sparkae.data.converter import ROW_GROUP_BYTES, vector_arrays
 from sparkae.data.prepare import FEATURES
 from sparkae.io import fs
 from sparkae.io.uri import join, parse
@@ -109,26 +108,15 @@ def describe(col: pa.StructArray) -> Optional[Tuple[FeatureStats, int]]:
     kinds, sizes, indices, values = col.flatten()
     if values.null_count or values.flatten().null_count:
         return None
-    lengths = pc.list_value_length(values).to_numpy(zero_copy_only=False).astype(np.int64)
-    vals = values.flatten().to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
-    sparse = kinds.to_numpy(zero_copy_only=False) == 0
-    if sparse.any():
-        size = int(sizes.filter(pa.array(sparse))[0].as_py())
-    else:
-        size = int(lengths[0])
-    widths = lengths.copy()
-    if sparse.any():
-        widths[sparse] = sizes.filter(pa.array(sparse)).to_numpy(zero_copy_only=False)
+    lengths, cols, vals, widths = vector_arrays(kinds, sizes, indices, values, np.float64)
+    size = int(widths[0])
     if size < 1 or (widths != size).any() or not np.isfinite(vals).all():
         return None
-    if not sparse.any():                              # every row dense: one matrix
+    if not (kinds.to_numpy(zero_copy_only=False) == 0).any():   # every row dense: a matrix
         x = vals.reshape(n, size)
         stats = FeatureStats(count=n, mean=x.mean(axis=0), std=x.std(axis=0, ddof=1),
                              min=x.min(axis=0), max=x.max(axis=0))
         return stats, len(vals)
-    starts = np.cumsum(lengths) - lengths
-    cols = np.arange(len(vals), dtype=np.int64) - np.repeat(starts, lengths)
-    cols[np.repeat(sparse, lengths)] = indices.flatten().to_numpy(zero_copy_only=False)
     if len(cols) and (cols.min() < 0 or cols.max() >= size):
         return None
     stored = np.bincount(cols, minlength=size)
