@@ -26,6 +26,9 @@ if ! "$VENV/bin/python" -c "import torch" >/dev/null 2>&1; then
     "${PIP[@]}" "${SPARKAE_TORCH_SPEC:-torch==2.13.0}"
   fi
 fi
+# torch is complete from here on: scripts/bootstrap_legacy.sh may hard-link it (.ci/run
+# starts that bootstrap on this mark, beside the rest of this one)
+touch "$VENV/.sparkae-torch-ready"
 target="$ROOT"
 [ -n "$EXTRAS" ] && target="$ROOT[$EXTRAS]"
 "${PIP[@]}" -e "$target" 2> >(grep -v "is ignored: it is neither" >&2)

@@ -196,7 +196,7 @@ class Autoencoder(Estimator, AutoencoderParams, DefaultParamsReadable, DefaultPa
             use_gpu=values["use_gpu"], loader=data.loader, sparse=data.sparse,
             checkpoint_dir=values["checkpoint_dir"],
             checkpoint_interval=values["checkpoint_interval"], resume_from=resume_from,
-            meta=meta, storage=fs.options())
+            meta=meta, storage=fs.options(), epoch_memory=values["epoch_memory"])
         job.progress = values["progress"]
         if values.get("reconstruction_sampling") is not None and not data.sparse:
             log.info("reconstruction_sampling=%d: the batches are dense (the input is not "

@@ -84,6 +84,7 @@ RULES: Dict[str, Callable[[Any], Optional[str]]] = {
     "outputs": _outputs,
     "scoring_batch_size": _int_at_least(1),
     "num_threads": _optional(_int_at_least(1)),
+    "epoch_memory": _optional(_int_at_least(0)),
     "features_cols": _optional(lambda v: None if len(v) > 0 else "a non-empty list of columns"),
     "hidden_dropout_ratios": _optional(lambda v: None if all(_ratio(r) is None for r in v)
                                        else "a list of numbers in [0, 1)"),

@@ -30,6 +30,7 @@ def vec_df(spark):
     (dict(rho=1.5), r"'rho': got 1.5, expected a number in \(0, 1\)"),
     (dict(standardize="robust"), r"'standardize': got 'robust', expected one of 'h2o'"),
     (dict(l2=-1.0), r"'l2': got -1.0, expected a finite number >= 0"),
+    (dict(epoch_memory=-1), r"'epoch_memory': got -1, expected an integer >= 0"),
     (dict(hidden=[4, 2, 4], deep_features_layer=5), r"'deep_features_layer': got 5, expected a "
                                                      r"hidden layer number from 1 to 3"),
 ])

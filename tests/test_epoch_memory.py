@@ -201,3 +201,24 @@ def test_decode_all_sparse_mixed_and_all_dense_columns(dense_share):
     np.testing.assert_array_equal(block.dense(), x.astype(np.float32))
     with pytest.raises(ValueError, match="expects 21"):
         decode_vectors(_vectors(x, dense), WIDTH + 1)
+
+
+def test_the_epoch_memory_param_reaches_the_ranks(small_dense, caplog):
+    """``Autoencoder(epoch_memory=0)`` streams every epoch from the files, the default keeps
+    the rows in memory; the fits are the same."""
+    from sparkae import Autoencoder
+
+    _, df = small_dense
+    weights = {}
+    for setting, said in ((0, "every epoch is read from the materialized files"),
+                          (None, "kept in memory after its first read")):
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="sparkae"):
+            model = Autoencoder(features_col="vec", hidden=[4], epochs=2, seed=5,
+                                stopping_rounds=0, epoch_memory=setting).fit(df)
+        assert said in caplog.text
+        assert model.getOrDefault("epoch_memory") == setting
+        weights[setting] = model._state
+    assert weights[0].keys() == weights[None].keys()
+    for key in weights[0]:
+        assert torch.equal(weights[0][key], weights[None][key]), key
