@@ -5,6 +5,8 @@
 # first when no torch is present, so the torch>=2.2 requirement installs nothing more.
 # Set SPARKAE_TORCH_INDEX to a CPU wheel index (e.g. the PyTorch CPU index) if your pip
 # would otherwise pick a CUDA build.
+# Installer: uv where it can be installed, else pip (scripts/installer.sh;
+# SPARKAE_INSTALLER=pip for pip alone).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 VENV="${SPARKAE_VENV:-$ROOT/.venv}"
@@ -18,7 +20,8 @@ fi
 command -v java >/dev/null 2>&1 || { echo "sparkae: Java 17+ is required by Spark; install a JDK first" >&2; exit 1; }
 echo "sparkae: setting up $VENV (first run only; this takes a few minutes)" >&2
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
-PIP=("$VENV/bin/python" -m pip install --quiet --disable-pip-version-check)
+. "$ROOT/scripts/installer.sh"
+use_installer "$VENV"
 if ! "$VENV/bin/python" -c "import torch" >/dev/null 2>&1; then
   if [ -n "${SPARKAE_TORCH_INDEX:-}" ]; then
     "${PIP[@]}" --index-url "$SPARKAE_TORCH_INDEX" "${SPARKAE_TORCH_SPEC:-torch==2.13.0}"

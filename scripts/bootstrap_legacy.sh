@@ -4,6 +4,7 @@
 #   scripts/bootstrap_legacy.sh            -> .venv-legacy (or SPARKAE_LEGACY_VENV)
 # Torch: the pinned CPU build (SPARKAE_TORCH_SPEC, default torch==2.13.0) goes in first,
 # so nothing later pulls another build. SPARKAE_TORCH_INDEX names a CPU wheel index.
+# Installer: uv where it can be installed, else pip (scripts/installer.sh).
 # When the main environment (SPARKAE_VENV, default .venv) already holds a torch that meets
 # SPARKAE_TORCH_SPEC on the same Python, that torch and the distributions it depends on are
 # hard-linked from there (copied across file systems) instead of installed again: the same
@@ -24,7 +25,8 @@ fi
 command -v java >/dev/null 2>&1 || { echo "sparkae: Java 17+ is required by Spark; install a JDK first" >&2; exit 1; }
 echo "sparkae: setting up the legacy environment $VENV (first run only; a few minutes)" >&2
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
-PIP=("$VENV/bin/python" -m pip install --quiet --disable-pip-version-check)
+. "$ROOT/scripts/installer.sh"
+use_installer "$VENV"
 MAIN="${SPARKAE_VENV:-$ROOT/.venv}"
 if [ "${SPARKAE_LEGACY_REUSE_TORCH:-1}" = "1" ] && [ -x "$MAIN/bin/python" ] \
     && ! "$VENV/bin/python" -c "import torch" >/dev/null 2>&1; then
