@@ -6,8 +6,12 @@ import logging
 from dataclasses import dataclass
 from typing import List, Optional
 
-from pyspark.ml.feature import PCA, PCAModel
-from pyspark.ml.functions import array_to_vector, vector_to_array
+import numpy as np
+
+from pyspark.ml import PipelineModel
+from pyspark.ml.feature import PCA, ElementwiseProduct, PCAModel, VectorSlicer
+from pyspark.ml.functions import vector_to_array
+from pyspark.ml.linalg import Vectors
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
@@ -30,22 +34,31 @@ class PCAResult:
     explained_variance : list of float
         Share of the total variance of each component.
     model : PCAModel
+        Fitted on the modelled features times their scale, without the shift (a
+        covariance does not change with it); :meth:`projection` subtracts the shift's
+        projection.
     """
 
     k: int
     reconstruction_mse: float
     explained_variance: List[float]
     model: PCAModel
-    _scaled: DataFrame
+    _df: DataFrame
     _input_col: object
+    _scaler: PipelineModel
+    _offset: List[float]
 
     def projection(self, df: Optional[DataFrame] = None,
                    output_col: str = "pca_features") -> DataFrame:
-        """``df`` (default: the fitted table) with its k-dimensional projection as an array."""
-        scaled = self._scaled if df is None else df.withColumn("__scaled", self._input_col)
-        out = self.model.transform(scaled)
-        return out.withColumn(output_col, vector_to_array(F.col("__pca"), "float32")).drop(
-            "__pca", "__scaled")
+        """``df`` (default: the fitted table) with its k-dimensional projection, of its
+        scaled features ``(x - shift) * scale``, as an array."""
+        df = self._df if df is None else df
+        out = self.model.transform(
+            self._scaler.transform(df.withColumn("__raw", self._input_col)))
+        offset = F.array(*[F.lit(v) for v in self._offset])
+        shifted = F.zip_with(vector_to_array(F.col("__pca")), offset, lambda a, b: a - b)
+        return out.withColumn(output_col, shifted.cast("array<float>")).drop(
+            "__raw", "__kept", "__scaled", "__pca")
 
 
 def pca(df: DataFrame, k: int, features_col: str = "features",
@@ -78,20 +91,21 @@ def pca(df: DataFrame, k: int, features_col: str = "features",
     kept = len(scaling.keep)
     if k > kept:
         raise ValueError(f"k: got {k}, expected at most the {kept} modelled features")
-    keep = F.array(*[F.lit(int(i)) for i in scaling.keep])
-    shift = F.array(*[F.lit(float(v)) for v in scaling.shift])
-    scale = F.array(*[F.lit(float(v)) for v in scaling.scale])
     col = input_column(df, info, "pca input")
-
-    def scaled_col(c):
-        arr = vector_to_array(c)
-        return array_to_vector(F.transform(keep, lambda i, j: (arr[i] - shift[j]) * scale[j]))
-
-    scaled = df.withColumn("__scaled", scaled_col(col))
-    model = PCA(k=k, inputCol="__scaled", outputCol="__pca").fit(scaled)
+    # Spark ML's own transformers (no per-element SQL functions, which Spark interprets
+    # element by element): the modelled features times their scale
+    scaler = PipelineModel(stages=[
+        VectorSlicer(inputCol="__raw", outputCol="__kept",
+                     indices=[int(i) for i in scaling.keep]),
+        ElementwiseProduct(inputCol="__kept", outputCol="__scaled",
+                           scalingVec=Vectors.dense([float(v) for v in scaling.scale]))])
+    model = PCA(k=k, inputCol="__scaled", outputCol="__pca").fit(
+        scaler.transform(df.withColumn("__raw", col)))
+    shifted = np.asarray(scaling.shift, dtype=np.float64) * np.asarray(scaling.scale)
+    offset = [float(v) for v in model.pc.toArray().T @ shifted]
     explained = [float(v) for v in model.explainedVariance.toArray()]
     var = (stats.std[scaling.keep] * scaling.scale) ** 2           # sample variances, scaled
     n = stats.count
     mse = float(var.sum() * (1.0 - sum(explained)) * (n - 1) / n / kept)
     log.info("PCA k=%d: reconstruction MSE %.6g, explained variance %.3f", k, mse, sum(explained))
-    return PCAResult(k, mse, explained, model, scaled, scaled_col(col))
+    return PCAResult(k, mse, explained, model, df, col, scaler, offset)

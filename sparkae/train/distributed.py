@@ -21,7 +21,6 @@ module (the driver's side: task slots, settings, TorchDistributor).
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import tempfile
 import time
@@ -176,7 +175,7 @@ def _threads_per_rank(job: TrainJob, spark: Any, local: bool) -> int:
         return job.num_threads
     if local:
         total, _ = task_slots(spark)
-        return max(1, min(total, os.cpu_count() or 1) // job.num_workers)
+        return max(1, min(total, usable_cpus()) // job.num_workers)
     # the session's conf, not the SparkContext's: Spark Connect clients have no SparkContext
     return max(1, int(spark.conf.get("spark.task.cpus", "1") or 1))
 

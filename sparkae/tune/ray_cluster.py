@@ -23,6 +23,7 @@ import sys
 import tempfile
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
+from sparkae.io.jars import usable_cpus
 from sparkae.spark_private import executor_infos
 from sparkae.train.distributed import task_slots
 
@@ -36,7 +37,7 @@ def _local_cpus(master: str) -> Optional[int]:
         return None
     inside = master[master.find("[") + 1:master.find("]")] if "[" in master else "1"
     inside = inside.split(",")[0].strip()
-    return os.cpu_count() or 1 if inside == "*" else max(1, int(inside))
+    return usable_cpus() if inside == "*" else max(1, int(inside))
 
 
 def _loopback_driver(spark: Any) -> bool:
@@ -93,8 +94,8 @@ def ray_for(spark: Any, include_dashboard: bool = False) -> Iterator[int]:
         # A cluster whose driver is on loopback is on one machine. Ray worker nodes cannot
         # join a head over loopback (`ray start --address` resolves 127.0.0.1 to the
         # machine's outward address, or refuses in single-node mode), so Ray runs locally
-        # on 127.0.0.1 with the cluster's task slots, capped at the machine's cores.
-        cpus = max(1, min(task_slots(spark)[0], os.cpu_count() or 1))
+        # on 127.0.0.1 with the cluster's task slots, capped at the cores this process may run on.
+        cpus = max(1, min(task_slots(spark)[0], usable_cpus()))
         log.info("tuning: the Spark driver of %s is on loopback: Ray runs on 127.0.0.1 "
                  "with %d CPU(s) instead of Ray on Spark", master, cpus)
     if cpus is not None and "ray" not in sys.modules:
