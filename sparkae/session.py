@@ -7,8 +7,9 @@ import sys
 from typing import Any, Dict, Mapping, Optional
 
 from sparkae.io.jars import PACKAGES_KEY, with_packages
+from sparkae.io.pyfiles import prune_files_setting, prune_python_path
 
-__all__ = ["LOOPBACK_CONF", "get_session", "local_settings"]
+__all__ = ["LOOPBACK_CONF", "get_session", "local_settings", "prune_jar_paths"]
 
 #: Settings that keep a local Spark driver on 127.0.0.1.
 LOOPBACK_CONF = {
@@ -80,7 +81,16 @@ def get_session(master: str = "local[2]", app_name: str = "sparkae",
     # a Python SparkConf made before that connection is empty, so check the variable too.
     launched = "PYSPARK_GATEWAY_PORT" in os.environ or SparkConf().contains("spark.master")
     settings = dict(conf or {})
-    if not launched:
+    if launched:
+        # spark-submit listed its --packages jars as Python files too (sparkae.io.pyfiles):
+        # the driver would copy each (686 MB for the AWS SDK bundle) and ship it to the
+        # Python workers; only the jars that hold Python stay
+        submitted = SparkConf()
+        for key in ("spark.submit.pyFiles", "spark.files"):
+            value = submitted.get(key, None)
+            if value and key not in settings:
+                settings[key] = prune_files_setting(value)
+    else:
         builder = builder.master(master)
         # loopback, S3A (hadoop-aws + AWS SDK) and Delta, resolved by Ivy at the JVM's start,
         # unless SPARKAE_NO_PACKAGES=1 or on Databricks (spark-submit.sh passes them as
@@ -101,4 +111,18 @@ def get_session(master: str = "local[2]", app_name: str = "sparkae",
             "go online once or set SPARKAE_NO_PACKAGES=1") from exc
     if not launched:
         spark.sparkContext.setLogLevel("ERROR")
+    prune_jar_paths(spark)
     return spark
+
+
+def prune_jar_paths(spark: Any) -> None:
+    """Take the jars that hold no Python (the ``--packages`` / ``spark.jars.packages`` jars
+    Spark also lists as Python files) off this process's Python path and off the path the
+    session's Python workers get (:mod:`sparkae.io.pyfiles`); the JVM keeps them.
+    :func:`get_session` does it; call it after building a session yourself with
+    ``spark.jars.packages``."""
+    from sparkae.spark_private import drop_python_includes, is_classic
+
+    names = prune_python_path()
+    if names and is_classic(spark):
+        drop_python_includes(spark, names)

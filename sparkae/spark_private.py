@@ -208,3 +208,13 @@ def execute_command(cmd: List[str], log_streaming_client: Any = None,
             except subprocess.TimeoutExpired:
                 proc.kill()
     return proc.returncode, "".join(tail)
+
+
+def drop_python_includes(spark: Any, names: List[str]) -> None:
+    """Stop shipping the files ``names`` (base names) to the Python workers as Python path
+    entries: PySpark sends ``SparkContext._python_includes`` with every Python function."""
+    sc = getattr(spark, "sparkContext", None)
+    includes = getattr(sc, "_python_includes", None)
+    if includes is not None and names:
+        drop = set(names)
+        includes[:] = [n for n in includes if os.path.basename(n) not in drop]

@@ -183,6 +183,10 @@ def spark(request):
                .config("spark.ui.showConsoleProgress", "false")
                .getOrCreate())
     session.sparkContext.setLogLevel("ERROR")
+    if coords:   # the packages' jars that hold no Python off the Python path, as jobs do
+        from sparkae.session import prune_jar_paths
+
+        prune_jar_paths(session)
     yield session
     session.stop()
 

@@ -169,3 +169,16 @@ def test_jars_script_prints_the_value_for_spark_submit(monkeypatch, capsys):
     assert capsys.readouterr().out == "a:b:1\n"
     assert jars._main(["conf"]) == 0
     assert capsys.readouterr().out == ""
+
+@pytest.mark.s3
+def test_the_sdk_bundle_is_on_the_class_path_but_not_the_python_path(s3_spark):
+    """spark.jars.packages lists S3A's jars as Python files too; the AWS SDK bundle (no
+    Python) is taken off this process's path and off what the Python workers get, and
+    S3A still works (the round trip above)."""
+    import sys
+
+    bundle = [p for p in s3_spark.sparkContext.getConf().get("spark.jars", "").split(",")
+              if "awssdk_bundle" in p]
+    assert bundle, "the session has no AWS SDK bundle on its class path"
+    assert not [p for p in sys.path if "awssdk_bundle" in p]
+    assert not [n for n in s3_spark.sparkContext._python_includes if "awssdk_bundle" in n]
