@@ -2,7 +2,8 @@
 # Run the test suite: ./test.sh [pytest arguments]
 # Creates .venv on first use (scripts/bootstrap.sh) and fails when no test ran.
 # Two pytest runs, so that only the second one's SparkSession carries S3A and Delta Lake
-# (hadoop-aws and the AWS SDK bundle slow a local session's fits and scoring 1.5-2.5x): the
+# (Ivy resolves them at its start; the AWS SDK bundle on the Python path slowed fits and
+# scoring until sparkae.io.pyfiles took it off, see prune_jar_paths): the
 # tests marked neither s3 nor delta, then those marked s3 or delta, and the multi-host
 # tests (they put the S3A jars that the second run's session resolves on their hosts' class
 # path). Tests marked petastorm need Petastorm's stack: scripts/test_legacy.sh runs them.

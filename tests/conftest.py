@@ -20,7 +20,8 @@ os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 #: loads S3A only when the run holds tests marked ``s3`` and Delta only when it holds tests
 #: marked ``delta`` (test.sh runs both in a second pytest run), and the Spark apps the tests
 #: start as subprocesses only where they use them (:func:`packages_env`): measured here, a
-#: local session with the AWS SDK bundle fits and scores 1.5-2.5x slower.
+#: local session with the AWS SDK bundle fit and scored 1.5-2.5x slower while the bundle was
+#: on the Python path (sparkae.io.pyfiles now takes it off).
 #: The decision is kept in SPARKAE_TESTS_WANT_PACKAGES: pytest-xdist's workers inherit
 #: the environment of the controller, which set SPARKAE_NO_PACKAGES=1 below.
 WANT_PACKAGES = os.environ.setdefault(
