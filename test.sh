@@ -37,7 +37,13 @@ if [ "$own_marker" = 1 ]; then
   fi
   exit "$rc"
 fi
-"$VENV/bin/python" -m pytest "${xdist[@]}" -m "not s3 and not delta and not multihost and not petastorm" "$@"
+# On 2 workers, a fit in each trains on one Torch thread (sparkae's driver_threads keeps to
+# OMP_NUM_THREADS): two workers' Torch thread teams on the same cores stall at every OpenMP
+# barrier. Ranks, Spark tasks and Ray trials still use both cores.
+omp=()
+[ "$workers" -gt 1 ] && omp=(env "OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}")
+"${omp[@]}" "$VENV/bin/python" -m pytest "${xdist[@]}" \
+  -m "not s3 and not delta and not multihost and not petastorm" "$@"
 rc1=$?
 "$VENV/bin/python" -m pytest -m "s3 or delta or multihost" "$@"
 rc2=$?

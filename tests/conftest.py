@@ -56,29 +56,6 @@ def _xdist_group(module: str) -> str:
     return "cluster" if module in CLUSTER_MODULES else module
 
 
-def pytest_configure(config):
-    """Under pytest-xdist, give each worker its own share of the CPUs this run may use
-    (worker i: every n-th of them from the i-th), so its whole process tree (the JVM,
-    PySpark's Python workers, ranks, Ray) stays on those cores: sparkae sizes its Torch
-    threads by the cores a process may run on (its CPU affinity), so each worker's fits
-    use its own cores instead of two workers' Torch threads fighting over all of them
-    (an OpenMP thread whose core is taken stalls its whole team at every barrier).
-    SPARKAE_TEST_PIN=0 leaves the affinity alone."""
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
-    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
-    if not worker.startswith("gw") or count < 2 or os.environ.get("SPARKAE_TEST_PIN") == "0":
-        return
-    cpus = sorted(os.sched_getaffinity(0))
-    if len(cpus) < count:
-        return
-    share = set(cpus[int(worker[2:]) % count::count])
-    for task in os.listdir("/proc/self/task"):   # every thread the worker has so far
-        try:
-            os.sched_setaffinity(int(task), share)
-        except OSError:
-            pass
-
-
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
     """Put each test in its xdist group (see :data:`RAY_MODULES` and

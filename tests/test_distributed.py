@@ -419,12 +419,18 @@ def test_two_rank_fit_killed_after_epoch_two_resumes_to_the_same_weights(mnist_s
     assert max(float((a[k] - b[k]).abs().max()) for k in a) <= 1e-6
 
 
-def test_a_driver_rank_uses_the_cores_it_may_run_on(spark):
+def test_a_driver_rank_uses_the_cores_it_may_run_on(spark, monkeypatch):
     """The in-process rank's Torch threads: the process's CPU affinity, at most the local
-    master's N (the suite's session is local[2])."""
+    master's N (the suite's session is local[2]) and at most OMP_NUM_THREADS."""
     from sparkae.train.distributed import driver_threads
 
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     assert driver_threads() == min(2, len(os.sched_getaffinity(0)))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert driver_threads() == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "8")
+    assert driver_threads() == min(2, len(os.sched_getaffinity(0)))
+    monkeypatch.delenv("OMP_NUM_THREADS")
     allowed = os.sched_getaffinity(0)
     try:
         os.sched_setaffinity(0, {min(allowed)})

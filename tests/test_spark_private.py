@@ -207,3 +207,17 @@ def test_run_distributor_with_our_runner_in_local_mode(spark):
     assert len(calls) == 1
     assert calls[0]["local_mode"] is True and calls[0]["num_processes"] == 1
     assert calls[0]["train_path"].endswith(".py") and calls[0]["args"] == ()
+
+
+def test_drop_python_includes(spark):
+    """The files PySpark sends to the Python workers as path entries lose the named ones."""
+    sc = spark.sparkContext
+    saved = list(sc._python_includes)
+    try:
+        sc._python_includes[:] = saved + ["org.example_sdk-1.0.jar", "helpers.zip"]
+        spark_private.drop_python_includes(spark, ["org.example_sdk-1.0.jar"])
+        assert sc._python_includes == saved + ["helpers.zip"]
+        spark_private.drop_python_includes(spark, [])
+        assert sc._python_includes == saved + ["helpers.zip"]
+    finally:
+        sc._python_includes[:] = saved

@@ -21,6 +21,7 @@ module (the driver's side: task slots, settings, TorchDistributor).
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import tempfile
 import time
@@ -87,8 +88,13 @@ def _launch_in_process(job: TrainJob) -> Tuple[Dict[str, torch.Tensor], List[Dic
 def driver_threads() -> int:
     """Torch threads of a rank that trains in the driver: the cores this process may run on
     (its CPU affinity, which containers and ``taskset`` narrow), at most N under a
-    ``local[N]`` master and at most ``spark.driver.cores`` where that is set."""
+    ``local[N]`` master, at most ``spark.driver.cores`` where that is set and at most
+    ``OMP_NUM_THREADS`` where that is set (the usual way to say how many threads a
+    process sharing its cores should use)."""
     cores = usable_cpus()
+    omp = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if omp.isdigit() and int(omp) > 0:
+        cores = min(cores, int(omp))
     try:
         from pyspark.sql import SparkSession
 
