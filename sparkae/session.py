@@ -7,7 +7,7 @@ import sys
 from typing import Any, Dict, Mapping, Optional
 
 from sparkae.io.jars import PACKAGES_KEY, with_packages
-from sparkae.io.pyfiles import prune_files_setting, prune_python_path
+from sparkae.io.pyfiles import prune_python_path, prune_submitted
 
 __all__ = ["LOOPBACK_CONF", "get_session", "local_settings", "prune_jar_paths"]
 
@@ -86,10 +86,12 @@ def get_session(master: str = "local[2]", app_name: str = "sparkae",
         # the driver would copy each (686 MB for the AWS SDK bundle) and ship it to the
         # Python workers; only the jars that hold Python stay
         submitted = SparkConf()
-        for key in ("spark.submit.pyFiles", "spark.files"):
-            value = submitted.get(key, None)
-            if value and key not in settings:
-                settings[key] = prune_files_setting(value)
+        py_files = submitted.get("spark.submit.pyFiles", "")
+        if py_files and "spark.submit.pyFiles" not in settings:
+            kept, files = prune_submitted(py_files, submitted.get("spark.files", ""))
+            settings["spark.submit.pyFiles"] = kept
+            if "spark.files" not in settings:
+                settings["spark.files"] = files
     else:
         builder = builder.master(master)
         # loopback, S3A (hadoop-aws + AWS SDK) and Delta, resolved by Ivy at the JVM's start,

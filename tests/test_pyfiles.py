@@ -66,6 +66,8 @@ def test_the_python_path_and_file_settings_lose_only_the_java_jars(jars, tmp_pat
     assert sys.path == [str(tmp_path), python]
     assert os.environ["PYTHONPATH"] == os.pathsep.join([python, str(tmp_path)])
     assert pyfiles.prune_python_path() == []
-    assert pyfiles.prune_files_setting(f"{java},{python},/data/lookup.csv") == \
-        f"{python},/data/lookup.csv"
-    assert pyfiles.prune_files_setting("") == ""
+    user_jar = _jar(tmp_path / "users-own.jar", ["a/C.class"])   # given as a plain file
+    assert pyfiles.prune_submitted(f"{java},{python}",
+                                   f"{java},{python},/data/lookup.csv,{user_jar}") == \
+        (python, f"{python},/data/lookup.csv,{user_jar}")
+    assert pyfiles.prune_submitted("", "") == ("", "")

@@ -24,7 +24,7 @@ import logging
 import os
 import sys
 import zipfile
-from typing import Dict, Iterable, List, Set
+from typing import Dict, Iterable, List, Set, Tuple
 
 log = logging.getLogger("sparkae")
 
@@ -114,9 +114,12 @@ def prune_python_path() -> List[str]:
     return names
 
 
-def prune_files_setting(value: str) -> str:
-    """A comma-separated file list (``spark.submit.pyFiles``, ``spark.files``) without the
-    jars that hold no Python."""
-    items = [p for p in (value or "").split(",") if p]
+def prune_submitted(py_files: str, files: str) -> Tuple[str, str]:
+    """``spark.submit.pyFiles`` and ``spark.files`` (comma-separated) without the jars of
+    ``py_files`` that hold no Python: spark-submit copies a Python app's ``--py-files``
+    into ``spark.files``, so only those copies leave ``files``; a jar the user gave as a
+    plain file stays."""
+    items = [p for p in (py_files or "").split(",") if p]
     drop = python_free(items)
-    return ",".join(p for p in items if p not in drop)
+    kept = [p for p in (files or "").split(",") if p and p not in drop]
+    return ",".join(p for p in items if p not in drop), ",".join(kept)
