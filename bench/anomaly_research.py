@@ -122,6 +122,16 @@ METHODS: Dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "m_max_rec_dist": scored(["rec", "dist"], combine="max_terms"),
     "m_max_rec_dist_knn1024_10": scored(["rec", "dist", "knn1024_10"], combine="max_terms"),
     "m_rec_dist_km10": scored(["rec", "dist", "km10"]),
+    "m_rec_kmA": scored(["rec", "kmA"]),
+    "m_rec_dist_kmA": scored(["rec", "dist", "kmA"]),
+    "m_rec_km50": scored(["rec", "km50"]),
+    "m_rec_cblofA": scored(["rec", "cblofA"]),
+    "m_rec_dist_cblofA": scored(["rec", "dist", "cblofA"]),
+    "m_rec_cblof10": scored(["rec", "cblof10"]),
+    "m_rec_dist_km10_kmA": scored(["rec", "dist", "km10", "kmA"]),
+    "m_rec_km10_kmA": scored(["rec", "km10", "kmA"]),
+    "m_kmA": scored(["kmA"]),
+    "m_cblofA": scored(["cblofA"]),
     "w_rec": scored(["rec"], widths="pyod"),
     "w_rec_dist": scored(["rec", "dist"], widths="pyod"),
 }
@@ -183,7 +193,7 @@ def summarize(results_dir: str) -> Dict[str, object]:
                 if hit:
                     runs.setdefault(hit.group(2), {}).setdefault(hit.group(1), {})[
                         int(hit.group(3) or 0)] = float(hit.group(4))
-    sets = ["wdbc", "wine", "digits-0", "mnist-0", "synthetic", "sparse"]
+    sets = ["wdbc", "wine", "digits-0", "mnist-0", "synthetic", "sparse", "topics"]
     table = {m: {s: {"auroc": round(float(np.mean(list(v.values()))), 4), "n": len(v)}
                  for s, v in by.items() if v} for m, by in runs.items()}
     gaps = worst_gaps(table, sets)
@@ -231,7 +241,8 @@ def seeded(name: str, seed: int):
         return ds.DEVELOPMENT_SETS[name]()
     builders = {"wdbc": ds.wdbc, "wine": ds.wine,
                 "synthetic": lambda seed: ds.synthetic(seed=seed),
-                "sparse": lambda seed: ds.sparse_dense_set(seed=seed)}
+                "sparse": lambda seed: ds.sparse_dense_set(seed=seed),
+                "topics": lambda seed: ds.topics_set(seed=seed)}
     if name.startswith("digits-"):
         return ds.digits(int(name.split("-")[1]), seed=seed)
     if name.startswith("mnist-"):

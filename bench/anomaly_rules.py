@@ -15,7 +15,13 @@ every scoring rule reads the same errors and codes (:func:`member_outputs`). Ter
   Borgwardt (2013), "Rapid distance-based outlier detection via sampling": a small
   reference both scales (it is broadcast) and keeps a cluster of anomalies smaller
   than K reference rows from shielding itself;
-- ``kmC``: squared distance of the standardised codes to the nearest of C k-means centres.
+- ``kmC``: squared distance of the standardised codes to the nearest of C k-means centres;
+  ``kmA``: the same with C = :func:`auto_centres` of the rows;
+- ``cblofC`` / ``cblofA``: CBLOF's rule (He et al. 2003, PyOD's CBLOF): C k-means centres,
+  split into large and small clusters (the largest clusters until they hold ``alpha`` = 90 %
+  of the rows, or up to a size ratio of ``beta`` = 5 between neighbours); the squared
+  distance to the nearest *large* centre (a small group of anomalies gets no centre of its
+  own).
 
 :func:`scored` turns a list of terms and a way of combining members into a candidate.
 """
@@ -78,6 +84,26 @@ def knn_reference(cz: np.ndarray, m: Optional[int], k: int, seed: int) -> np.nda
     return d[np.arange(n), col]
 
 
+def auto_centres(n: int) -> int:
+    """Centres for ``n`` rows: sqrt(n / 2) (the rule of thumb), 2 to 100."""
+    return int(min(100, max(2, round(np.sqrt(n / 2)))))
+
+
+def large_centres(labels: np.ndarray, k: int, alpha: float = 0.9, beta: float = 5.0
+                  ) -> np.ndarray:
+    """Indices of CBLOF's large clusters among ``k`` labelled ones."""
+    sizes = np.bincount(labels, minlength=k)
+    order = np.argsort(-sizes)
+    cum = np.cumsum(sizes[order]) / sizes.sum()
+    cut = k
+    for i in range(k - 1):
+        if cum[i] >= alpha or (sizes[order[i + 1]] > 0
+                               and sizes[order[i]] / sizes[order[i + 1]] >= beta):
+            cut = i + 1
+            break
+    return order[:cut]
+
+
 def term(name: str, err: np.ndarray, cz: np.ndarray, seed: int) -> np.ndarray:
     """One member's term ``name`` (see the module docstring), before the robust z-score."""
     from sklearn.cluster import KMeans
@@ -90,8 +116,14 @@ def term(name: str, err: np.ndarray, cz: np.ndarray, seed: int) -> np.ndarray:
         m, kk = name[3:].split("_")
         return knn_reference(cz, None if m == "all" else int(m), int(kk), seed)
     if name.startswith("km"):
-        km = KMeans(int(name[2:]), n_init=1, random_state=seed).fit(cz)
+        k = auto_centres(len(cz)) if name[2:] == "A" else int(name[2:])
+        km = KMeans(k, n_init=1, random_state=seed).fit(cz)
         return km.transform(cz).min(1) ** 2
+    if name.startswith("cblof"):
+        k = auto_centres(len(cz)) if name[5:] == "A" else int(name[5:])
+        km = KMeans(k, n_init=1, random_state=seed).fit(cz)
+        big = large_centres(km.labels_, k)
+        return km.transform(cz)[:, big].min(1) ** 2
     raise ValueError(name)
 
 

@@ -164,8 +164,9 @@ def test_strings_and_nulls(spark):
                              r"'anomaly_score'"),
     ({"features_cols": []}, r"features_cols: got \[\], expected None or a non-empty list"),
     ({"seed": -1}, r"seed: got -1, expected an integer in \[0, 2\*\*31\)"),
-    ({"n_clusters": -1}, r"n_clusters: got -1, expected an integer >= 0"),
-    ({"n_clusters": 2.5}, r"n_clusters: got 2.5, expected an integer >= 0"),
+    ({"n_clusters": -1}, r"n_clusters: got -1, expected 'auto' or an integer >= 0"),
+    ({"n_clusters": 2.5}, r"n_clusters: got 2.5, expected 'auto' or an integer >= 0"),
+    ({"n_clusters": "many"}, r"n_clusters: got 'many', expected 'auto' or an integer >= 0"),
 ])
 def test_bad_params_rejected(kwargs, match):
     from sparkae import AnomalyDetector
@@ -209,7 +210,7 @@ def test_code_centres_term(planted, fitted):
     from sparkae.anomaly.model import AnomalyDetectorModel
 
     _, df = planted
-    assert fitted.getOrDefault("n_clusters") == 4 and CODE_CLUSTERS == 10
+    assert fitted.getOrDefault("n_clusters") == 4 and CODE_CLUSTERS == "auto"
     for member, st in zip(fitted.members, fitted._stats):
         width = len(member.transform(df, {member.outputs: ["deep_features"]})
                     .first()["deep_features"])

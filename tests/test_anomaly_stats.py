@@ -85,3 +85,29 @@ def test_member_stats_without_clusters_has_no_centre_term():
                             seed=0)
     assert not [k for k in st if k.startswith("centre")]
     assert st["distance_scale"] > 0 and st["error_scale"] > 0
+
+
+def test_auto_centres_follow_sqrt_half_the_rows_within_bounds():
+    assert [stats.auto_centres(n) for n in (2, 8, 200, 1800, 20_000, 10**6)] == \
+        [2, 2, 10, 30, 100, 100]
+
+
+def test_member_stats_with_auto_centres_recovers_many_groups():
+    """n_clusters="auto" on 2,000 rows fits 32 centres: 20 tight groups each keep a centre
+    nearby, so every row lies close to one, and a row between two groups scores farther
+    from every centre than the groups' rows (with 10 centres it would not: half the
+    groups would share a centre)."""
+    rng = np.random.default_rng(0)
+    means = rng.normal(scale=10.0, size=(20, 3))
+    group = rng.integers(0, 20, size=2000)
+    codes = means[group] + rng.normal(scale=0.3, size=(2000, 3))
+    st = stats.member_stats(rng.gamma(2.0, size=2000), codes, clusters="auto", seed=1)
+    assert len(st["centres"]) == stats.auto_centres(2000) == 32
+    z = stats.standardize(codes, st["code_mean"], st["code_sd"])
+    inlier = stats.centre_distance(z, st["centres"])
+    between = (means[0] + means[1]) / 2
+    zb = stats.standardize(between[None, :], st["code_mean"], st["code_sd"])
+    assert stats.centre_distance(zb, st["centres"])[0] > np.quantile(inlier, 0.99)
+    ten = stats.member_stats(rng.gamma(2.0, size=2000), codes, clusters=10, seed=1)
+    assert np.quantile(stats.centre_distance(z, ten["centres"]), 0.5) > \
+        np.quantile(inlier, 0.5) * 5

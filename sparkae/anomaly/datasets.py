@@ -221,4 +221,12 @@ def sparse_dense_set(n_rows: int = 5_000, n_cols: int = 500, seed: int = 0) -> A
     return AnomalySet("sparse", np.asarray(x.todense()), y)
 
 
+def topics_set(n_rows: int = 10_000, n_cols: int = 1_000, seed: int = 0) -> AnomalySet:
+    """The scale run's clustered sparse layout (:func:`sparse_chunks`' defaults: 50 topics,
+    20 non-zeros a row, 1 % anomalies) at a size small enough to hold dense."""
+    x, y = sparse_set(n_rows, n_cols, seed=seed)
+    return AnomalySet("topics", np.asarray(x.todense()), y)
+
+
 DEVELOPMENT_SETS["sparse"] = sparse_dense_set
+DEVELOPMENT_SETS["topics"] = topics_set

@@ -14,25 +14,41 @@ The method (chosen by measurements across data sets, ``bench/anomaly_research.py
    training values: its ``reconstruction_mse`` (how far a row lies off what the member
    learned), its code distance, the mean squared z-score of the row's codings (how far
    along it lies), and the squared distance of the standardised codings to the nearest of
-   ``n_clusters`` (default :data:`CODE_CLUSTERS`) k-means centres fitted on the training
-   rows' codings (how far it lies from every group: on clustered data the global code
-   distance alone calls the rows of a small group anomalous); ``anomaly_score`` is the
-   mean over members;
+   ``n_clusters`` k-means centres fitted on the training rows' codings (how far it lies
+   from every group: on clustered data the global code distance alone calls the rows of a
+   small group anomalous); ``n_clusters="auto"`` (the default) fits sqrt(rows / 2) centres
+   (2 to 100) of the rows the statistics come from; ``anomaly_score`` is the mean over
+   members;
 5. the threshold is the ``1 - contamination`` quantile of the training rows' scores.
 
-The members are fitted, scored and saved through the Autoencoder's public API only.
+The members share one preparation of the training sample (:func:`sparkae.fitting.prepare_input`,
+then :meth:`sparkae.Autoencoder.fit_prepared`) and are scored and saved through the
+Autoencoder's public API only.
 
-Evidence (``bench/anomaly_research.py``, the ``m_*`` and ``w_*`` candidates: the same five
-trained members scored by different rules; 3 resamplings of wdbc, wine and digits-0, 2 of
-mnist-0, synthetic and sparse; the table is
-``bench/results/anomaly_research/anomaly_research_summary.json``). The default is
-``m_rec_dist_km10``. The first default (``m_rec_dist``, reconstruction plus code distance)
-had mean AUROC 0.782 over the six sets and a worst gap of 0.193 below the best competitor
-(IForest on mnist-0); the k-means term raises the mean to 0.788 and cuts the worst gap to
-0.154 (still mnist-0; digits-0 0.578 against 0.542, sparse 0.658 against 0.645). It is the
-rule measured with the best worst gap that also raises the mean (PyOD AutoEncoder's widths,
-``w_rec_dist``: 0.785 and 0.163). The margins are small against the spread between
-resamplings (digits-0: 0.47, 0.62 and 0.64 for the three draws). Further findings:
+Evidence (``bench/anomaly_research.py``, the ``m_*`` candidates: the same five trained
+members scored by different rules; the runs are stored in
+``bench/results/anomaly_research/``). The default is ``m_rec_dist_kmA``. Its predecessors:
+
+- ``m_rec_dist`` (reconstruction plus code distance) had mean AUROC 0.782 over the first six
+  sets and a worst gap of 0.193 below the best competitor (IForest on mnist-0);
+- ``m_rec_dist_km10`` (10 centres) raised that mean to 0.788 and cut the worst gap to
+  0.154, but scored 0.33 on the scale run's clustered sparse set (100,000 x 1,000, 50
+  topics): fewer centres than groups, and an anomaly mixing two topics lies *between*
+  groups, nearer a centre and nearer the codes' mean than an inlier. On the ``topics``
+  set (that layout at 10,000 rows, 3 draws) the 10-centre rule scores 0.41 and the code
+  distance alone 0.17, the reconstruction error alone 0.71.
+
+Over seven sets (``-centres-*`` runs: 3 draws of topics, wdbc, wine, digits-0; 1 of
+synthetic, sparse, mnist-0) the auto rule scores topics 0.88, wdbc 0.91, wine 0.84, digits-0
+0.43, synthetic 0.995, sparse 0.78, mnist-0 0.71: mean 0.793 against 0.737 for 10 centres
+and 0.725 for IForest (0.51 on topics). It loses on digits-0 (0.58 with 10 centres) and mnist-0 (0.75): a
+rare class that forms a group of its own gets a centre once there are more centres than
+classes. Other rules measured: without the code distance (``m_rec_kmA``: topics 0.97 but
+wine 0.71, mean 0.785), 50 centres (0.800 mean, wine 0.79, digits-0 0.43), CBLOF's rule
+(distance to the nearest *large* cluster, He et al. 2003: 0.789), both 10 and auto centres
+(0.73-0.74 on the first four sets, below the auto rule's 0.765).
+
+Findings of the earlier rounds:
 
 - which term carries depends on the data: the code distance on wdbc and wine (wine 0.94
   alone against 0.81 for the reconstruction error), the reconstruction error on the
@@ -40,8 +56,8 @@ resamplings (digits-0: 0.47, 0.62 and 0.64 for the three draws). Further finding
   codes' spread) and on the clustered sparse set (0.74 against 0.54);
 - a k-nearest-neighbour distance between codes (to all rows, or to a sampled reference,
   Sugiyama and Borgwardt 2013) wins on clustered data (sparse 0.83-0.96) but loses on
-  digits-0 (0.37-0.49), so its worst-set gap is larger; rank, median and max combinations
-  of the members or terms improve neither the mean nor the worst set;
+  digits-0 (0.37-0.49); rank, median and max combinations of the members or terms improve
+  neither the mean nor the worst set;
 - digits-0 (about 0.54 for every autoencoder rule, PyOD's AutoEncoder and VAE included,
   against IForest's 0.72) is a cluster of anomalies: the 49 zeros share one trait, an
   empty centre (per-pixel AUROC 0.03-0.05) where every other digit has ink, and they are
@@ -69,6 +85,7 @@ from sparkae.anomaly.model import AnomalyDetectorModel
 from sparkae.anomaly.params import DEFAULTS, AnomalyDetectorParams, validate
 from sparkae.anomaly.stats import as_matrix, member_stats
 from sparkae.estimator import Autoencoder
+from sparkae.fitting import PreparedInput, prepare_input
 
 
 log = logging.getLogger(__name__)
@@ -78,7 +95,7 @@ MAX_EPOCHS = 200
 #: Widest coding and hidden layer a member draws.
 MAX_CODE, MAX_HIDDEN = 64, 256
 #: k-means centres of each member's standardised codings (the third term of its score):
-#: the ``n_clusters`` Param's default.
+#: the ``n_clusters`` Param's default ("auto": :func:`sparkae.anomaly.stats.auto_centres`).
 CODE_CLUSTERS = DEFAULTS["n_clusters"]
 #: Most training rows whose scores and codings a member's statistics come from (a seeded
 #: sample beyond it; ``max_samples`` already caps the training rows at 20,000 by default).
@@ -138,9 +155,10 @@ class AnomalyDetector(Estimator, AnomalyDetectorParams, DefaultParamsReadable,
         at 0.001.
     inlier_quantile : float or None, default None
         Retrain each member on the rows within this quantile of its errors (None: one fit).
-    n_clusters : int, default 10
+    n_clusters : int or "auto", default "auto"
         k-means centres of each member's standardised codings (PyOD's name): a member's
-        score adds the distance to the nearest centre; 0 leaves that term out.
+        score adds the distance to the nearest centre; "auto" fits sqrt(rows / 2) centres
+        (2 to 100) of the training rows the statistics come from; 0 leaves that term out.
     seed : int, default 0
         Seed of the sample, the architectures and the weights.
     num_workers : int, default 1
@@ -192,8 +210,16 @@ class AnomalyDetector(Estimator, AnomalyDetectorParams, DefaultParamsReadable,
             log.info("AnomalyDetector: %d rows (%d for training), width %d, %d members "
                      "%s, %d epochs", rows, n_train, width, len(archs), archs, epochs)
             members, stats = [], []
-            for i, hidden in enumerate(archs):
-                member = _fit_member(train, values, hidden, epochs, values["seed"] + i)
+            estimators = [_member_estimator(values, hidden, epochs, values["seed"] + i)
+                          for i, hidden in enumerate(archs)]
+            # the members share one preparation: the input's checks, scaling statistics
+            # and training shards are computed once, not once per member
+            prepared = prepare_input(train, estimators[0].param_values())
+            try:
+                fitted = [_fit_member(ae, prepared, train, values) for ae in estimators]
+            finally:
+                prepared.data.release()
+            for i, (hidden, member) in enumerate(zip(archs, fitted)):
                 members.append(member)
                 stats.append(_score_stats(member, train, n_train, values["n_clusters"],
                                           values["seed"] + i))
@@ -265,16 +291,23 @@ def _input_width(df: DataFrame, columns: List[str], values: Dict[str, Any]) -> i
     return max(1, width)
 
 
-def _fit_member(train: DataFrame, values: Dict[str, Any], hidden: List[int], epochs: int,
-                seed: int):
+def _member_estimator(values: Dict[str, Any], hidden: List[int], epochs: int,
+                      seed: int) -> Autoencoder:
+    """The Autoencoder of one member (z-scored inputs, tanh, no early stopping)."""
     inputs = ({"features_cols": list(values["features_cols"])} if values.get("features_cols")
               else {"features_col": values["features_col"]})
-    ae = Autoencoder(hidden=hidden, activation="tanh", standardize="zscore", epochs=epochs,
-                     mini_batch_size=values["batch_size"], rate=values["lr"], seed=seed,
-                     num_workers=values["num_workers"], ignore_const_cols=False,
-                     stopping_rounds=0, outputs=["reconstruction_mse"], progress="none",
-                     **inputs)
-    model = ae.fit(train)
+    return Autoencoder(hidden=hidden, activation="tanh", standardize="zscore", epochs=epochs,
+                       mini_batch_size=values["batch_size"], rate=values["lr"], seed=seed,
+                       num_workers=values["num_workers"], ignore_const_cols=False,
+                       stopping_rounds=0, outputs=["reconstruction_mse"], progress="none",
+                       **inputs)
+
+
+def _fit_member(ae: Autoencoder, prepared: PreparedInput, train: DataFrame,
+                values: Dict[str, Any]):
+    """Train one member on the shared preparation (and, with ``inlier_quantile``, again
+    on the training rows within that quantile of its errors)."""
+    model = ae.fit_prepared(prepared, track=False)
     q = values.get("inlier_quantile")
     if q is not None:
         model = ae.fit(model.inliers(train, q))

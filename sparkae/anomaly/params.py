@@ -29,7 +29,7 @@ DEFAULTS: Dict[str, Any] = {
     "batch_size": 64,
     "lr": 0.001,
     "inlier_quantile": None,
-    "n_clusters": 10,              # PyOD's name (CBLOF)
+    "n_clusters": "auto",          # PyOD's name (CBLOF); "auto": sqrt(rows / 2), 2-100
     "seed": 0,
     "num_workers": 1,
     "outputs": ["anomaly_score", "is_anomaly"],
@@ -61,7 +61,9 @@ class AnomalyDetectorParams(Params):
     inlier_quantile = _p("inlier_quantile", "retrain each member on the rows whose error is "
                          "within this quantile of its first fit's errors (None: one fit)")
     n_clusters = _p("n_clusters", "k-means centres of each member's standardised codings: "
-                    "the score's distance to the nearest centre (0: no such term)")
+                    "the score's distance to the nearest centre; 'auto' (sqrt(rows / 2) of "
+                    "the rows the statistics come from, 2 to 100) or an integer (0: no such "
+                    "term)")
     seed = _p("seed", "random seed of the sample, the members' architectures and weights")
     num_workers = _p("num_workers", "training ranks of each member (Autoencoder's num_workers)")
     outputs = _p("outputs", f"columns transform adds, any of {', '.join(OUTPUTS)}")
@@ -110,6 +112,12 @@ def _inlier_quantile(v: Any) -> Optional[str]:
     return None if ok else "None or a number in [0.5, 1)"
 
 
+def _clusters(v: Any) -> Optional[str]:
+    if v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and v >= 0):
+        return None
+    return "'auto' or an integer >= 0"
+
+
 def _name(v: Any) -> Optional[str]:
     return None if isinstance(v, str) and v else "a non-empty column name"
 
@@ -143,7 +151,7 @@ RULES: Dict[str, Callable[[Any], Optional[str]]] = {
     "batch_size": _int(1),
     "lr": _positive,
     "inlier_quantile": _inlier_quantile,
-    "n_clusters": _int(0),
+    "n_clusters": _clusters,
     "seed": _seed,
     "num_workers": _int(1),
     "outputs": _outputs,

@@ -18,15 +18,25 @@ ran for over 9 minutes on one core without finishing.
 
 from __future__ import annotations
 
-from typing import Dict, Iterable, List, Sequence, Tuple
+import math
+from typing import Dict, Iterable, List, Sequence, Tuple, Union
 
 import numpy as np
 
-__all__ = ["as_matrix", "moments", "standardize", "code_distance", "kmeans", "centre_distance", "robust",
-           "member_stats", "member_term"]
+__all__ = ["auto_centres", "as_matrix", "moments", "standardize", "code_distance", "kmeans",
+           "centre_distance", "robust", "member_stats", "member_term"]
 
 #: A coding unit whose training standard deviation is at most this is not scaled.
 MIN_SD = 1e-12
+#: Most k-means centres ``n_clusters="auto"`` gives.
+MAX_AUTO_CENTRES = 100
+
+
+def auto_centres(rows: int) -> int:
+    """k-means centres for ``rows`` rows under ``n_clusters="auto"``: sqrt(rows / 2), the
+    classic rule of thumb (Mardia, Kent and Bibby 1979), at least 2 and at most
+    :data:`MAX_AUTO_CENTRES`."""
+    return int(min(MAX_AUTO_CENTRES, max(2, round(math.sqrt(rows / 2)))))
 
 
 def as_matrix(rows: Iterable[Sequence[float]]) -> np.ndarray:
@@ -127,10 +137,11 @@ def robust(values: np.ndarray) -> Tuple[float, float]:
     return float(med), float(scale)
 
 
-def member_stats(errors: np.ndarray, codes: np.ndarray, clusters: int,
+def member_stats(errors: np.ndarray, codes: np.ndarray, clusters: Union[int, str],
                  seed: int) -> Dict[str, object]:
     """Everything a member's score needs, from its training rows' ``reconstruction_mse``
-    (``errors``, shape (rows,)) and codings (``codes``, shape (rows, units)).
+    (``errors``, shape (rows,)) and codings (``codes``, shape (rows, units)); ``clusters``
+    is the ``n_clusters`` Param (``"auto"``: :func:`auto_centres` of the rows).
 
     Returns
     -------
@@ -148,6 +159,8 @@ def member_stats(errors: np.ndarray, codes: np.ndarray, clusters: int,
     out: Dict[str, object] = {"error_median": e_med, "error_scale": e_scale,
                               "code_mean": mean, "code_sd": sd, "distance_median": d_med,
                               "distance_scale": d_scale}
+    if clusters == "auto":
+        clusters = auto_centres(len(codes))
     if clusters > 0:
         z = standardize(codes, mean, sd)
         centres = kmeans(z, clusters, seed)
