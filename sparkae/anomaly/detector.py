@@ -6,7 +6,8 @@ The method (chosen by measurements across data sets, ``bench/anomaly_research.py
 2. ``n_estimators`` :class:`sparkae.Autoencoder` members on z-scored inputs, tanh, each with
    its own width and depth drawn from the input width (RandNet's varied architectures, Chen
    et al. 2017) and its own seed; on small data each runs at least ``min_steps`` gradient
-   steps;
+   steps; on sparse inputs of :data:`WIDE_SPARSE` features or more each row's loss covers
+   its stored columns plus :data:`SAMPLED_COLUMNS` sampled zeros (reconstruction sampling);
 3. optionally (``inlier_quantile``, off by default: it doubles the cost and the
    measurements do not support it across data sets) each member is retrained on the rows
    within that quantile of its first fit's errors (the chapter's "retrain on inliers");
@@ -97,6 +98,15 @@ MAX_CODE, MAX_HIDDEN = 64, 256
 #: k-means centres of each member's standardised codings (the third term of its score):
 #: the ``n_clusters`` Param's default ("auto": :func:`sparkae.anomaly.stats.auto_centres`).
 CODE_CLUSTERS = DEFAULTS["n_clusters"]
+#: Input width from which members train with reconstruction sampling (the Autoencoder's
+#: ``reconstruction_sampling``, Dauphin, Glorot and Bengio 2011) when the batches are sparse:
+#: the loss of a row covers its stored columns plus :data:`SAMPLED_COLUMNS` drawn from its
+#: zeros, so a step never computes a batch x width output (on 100,000 columns a full output
+#: costs about 10 GFLOP a step of 64 rows through a 256-wide layer). Scoring stays exact
+#: (:mod:`sparkae.scoring.sparse_mse`).
+WIDE_SPARSE = 10_000
+#: Zero columns each row's loss samples on wide sparse inputs.
+SAMPLED_COLUMNS = 128
 #: Most training rows whose scores and codings a member's statistics come from (a seeded
 #: sample beyond it; ``max_samples`` already caps the training rows at 20,000 by default).
 STATS_ROWS = 100_000
@@ -210,7 +220,7 @@ class AnomalyDetector(Estimator, AnomalyDetectorParams, DefaultParamsReadable,
             log.info("AnomalyDetector: %d rows (%d for training), width %d, %d members "
                      "%s, %d epochs", rows, n_train, width, len(archs), archs, epochs)
             members, stats = [], []
-            estimators = [_member_estimator(values, hidden, epochs, values["seed"] + i)
+            estimators = [_member_estimator(values, hidden, epochs, values["seed"] + i, width)
                           for i, hidden in enumerate(archs)]
             # the members share one preparation: the input's checks, scaling statistics
             # and training shards are computed once, not once per member
@@ -291,16 +301,18 @@ def _input_width(df: DataFrame, columns: List[str], values: Dict[str, Any]) -> i
     return max(1, width)
 
 
-def _member_estimator(values: Dict[str, Any], hidden: List[int], epochs: int,
-                      seed: int) -> Autoencoder:
-    """The Autoencoder of one member (z-scored inputs, tanh, no early stopping)."""
+def _member_estimator(values: Dict[str, Any], hidden: List[int], epochs: int, seed: int,
+                      width: int) -> Autoencoder:
+    """The Autoencoder of one member (z-scored inputs, tanh, no early stopping; sampled
+    reconstruction on inputs of :data:`WIDE_SPARSE` features or more, where sparse)."""
     inputs = ({"features_cols": list(values["features_cols"])} if values.get("features_cols")
               else {"features_col": values["features_col"]})
     return Autoencoder(hidden=hidden, activation="tanh", standardize="zscore", epochs=epochs,
                        mini_batch_size=values["batch_size"], rate=values["lr"], seed=seed,
                        num_workers=values["num_workers"], ignore_const_cols=False,
                        stopping_rounds=0, outputs=["reconstruction_mse"], progress="none",
-                       **inputs)
+                       reconstruction_sampling=SAMPLED_COLUMNS if width >= WIDE_SPARSE
+                       else None, **inputs)
 
 
 def _fit_member(ae: Autoencoder, prepared: PreparedInput, train: DataFrame,

@@ -6,7 +6,9 @@ rows with few stored entries enter the first layer as a CSR matrix (the input sc
 folded into that layer's weights), so a 1,000,000-wide sparse row costs its stored
 entries; outputs of full width (``reconstruction_mse``, ``feature_errors``,
 ``reconstruction``, ``is_anomaly``) are computed in passes of at most
-:data:`PASS_ELEMENTS` values, which bounds a worker's memory for any width.
+:data:`PASS_ELEMENTS` values, which bounds a worker's memory for any width. Sparse rows'
+``reconstruction_mse`` and ``is_anomaly`` alone (a linear output layer) need no
+full-width output at all: :mod:`sparkae.scoring.sparse_mse`.
 
 With ``clip`` (the ``clip_to_training_range`` Param) the scaled inputs are clamped into
 each feature's scaled training range before the first layer, and every output sees the
@@ -25,6 +27,7 @@ import torch
 from sparkae.data.arrow_rows import RowBlock
 from sparkae.nn import sparse as csr
 from sparkae.nn.models import AutoencoderNet
+from sparkae.scoring import sparse_mse
 
 #: Largest number of values one dense tensor of a forward pass may hold (64 MiB of
 #: float32); wider rows are scored in passes of fewer rows.
@@ -133,6 +136,7 @@ class Scorer:
         self.shift, self.scale = sc.shift, sc.scale
         self._first: Optional[Tuple[torch.Tensor, torch.Tensor]] = None
         self._clipped: Optional[Tuple[torch.Tensor, torch.Tensor]] = None
+        self._gram: Dict[bool, sparse_mse.GramTerms] = {}
         shift, scale = sc.shift.double(), sc.scale.double()
         self.z_zero = (-shift * scale).float()  # scaled value of a stored zero
         # a missing (NaN) entry in raw units: what the scaler's imputation maps it to
@@ -191,11 +195,13 @@ class Scorer:
             if sparse:
                 lengths, cols, vals = self._kept_entries(block)
                 starts = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-                step = self.rows_per_pass(batch_size, self.kept) if full else batch_size
+                gram = self.gram_applies(outputs)
+                step = (self.rows_per_pass(batch_size, self.kept) if full and not gram
+                        else batch_size)
                 for lo in range(0, block.rows, step):
                     hi = min(block.rows, lo + step)
                     parts.append(self._sparse_pass(starts, cols, vals, lo, hi, outputs, layer,
-                                                   threshold, full, clip))
+                                                   threshold, full, clip, gram))
             else:
                 step = self.rows_per_pass(batch_size, self.size)
                 for lo in range(0, block.rows, step):
@@ -208,6 +214,24 @@ class Scorer:
         if not parts:
             return {}
         return {o: np.concatenate([p[o] for p in parts]) for o in parts[0]}
+
+    def gram_applies(self, outputs: Sequence[str]) -> bool:
+        """Whether sparse rows' ``outputs`` come from :mod:`sparkae.scoring.sparse_mse`
+        (no full-width reconstruction): only ``reconstruction_mse``, ``is_anomaly`` and
+        ``deep_features`` are asked for, and the output layer is linear."""
+        return (needs_full_width(outputs)
+                and set(outputs) <= {"deep_features", "reconstruction_mse", "is_anomaly"}
+                and isinstance(getattr(self.net, "output", None), torch.nn.Linear)
+                and getattr(self.net, "output_act", True) is None)
+
+    def gram_terms(self, clip: bool) -> sparse_mse.GramTerms:
+        """The output layer's :func:`sparkae.scoring.sparse_mse.gram_terms` against the
+        scaled zeros (clipped ones with ``clip``), built on first use."""
+        if clip not in self._gram:
+            zero = self.clipped_first()[0] if clip else self.z_zero
+            self._gram[clip] = sparse_mse.gram_terms(self.net.output.weight,
+                                                     self.net.output.bias, zero)
+        return self._gram[clip]
 
     def _kept_entries(self, block: RowBlock) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Sparse components restricted to the modelled features, in network column order."""
@@ -227,9 +251,11 @@ class Scorer:
 
     def _sparse_pass(self, starts: np.ndarray, cols: np.ndarray, vals: np.ndarray, lo: int,
                      hi: int, outputs: List[str], layer: int, threshold: Optional[float],
-                     full: bool, clip: bool = False) -> Dict[str, np.ndarray]:
+                     full: bool, clip: bool = False,
+                     gram: bool = False) -> Dict[str, np.ndarray]:
         """Outputs for scored rows ``lo:hi`` through the CSR first layer; with ``clip`` the
-        stored entries are clamped and implicit zeros read as ``z0`` (still sparse)."""
+        stored entries are clamped and implicit zeros read as ``z0`` (still sparse); with
+        ``gram`` (:meth:`gram_applies`) the errors come without a full-width output."""
         e0, e1 = int(starts[lo]), int(starts[hi])
         n, dev = hi - lo, self.device
         c = torch.from_numpy(cols[e0:e1]).to(dev)
@@ -246,6 +272,17 @@ class Scorer:
             x = torch.sparse_csr_tensor(crow, c, v, size=(n, self.kept))
             pre1 = torch.sparse.mm(x, w_eff_t) + b_eff
         acts = _hidden_from_first(self.net, pre1, None if full else layer)
+        if gram:
+            s = stored if clip else (v - self.shift[c]) * self.scale[c]
+            mse = (sparse_mse.squared_error(self.gram_terms(clip), acts[-1], crow, c, s)
+                   / self.kept).cpu().numpy()
+            out = _outputs(self.net, acts, lambda: None,
+                           [o for o in outputs if o == "deep_features"], layer, threshold)
+            if "reconstruction_mse" in outputs:
+                out["reconstruction_mse"] = mse
+            if "is_anomaly" in outputs:
+                out["is_anomaly"] = mse > threshold
+            return out
 
         def z() -> torch.Tensor:
             rows = torch.repeat_interleave(torch.arange(n, device=dev), crow.diff())

@@ -1,0 +1,68 @@
+"""Sparse rows' reconstruction error without a full-width output (sparkae.scoring.sparse_mse):
+the algebra against the explicit sum, and the Scorer's sparse path against the dense
+forward pass, with and without clipping, for every output it serves."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from sparkae import scoring
+from sparkae.scoring import sparse_mse
+from sparkae.scoring.forward import Scorer
+from tests.test_scoring import THRESHOLD, _block, _net, _sparse_rows
+
+
+def test_squared_error_equals_the_explicit_sum():
+    rng = np.random.default_rng(3)
+    d, k, n = 200, 7, 12
+    w, b, zero = (torch.from_numpy(rng.normal(size=s)).float() for s in ((d, k), d, d))
+    h = torch.from_numpy(rng.normal(size=(n, k))).float()
+    x = np.zeros((n, d))
+    mask = rng.random((n, d)) < 0.05
+    mask[3] = False                                   # a row that stores nothing
+    x[mask] = rng.normal(size=mask.sum())
+    r, c = np.nonzero(mask)
+    crow = torch.from_numpy(np.concatenate([[0], np.cumsum(mask.sum(1))]))
+    z = np.where(mask, x, zero.double().numpy())      # the row's scaled input
+    want = (((h.double() @ w.double().T + b.double()).numpy() - z) ** 2).sum(1)
+    got = sparse_mse.squared_error(sparse_mse.gram_terms(w, b, zero), h, crow,
+                                   torch.from_numpy(c), torch.from_numpy(x[r, c]))
+    assert got.dtype == torch.float64
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-6)
+
+
+@pytest.mark.parametrize("clip", [False, True])
+@pytest.mark.parametrize("kept", [None, 23])
+@pytest.mark.parametrize("outputs", [["reconstruction_mse"], ["is_anomaly"],
+                                     ["deep_features", "reconstruction_mse", "is_anomaly"]])
+def test_the_sparse_path_needs_no_decoder_and_matches_the_dense_forward(outputs, kept, clip):
+    net = _net(kept=kept)
+    x = _sparse_rows(60, 30, 0.03, seed=2)
+    x[4, 5] = np.nan                     # a stored missing value: imputed by the model
+    x[7, 3] = 40.0                       # far outside the training range: clipped with clip
+    ref = scoring.score_matrix(net, x, outputs, 2, THRESHOLD, clip=clip)
+    scorer = Scorer(net, torch.device("cpu"))
+    assert scorer.gram_applies(outputs)
+    block = _block(x)
+    assert block.nnz < scoring.SPARSE_DENSITY * 60 * scorer.kept      # the CSR path
+    net.decode_from_last = lambda h: pytest.fail("the decoder ran")
+    got = scorer.score(block, outputs, 2, THRESHOLD, batch_size=7, clip=clip)
+    assert set(got) == set(outputs)
+    for o in outputs:
+        if o == "is_anomaly":
+            np.testing.assert_array_equal(got[o], ref[o])
+        else:
+            np.testing.assert_allclose(got[o], ref[o], rtol=1e-5, atol=1e-6, err_msg=o)
+    assert ref["is_anomaly" if "is_anomaly" in ref else "reconstruction_mse"].any()
+
+
+def test_outputs_that_need_every_feature_or_a_nonlinear_output_take_the_full_path():
+    scorer = Scorer(_net(), torch.device("cpu"))
+    assert not scorer.gram_applies(["deep_features"])          # no decoder at all
+    assert not scorer.gram_applies(["reconstruction_mse", "feature_errors"])
+    assert not scorer.gram_applies(["reconstruction"])
+    net = _net()
+    net.output_act = torch.nn.Tanh()
+    assert not Scorer(net, torch.device("cpu")).gram_applies(["reconstruction_mse"])
