@@ -224,3 +224,27 @@ def test_code_centres_term(planted, fitted):
     a, b = _scores(fitted, df), _scores(old, df)
     assert b["anomaly_score"].notna().all()
     assert np.abs(a["anomaly_score"].values - b["anomaly_score"].values).max() > 1e-6
+
+
+def test_wide_sparse_input_trains_with_sampled_reconstruction(spark, tmp_path):
+    """On sparse vectors of WIDE_SPARSE or more features (the scale run's clustered layout:
+    topics of co-occurring columns, anomalies mixing two topics) each member trains with
+    reconstruction sampling and scores with the exact error; the default n_clusters="auto"
+    puts the planted anomalies on top (10 centres put them below chance on this layout)."""
+    from sklearn.metrics import roc_auc_score
+
+    from sparkae import AnomalyDetector
+    from sparkae.anomaly.datasets import read_sparse_parquet, write_sparse_parquet
+    from sparkae.anomaly.detector import SAMPLED_COLUMNS, WIDE_SPARSE
+
+    path = write_sparse_parquet(str(tmp_path / "wide"), 2000, WIDE_SPARSE, seed=7,
+                                topics=10, share=0.02)
+    df = read_sparse_parquet(spark, path)
+    model = AnomalyDetector(n_estimators=2, epoch_num=2, min_steps=200, seed=1).fit(df)
+    assert [m.getOrDefault("reconstruction_sampling") for m in model.members] == \
+        [SAMPLED_COLUMNS] * 2
+    assert model.fit_info["architectures"] and model._stats[0]["centres"]
+    assert len(model._stats[0]["centres"]) == 32            # auto: sqrt(2000 / 2)
+    pdf = model.transform(df).select("label", "anomaly_score").toPandas()
+    assert pdf["anomaly_score"].notna().all()
+    assert roc_auc_score(pdf["label"], pdf["anomaly_score"]) > 0.8
