@@ -14,9 +14,10 @@ sys.path.insert(0, str(ROOT))
 from bench import harness, report  # noqa: E402
 
 
-def test_all_leaves_out_load_and_loaders_and_runs_scoring_last():
+def test_all_leaves_out_load_loaders_and_anomaly_scale_and_runs_scoring_last():
     members = harness.all_members()
-    by_name = {"load", "loaders"}      # the soak test; the legacy-environment comparison
+    # the soak test; the legacy-environment comparison; the half-hour scale comparison
+    by_name = {"load", "loaders", "anomaly_scale"}
     assert by_name <= set(harness.discover()) and not by_name & set(members)
     assert members[-1] == "scoring"
     assert set(members) == set(harness.discover()) - by_name
