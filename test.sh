@@ -25,10 +25,7 @@ for arg in "$@"; do
 done
 workers="${SPARKAE_TEST_WORKERS:-2}"
 xdist=()
-# --no-loadscope-reorder: xdist would order the groups by their number of tests, which put
-# the long single-test groups (bench smoke, HDFS, the cluster) last, one worker idle beside
-# them; tests/conftest.py collects the longest groups first instead (HEAVY_GROUPS)
-[ "$workers" -gt 0 ] && xdist=(-n "$workers" --dist loadgroup --no-loadscope-reorder)
+[ "$workers" -gt 0 ] && xdist=(-n "$workers" --dist loadgroup)
 set +e
 if [ "$own_marker" = 1 ]; then
   "$VENV/bin/python" -m pytest "$@"

@@ -50,15 +50,6 @@ RAY_MODULES = {"test_tune", "test_tune_cluster", "test_guarantees", "test_exampl
 CLUSTER_MODULES = {"test_cluster", "test_faults"}
 
 
-#: Groups that take longest under xdist (fresh-clone CI runs: the Ray group's modules and the
-#: cluster group about 330-470 s each, the Connect, distributed, job, bench smoke and HDFS
-#: modules 100-150 s): each xdist worker takes the next group in collection order when it
-#: is free, so these are collected first (longest first), and a long group never starts
-#: while the other worker runs out of work.
-HEAVY_GROUPS = ("ray", "cluster", "test_connect", "test_distributed", "test_jobs",
-                "test_bench_smoke", "test_storage_hdfs")
-
-
 def _xdist_group(module: str) -> str:
     if module in RAY_MODULES:
         return "ray"
@@ -72,16 +63,10 @@ def pytest_collection_modifyitems(config, items):
     reads the marks in its own hook of this name, and a plain conftest hook runs after it
     (the groups were ignored: a module's tests spread over both workers, each building the
     module's fixtures). pyproject.toml keeps pytest below 9.2, which breaks the grouping
-    in xdist itself. On an xdist worker the groups of :data:`HEAVY_GROUPS` come first."""
-    groups = {}
+    in xdist itself."""
     for item in items:
         module = item.module.__name__.rsplit(".", 1)[-1] if item.module else item.nodeid
-        groups[item.nodeid] = _xdist_group(module)
-        item.add_marker(pytest.mark.xdist_group(groups[item.nodeid]))
-    if os.environ.get("PYTEST_XDIST_WORKER"):   # a worker: longest groups first (stable)
-        last = len(HEAVY_GROUPS)
-        items.sort(key=lambda it: HEAVY_GROUPS.index(groups[it.nodeid])
-                   if groups[it.nodeid] in HEAVY_GROUPS else last)
+        item.add_marker(pytest.mark.xdist_group(_xdist_group(module)))
 
 
 #: The official MNIST test set (IDX files) beside the checkout.
