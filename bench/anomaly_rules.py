@@ -16,7 +16,7 @@ every scoring rule reads the same errors and codes (:func:`member_outputs`). Ter
   reference both scales (it is broadcast) and keeps a cluster of anomalies smaller
   than K reference rows from shielding itself;
 - ``kmC``: squared distance of the standardised codes to the nearest of C k-means centres;
-  ``kmA``: the same with C = :func:`auto_centres` of the rows;
+  ``kmA``: the same with C = :func:`sparkae.anomaly.stats.auto_centres` of the rows;
 - ``cblofC`` / ``cblofA``: CBLOF's rule (He et al. 2003, PyOD's CBLOF): C k-means centres,
   split into large and small clusters (the largest clusters until they hold ``alpha`` = 90 %
   of the rows, or up to a size ratio of ``beta`` = 5 between neighbours); the squared
@@ -33,6 +33,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 
 from bench.anomaly_models import members, robust_z, scale, train_codes
+from sparkae.anomaly.stats import auto_centres
 
 
 _OUTPUTS_CACHE: Dict[tuple, List[tuple]] = {}
@@ -82,11 +83,6 @@ def knn_reference(cz: np.ndarray, m: Optional[int], k: int, seed: int) -> np.nda
     self_hit = idx[j[:, 0]] == np.arange(n)
     col = np.where(self_hit, min(k, d.shape[1] - 1), k - 1)
     return d[np.arange(n), col]
-
-
-def auto_centres(n: int) -> int:
-    """Centres for ``n`` rows: sqrt(n / 2) (the rule of thumb), 2 to 100."""
-    return int(min(100, max(2, round(np.sqrt(n / 2)))))
 
 
 def large_centres(labels: np.ndarray, k: int, alpha: float = 0.9, beta: float = 5.0
