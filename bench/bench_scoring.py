@@ -303,6 +303,7 @@ def _report_keys(r: Dict[str, Any]) -> None:
     """Add the harness's ``summary``, ``targets`` and ``tables`` keys."""
     c, torch_rate = r["compare"], r["torch_rows_per_s"]
     best = r["torch_configs"]["best"]
+    ids = c.get("ids_only") or {"sparkae": {}, "predict_batch_udf": {}}
     r["summary"] = (f"Scoring {c['rows']:,} MNIST-like rows (784 columns, ~80% zeros; "
                     f"deep_features + reconstruction_mse) on local[2], load average "
                     f"{r['load_avg'][0][0]:.1f} at the start: sparkae's transform runs at "
@@ -313,6 +314,14 @@ def _report_keys(r: Dict[str, Any]) -> None:
                                 for k in c["sparkae"])
                     + f" the plain in-memory Torch forward in its best configuration "
                     f"({torch_rate:,} rows/s, {best}).")
+    if ids["sparkae"]:
+        r["summary"] += (" With only id kept beside the scores: "
+                         + ", ".join(f"{_ratio(ids['sparkae'][k], ids['predict_batch_udf'][k]):.2f}x"
+                                     for k in ids["sparkae"])
+                         + " predict_batch_udf and "
+                         + ", ".join(f"{_ratio(ids['sparkae'][k], torch_rate):.2f}x"
+                                     for k in ids["sparkae"])
+                         + " the plain forward.")
     r["targets"] = []
     pairs = [("transform", c["sparkae"], "predict_batch_udf", c["predict_batch_udf"]),
              ("score job", c["job"], "predict_batch_udf to Parquet",
@@ -355,6 +364,16 @@ def _report_keys(r: Dict[str, Any]) -> None:
          "columns": ["outputs", "rows/s", "seconds"],
          "rows": [[k, outs[k]["rows_per_s"], outs[k]["seconds"]]
                   for k in ("deep_features", "reconstruction_mse", "all")]}]
+    if ids["sparkae"]:   # results from before 2026-12-02 lack it
+        r["tables"].insert(1, {
+            "title": f"The same with only id kept beside the scores ({c['rows']:,} rows, "
+                     "noop sink): the input column does not cross back to the JVM",
+            "columns": ["input", "sparkae rows/s", "predict_batch_udf rows/s",
+                        "sparkae / predict_batch_udf", "sparkae / plain Torch"],
+            "rows": [[k, ids["sparkae"][k]["rows_per_s"],
+                      ids["predict_batch_udf"][k]["rows_per_s"],
+                      _ratio(ids["sparkae"][k], ids["predict_batch_udf"][k]),
+                      _ratio(ids["sparkae"][k], torch_rate)] for k in ids["sparkae"]]})
 
 
 def main(argv=None) -> int:
