@@ -49,24 +49,41 @@ def test_expand_grid_errors():
         expand_grid({"rate": [0.1]}, "random")
 
 
-def test_grid_leaderboard_best_model_and_failed_trial(local_ray, split, spark, tmp_path):
+def test_grid_leaderboard_best_model_failed_trials_and_input_prepared_once(local_ray, split,
+                                                                          tmp_path, caplog):
+    """One grid (a Ray Tune run costs a minute of CI on shared cores) for the leaderboard's
+    order, the best model, trials that fail on a bad Param or a bad column, and the input
+    prepared once per feature setting."""
     train, valid = split
-    res = grid_search(_est(hidden=[4]), train,
-                      {"activation": ["tanh", "rectifier", "bogus"]}, validation_df=valid,
-                      max_concurrent_trials=2)
+    with caplog.at_level("INFO", logger="sparkae"):
+        res = grid_search(_est(hidden=[4], anomaly_quantile=0.9), train,
+                          {"features_col": ["vec", "nope"],
+                           "activation": ["tanh", "rectifier", "bogus"]},
+                          validation_df=valid, max_concurrent_trials=2)
+    # 6 trials, 2 feature settings: the driver prepared each once, the trials trained on it
+    assert "prepared the input once" in caplog.text and "(2 preparation(s))" in caplog.text
     board = res.leaderboard
-    assert list(board["status"]) == ["ok", "ok", "error"]
+    assert list(board["status"]) == ["ok", "ok", "error", "error", "error", "error"]
     ok = board[board["status"] == "ok"]
+    assert (ok["features_col"] == "vec").all()
+    assert sorted(ok["activation"]) == ["rectifier", "tanh"]
     assert ok["validation_mse"].is_monotonic_increasing
     assert (ok["epochs"] == 2).all() and (ok["train_mse"] > 0).all()
-    failed = board.iloc[-1]
-    assert failed["activation"] == "bogus"
-    assert "Autoencoder param 'activation': got 'bogus'" in failed["error"]
-    assert res.best_params == {"activation": board.iloc[0]["activation"]}
+    failed = board[board["status"] == "error"]
+    bogus = failed[(failed["features_col"] == "vec")]
+    assert list(bogus["activation"]) == ["bogus"]
+    assert "Autoencoder param 'activation': got 'bogus'" in bogus.iloc[0]["error"]
+    assert all("nope" in e for e in failed[failed["features_col"] == "nope"]["error"])
+    assert res.best_params == {"features_col": "vec",
+                               "activation": board.iloc[0]["activation"]}
     scored = res.best_model.transform(valid).select("reconstruction_mse").toPandas()
     assert len(scored) == valid.count() and scored["reconstruction_mse"].notna().all()
     res.best_model.save(str(tmp_path / "best"))
     assert AutoencoderModel.load(str(tmp_path / "best")).input_size == 12
+    # trials train without Spark; the best model's quantile threshold is taken once here
+    errors = res.best_model.transform(train).select("reconstruction_mse").toPandas()
+    expected = errors["reconstruction_mse"].quantile(0.9)
+    assert res.best_model.threshold == pytest.approx(expected, rel=0.05)
 
 
 def test_resume_skips_finished_trials(local_ray, split, tmp_path):
@@ -123,24 +140,6 @@ def test_tune_configs():
         tune_settings.load("conf/grid_hidden.yaml", ["tune.schedular=asha"])
     with pytest.raises(ValueError, match="tune.cpus_per_trial"):
         tune_settings.load("conf/grid_hidden.yaml", ["tune.cpus_per_trial=0"])
-
-
-def test_input_prepared_once_and_bad_features_col_is_a_failed_trial(local_ray, split, caplog):
-    train, valid = split
-    with caplog.at_level("INFO", logger="sparkae"):
-        res = grid_search(_est(hidden=[4], anomaly_quantile=0.9), train,
-                          {"features_col": ["vec", "nope"], "l2": [0.0, 1e-4]},
-                          validation_df=valid)
-    # 4 trials, 2 feature settings: the driver prepared each once, the trials trained on it
-    assert "prepared the input once" in caplog.text and "(2 preparation(s))" in caplog.text
-    board = res.leaderboard
-    assert list(board["status"]) == ["ok", "ok", "error", "error"]
-    assert (board.iloc[:2]["features_col"] == "vec").all()
-    assert all("nope" in e for e in board.iloc[2:]["error"])
-    # trials train without Spark; the best model's quantile threshold is taken once here
-    errors = res.best_model.transform(train).select("reconstruction_mse").toPandas()
-    expected = errors["reconstruction_mse"].quantile(0.9)
-    assert res.best_model.threshold == pytest.approx(expected, rel=0.05)
 
 
 @pytest.mark.s3
