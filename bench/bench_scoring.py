@@ -315,12 +315,11 @@ def _report_keys(r: Dict[str, Any]) -> None:
                     + f" the plain in-memory Torch forward in its best configuration "
                     f"({torch_rate:,} rows/s, {best}).")
     if ids["sparkae"]:
+        ours, theirs = ids["sparkae"], ids["predict_batch_udf"]
         r["summary"] += (" With only id kept beside the scores: "
-                         + ", ".join(f"{_ratio(ids['sparkae'][k], ids['predict_batch_udf'][k]):.2f}x"
-                                     for k in ids["sparkae"])
+                         + ", ".join(f"{_ratio(ours[k], theirs[k]):.2f}x" for k in ours)
                          + " predict_batch_udf and "
-                         + ", ".join(f"{_ratio(ids['sparkae'][k], torch_rate):.2f}x"
-                                     for k in ids["sparkae"])
+                         + ", ".join(f"{_ratio(ours[k], torch_rate):.2f}x" for k in ours)
                          + " the plain forward.")
     r["targets"] = []
     pairs = [("transform", c["sparkae"], "predict_batch_udf", c["predict_batch_udf"]),
