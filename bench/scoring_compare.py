@@ -36,7 +36,7 @@ import logging
 import os
 import tempfile
 import time
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Sequence, Tuple
 
 import numpy as np
 
@@ -285,6 +285,15 @@ def parquet_rate(df, out: str, n: int, columnar: bool = True) -> Dict[str, Any]:
     return _timed(lambda: df.write.mode("overwrite").parquet(out), df, n, columnar)
 
 
+def _interleaved(ours: Callable[[], Dict[str, Any]], theirs: Callable[[], Dict[str, Any]]
+                 ) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """The best run (rows/s) of each side, run interleaved :data:`REPEATS` times: on shared
+    cores the load changes from run to run."""
+    runs = [(ours(), theirs()) for _ in range(REPEATS)]
+    best = [max((r[i] for r in runs), key=lambda r: r["rows_per_s"]) for i in (0, 1)]
+    return best[0], best[1]
+
+
 def compare(spark, model, work: str, n: int) -> Dict[str, Any]:
     """Every measurement of this module on ``n`` rows (see the module's docstring)."""
     from sparkae.scoring import pack
@@ -308,28 +317,20 @@ def compare(spark, model, work: str, n: int) -> Dict[str, Any]:
         wdf = spark.read.parquet(warm[lay])
         noop_rate(m.score(wdf, OUTPUTS), 4_000)               # warm both paths' workers
         noop_rate(pbu_scored(wdf, udf, lay), 4_000, lay == "array")
-        # interleaved, best of REPEATS: on shared cores the load changes from run to run
-        runs = [(noop_rate(m.score(df, OUTPUTS), n),
-                 noop_rate(pbu_scored(df, udf, lay), n, lay == "array"))
-                for _ in range(REPEATS)]
-        res["sparkae"][name] = max((r[0] for r in runs), key=lambda r: r["rows_per_s"])
-        res["predict_batch_udf"][name] = max((r[1] for r in runs),
-                                             key=lambda r: r["rows_per_s"])
+        res["sparkae"][name], res["predict_batch_udf"][name] = _interleaved(
+            lambda: noop_rate(m.score(df, OUTPUTS), n),
+            lambda: noop_rate(pbu_scored(df, udf, lay), n, lay == "array"))
         log.info("scoring %s: sparkae %s, predict_batch_udf %s", name,
                  res["sparkae"][name]["rows_per_s"], res["predict_batch_udf"][name]["rows_per_s"])
         # the same with only ``id`` kept beside the scores: the 784-wide input column does
         # not travel back to the JVM (transform keeps every column; a job keeps its ids)
-        runs = [(noop_rate(m.score(df, OUTPUTS, carry=["id"]), n),
-                 noop_rate(pbu_scored(df, udf, lay).select("id", *OUTPUTS), n,
-                           lay == "array"))
-                for _ in range(REPEATS)]
-        res["ids_only"]["sparkae"][name] = max((r[0] for r in runs),
-                                               key=lambda r: r["rows_per_s"])
-        res["ids_only"]["predict_batch_udf"][name] = max((r[1] for r in runs),
-                                                         key=lambda r: r["rows_per_s"])
+        ids = res["ids_only"]
+        ids["sparkae"][name], ids["predict_batch_udf"][name] = _interleaved(
+            lambda: noop_rate(m.score(df, OUTPUTS, carry=["id"]), n),
+            lambda: noop_rate(pbu_scored(df, udf, lay).select("id", *OUTPUTS), n,
+                              lay == "array"))
         log.info("scoring %s, id + scores only: sparkae %s, predict_batch_udf %s", name,
-                 res["ids_only"]["sparkae"][name]["rows_per_s"],
-                 res["ids_only"]["predict_batch_udf"][name]["rows_per_s"])
+                 ids["sparkae"][name]["rows_per_s"], ids["predict_batch_udf"][name]["rows_per_s"])
     cached.unpersist()
     for lay in LAYOUTS:
         m = models["array" if lay == "array" else "vector"]
@@ -337,12 +338,9 @@ def compare(spark, model, work: str, n: int) -> Dict[str, Any]:
         m.write().overwrite().save(mdir)
         job_rate(spark, mdir, warm[lay], os.path.join(work, f"jobw-{lay}"), 4_000)
         df = spark.read.parquet(paths[lay])
-        runs = [(job_rate(spark, mdir, paths[lay], os.path.join(work, f"job-{lay}"), n),
-                 parquet_rate(pbu_scored(df, udf, lay).select("id", *OUTPUTS),
-                              os.path.join(work, f"pbu-{lay}"), n, lay == "array"))
-                for _ in range(REPEATS)]
-        res["job"][lay] = max((r[0] for r in runs), key=lambda r: r["rows_per_s"])
-        res["predict_batch_udf_to_parquet"][lay] = max((r[1] for r in runs),
-                                                       key=lambda r: r["rows_per_s"])
+        res["job"][lay], res["predict_batch_udf_to_parquet"][lay] = _interleaved(
+            lambda: job_rate(spark, mdir, paths[lay], os.path.join(work, f"job-{lay}"), n),
+            lambda: parquet_rate(pbu_scored(df, udf, lay).select("id", *OUTPUTS),
+                                 os.path.join(work, f"pbu-{lay}"), n, lay == "array"))
         res["split"][lay] = split_rates(spark, paths[lay], n)
     return res
