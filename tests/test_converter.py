@@ -136,3 +136,72 @@ def test_sparse_width_mismatch_raises(spark, tmp_path):
     path = materialize(df, str(tmp_path / "w"))
     with pytest.raises(ValueError, match="expects 6"):
         list(ParquetBatches(path, SIZE, batch_size=4, shuffle=False).epoch(0))
+
+
+def _struct_table(x: np.ndarray, sparse_rows: np.ndarray):
+    """Spark's vector struct column written by pyarrow: rows in ``sparse_rows`` as sparse
+    vectors (their nonzero entries), the others dense."""
+    import pyarrow as pa
+
+    types, sizes, indices, values = [], [], [], []
+    for i, r in enumerate(x):
+        if sparse_rows[i]:
+            nz = np.flatnonzero(r)
+            types.append(0), sizes.append(SIZE), indices.append(nz.tolist())
+            values.append(r[nz].tolist())
+        else:
+            types.append(1), sizes.append(None), indices.append(None), values.append(r.tolist())
+    col = pa.StructArray.from_arrays(
+        [pa.array(types, pa.int8()), pa.array(sizes, pa.int32()),
+         pa.array(indices, pa.list_(pa.int32())), pa.array(values, pa.list_(pa.float64()))],
+        ["type", "size", "indices", "values"])
+    return pa.table({"features": col})
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_dense_row_groups_batch_as_csr_blocks_do(tmp_path, sparse):
+    """Row groups of dense vectors decode to DenseRows blocks (no column indices), mixed
+    ones to CsrRows; every epoch's batches, shuffled, over 2 ranks and with NaN rows
+    skipped (sparse batches; the loop drops them from dense ones), equal those of the same
+    blocks all in CSR form."""
+    from sparkae.data.batches import CsrRows, DenseRows
+    from sparkae.data.converter import read_unit_arrow
+
+    x = _matrix(120, seed=3)
+    x[:, 0] = np.arange(120)
+    x[[7, 70], 2] = np.nan
+    sparse_rows = np.zeros(120, dtype=bool)
+    sparse_rows[40:80:3] = True          # row groups 2 and 3 (of 20 rows) are mixed
+    path = str(tmp_path / "t.parquet")
+    pq.write_table(_struct_table(x, sparse_rows), path, row_group_size=20)
+    kinds = [type(read_unit_arrow(u, SIZE, "t")) for u in ParquetBatches(path, SIZE, 8).units]
+    assert kinds == [DenseRows, DenseRows, CsrRows, CsrRows, DenseRows, DenseRows]
+
+    def as_csr(unit, size, role):
+        block = read_unit_arrow(unit, size, role)
+        return block.to_csr() if isinstance(block, DenseRows) else block
+
+    for rank in (0, 1):
+        kw = dict(batch_size=9, shuffle=True, seed=4, rank=rank, world_size=2,
+                  sparse=sparse, skip_missing=True)
+        fast, csr = ParquetBatches(path, SIZE, **kw), ParquetBatches(path, SIZE, reader=as_csr,
+                                                                       **kw)
+        for epoch in (0, 1):
+            a, b = list(fast.epoch(epoch)), list(csr.epoch(epoch))
+            assert len(a) == len(b) > 3
+            for p, q in zip(a, b):
+                if sparse:
+                    p, q = p.to_dense().numpy(), q.to_dense().numpy()
+                np.testing.assert_array_equal(p, q)
+                assert np.isnan(p).any() == (not sparse and bool(np.isnan(q).any()))
+
+
+def test_dense_matrix_only_for_dense_rows_of_one_width():
+    from sparkae.data.converter import dense_matrix
+
+    x = _matrix(4)
+    parts = _struct_table(x, np.zeros(4, dtype=bool)).column("features").combine_chunks().flatten()
+    np.testing.assert_array_equal(dense_matrix(parts[0], parts[3], SIZE), x.astype(np.float32))
+    assert dense_matrix(parts[0], parts[3], SIZE + 1) is None
+    mixed = _struct_table(x, np.array([0, 1, 0, 0], bool)).column("features").combine_chunks()
+    assert dense_matrix(mixed.flatten()[0], mixed.flatten()[3]) is None

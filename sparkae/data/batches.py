@@ -2,7 +2,9 @@
 
 Whatever the loader (Arrow or Petastorm), a unit of the materialized table is decoded to
 a :class:`CsrRows` block: row pointers, column indices and values, no Python object per
-row. Blocks are shuffled within a window of a few units (seeded), cut into the batch
+row; a unit whose rows are all dense vectors of the model's width is decoded by the Arrow
+loader to a :class:`DenseRows` block instead (one float32 matrix: no column indices to
+build, shuffle or scatter), which behaves the same. Blocks are shuffled within a window of a few units (seeded), cut into the batch
 sizes of :func:`sparkae.data.shards.batch_sizes`, and each batch leaves as a dense
 float32 matrix or, for wide sparse input, a ``torch.sparse_csr`` tensor that is never
 densified on the input side.
@@ -82,9 +84,10 @@ class CsrRows:
 
     @staticmethod
     def concat(blocks: List["CsrRows"]) -> "CsrRows":
-        """Rows of every block, in order."""
+        """Rows of every block, in order (:class:`DenseRows` blocks among them in CSR form)."""
         if len(blocks) == 1:
             return blocks[0]
+        blocks = [b.to_csr() if isinstance(b, DenseRows) else b for b in blocks]
         offsets = np.cumsum([0] + [b.indptr[-1] for b in blocks[:-1]])
         indptr = np.concatenate([[0]] + [b.indptr[1:] + o for b, o in zip(blocks, offsets)])
         return CsrRows(indptr.astype(np.int64), np.concatenate([b.cols for b in blocks]),
@@ -113,6 +116,76 @@ class CsrRows:
 
 
 @dataclass
+class DenseRows:
+    """Rows of dense vectors, every one of width ``size``, as one float32 matrix: the same
+    interface as :class:`CsrRows` (each row's entries are all of its columns, in order,
+    zeros included, as a dense vector's are), with no column indices. Slicing, taking and
+    concatenating move whole rows; :meth:`dense` returns the rows without a scatter."""
+
+    x: np.ndarray       # float32, rows x size, C-contiguous
+
+    @property
+    def size(self) -> int:
+        return int(self.x.shape[1])
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.full(len(self), self.size, dtype=np.int64)
+
+    @property
+    def indptr(self) -> np.ndarray:
+        return np.arange(len(self) + 1, dtype=np.int64) * self.size
+
+    @property
+    def cols(self) -> np.ndarray:
+        return np.tile(np.arange(self.size, dtype=np.int32), len(self))
+
+    @property
+    def vals(self) -> np.ndarray:
+        return self.x.reshape(-1)
+
+    def to_csr(self) -> CsrRows:
+        """The same rows as a :class:`CsrRows` block (every entry stored)."""
+        return CsrRows(self.indptr, self.cols, self.vals.copy(), self.size)
+
+    def slice(self, start: int, stop: int) -> "DenseRows":
+        """Rows ``start:stop`` (a view)."""
+        return DenseRows(self.x[start:stop])
+
+    def take(self, rows: np.ndarray) -> "DenseRows":
+        """Rows in the order of the index array ``rows``."""
+        return DenseRows(self.x[rows])
+
+    @staticmethod
+    def concat(blocks: List["Block"]) -> "Block":
+        """Rows of every block, in order: a :class:`DenseRows` block when every block is
+        one, else a :class:`CsrRows` block."""
+        if len(blocks) == 1:
+            return blocks[0]
+        if all(isinstance(b, DenseRows) for b in blocks):
+            return DenseRows(np.concatenate([b.x for b in blocks]))
+        return CsrRows.concat(blocks)
+
+    def without_nan_rows(self) -> "DenseRows":
+        """The rows with no NaN value (``missing_values_handling='skip'``)."""
+        bad = np.isnan(self.x).any(axis=1)
+        return self if not bad.any() else DenseRows(self.x[~bad])
+
+    def dense(self) -> np.ndarray:
+        """The rows as a dense float32 matrix (rows x size); it may share memory with this
+        block."""
+        return self.x
+
+    def torch_csr(self) -> torch.Tensor:
+        """A ``torch.sparse_csr`` tensor (rows x size) storing every entry, sharing nothing
+        with this block."""
+        return self.to_csr().torch_csr()
+
+
+@dataclass
 class RowIds:
     """Rows named by their position in a table kept in memory (:mod:`sparkae.data.memory`):
     the same ``slice``/``take``/``concat`` as :class:`CsrRows`, so that :func:`assemble`
@@ -137,7 +210,7 @@ class RowIds:
         return blocks[0] if len(blocks) == 1 else RowIds(np.concatenate([b.ids for b in blocks]))
 
 
-Block = TypeVar("Block", CsrRows, RowIds)
+Block = TypeVar("Block", CsrRows, DenseRows, RowIds)
 
 
 def assemble(blocks: Iterable[Block], sizes: List[int],
@@ -146,8 +219,9 @@ def assemble(blocks: Iterable[Block], sizes: List[int],
 
     Parameters
     ----------
-    blocks : iterable of CsrRows or of RowIds
-        The pieces of units a rank reads in an epoch, in order (all of one type).
+    blocks : iterable of CsrRows and DenseRows, or of RowIds
+        The pieces of units a rank reads in an epoch, in order (row blocks, or row
+        positions).
     sizes : list of int
         Batch sizes (:func:`sparkae.data.shards.batch_sizes`); a size of 0 repeats the
         previous batch (the padding case described there).

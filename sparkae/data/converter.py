@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 import torch
 from pyspark.sql import DataFrame
 
-from sparkae.data.batches import Block, CsrRows, assemble, scatter_rows
+from sparkae.data.batches import Block, CsrRows, DenseRows, assemble, scatter_rows
 from sparkae.io import fs
 from sparkae.io.uri import join
 from sparkae.data.prepare import FEATURES
@@ -99,6 +99,27 @@ def vector_arrays(types: pa.Array, sizes: pa.Array, indices: pa.Array, values: p
     return lengths, cols, vals, widths
 
 
+def dense_matrix(types: pa.Array, values: pa.Array, size: Optional[int] = None,
+                 dtype: Any = np.float32) -> Optional[np.ndarray]:
+    """The rows as one ``dtype`` matrix (rows x width) when every row is a dense vector
+    (type 1, no null) of one width (``size`` when given), else None: the common layout of
+    dense features, decoded without the column index of every value that
+    :func:`vector_arrays` builds."""
+    n = len(types)
+    if n == 0 or types.null_count or values.null_count:
+        return None
+    if not (types.to_numpy(zero_copy_only=False) == 1).all():
+        return None
+    lengths = pc.list_value_length(values).to_numpy(zero_copy_only=False)
+    width = int(lengths[0])
+    if (size is not None and width != size) or width < 1 or (lengths != width).any():
+        return None
+    flat = values.flatten()
+    if flat.null_count:
+        return None
+    return flat.to_numpy(zero_copy_only=False).astype(dtype, copy=False).reshape(n, width)
+
+
 def _decode_parts(types: pa.Array, sizes: pa.Array, indices: pa.Array, values: pa.Array,
                   size: int, role: str):
     lengths, cols, vals, widths = vector_arrays(types, sizes, indices, values)
@@ -139,15 +160,20 @@ def decode_vectors(col: pa.Array, size: int, role: str = "features"):
     return _decode_parts(*col.flatten(), size, role)
 
 
-def decode_table(table: pa.Table, size: int, role: str = "features") -> CsrRows:
-    """A :class:`CsrRows` block from a table in either layout (struct ``features`` column,
-    or the flat ``type``/``size``/``indices``/``values`` columns)."""
+def decode_table(table: pa.Table, size: int, role: str = "features") -> Block:
+    """A row block from a table in either layout (struct ``features`` column, or the flat
+    ``type``/``size``/``indices``/``values`` columns): a :class:`DenseRows` block when
+    every row is a dense vector of width ``size`` (:func:`dense_matrix`), else a
+    :class:`CsrRows` block."""
     if FEATURES in table.column_names:
-        parts = decode_vectors(table.column(FEATURES), size, role)
+        col = table.column(FEATURES)
+        parts = (col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col).flatten()
     else:
-        cols = [table.column(f).combine_chunks() for f in VECTOR_FIELDS]
-        parts = _decode_parts(*cols, size, role)
-    return CsrRows.from_lengths(*parts, size)
+        parts = [table.column(f).combine_chunks() for f in VECTOR_FIELDS]
+    x = dense_matrix(parts[0], parts[3], size)
+    if x is not None:
+        return DenseRows(x)
+    return CsrRows.from_lengths(*_decode_parts(*parts, size, role), size)
 
 
 def to_dense(lengths: np.ndarray, cols: np.ndarray, vals: np.ndarray, size: int) -> np.ndarray:

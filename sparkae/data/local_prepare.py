@@ -37,7 +37,7 @@ from pyspark.sql import DataFrame
 
 import sparkae.spark_private as spark_private
 from sparkae.data import cache
-from sparkae.data.converter import ROW_GROUP_BYTES, vector_arrays
+from sparkae.data.converter import ROW_GROUP_BYTES, dense_matrix, vector_arrays
 from sparkae.data.prepare import FEATURES
 from sparkae.io import fs
 from sparkae.io.uri import join, parse
@@ -108,15 +108,17 @@ def describe(col: pa.StructArray) -> Optional[Tuple[FeatureStats, int]]:
     kinds, sizes, indices, values = col.flatten()
     if values.null_count or values.flatten().null_count:
         return None
+    x = dense_matrix(kinds, values, dtype=np.float64)
+    if x is not None:                                   # every row dense: a matrix
+        if not np.isfinite(x).all():
+            return None
+        stats = FeatureStats(count=n, mean=x.mean(axis=0), std=x.std(axis=0, ddof=1),
+                             min=x.min(axis=0), max=x.max(axis=0))
+        return stats, x.size
     lengths, cols, vals, widths = vector_arrays(kinds, sizes, indices, values, np.float64)
     size = int(widths[0])
     if size < 1 or (widths != size).any() or not np.isfinite(vals).all():
         return None
-    if not (kinds.to_numpy(zero_copy_only=False) == 0).any():   # every row dense: a matrix
-        x = vals.reshape(n, size)
-        stats = FeatureStats(count=n, mean=x.mean(axis=0), std=x.std(axis=0, ddof=1),
-                             min=x.min(axis=0), max=x.max(axis=0))
-        return stats, len(vals)
     if len(cols) and (cols.min() < 0 or cols.max() >= size):
         return None
     stored = np.bincount(cols, minlength=size)
