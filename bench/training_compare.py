@@ -5,7 +5,11 @@ pixels) train the same network ([100] tanh, Adam, seed 123) for the same epochs,
 every cell of mini-batch size (:data:`BATCHES`) x ``standardize`` (:data:`STANDARDIZE`):
 
 - sparkae: ``Autoencoder.fit`` on a cached DataFrame of the rows (1 rank, in the driver),
-  with its default ``num_threads`` (every core) and with 1 thread (:data:`SPARKAE_THREADS`);
+  with its default ``num_threads`` (every core) and with 1 thread (:data:`SPARKAE_THREADS`),
+  under each OpenMP wait policy the plain loop runs under: in this process, under the
+  harness's policy (PASSIVE unless told otherwise), and in a fresh process with
+  ``OMP_WAIT_POLICY`` unset, as a user's process has it (:func:`fresh_sparkae_runs`; its
+  own Spark session, a warm-up fit first); the best setting counts, named;
   its training loop's rows/s are the epochs' own (``model.summary.rows_per_s``: rows over
   the epochs' seconds), its whole fit's the rows trained over the wall time of ``fit``
   (scaling statistics, materialization, job start and training);
@@ -15,7 +19,7 @@ every cell of mini-batch size (:data:`BATCHES`) x ``standardize`` (:data:`STANDA
   the best counts, named.
 
 Each sparkae fit and each plain run records the load average when it ends; the plain runs
-of a cell run between that cell's two sparkae fits. Both report the test MSE over all 784
+of a cell run between that cell's sparkae fits in this process and those in a fresh one. Both report the test MSE over all 784
 input features (pixels scaled to [0, 1], :func:`bench.common.pixel_mse`) on the MNIST test
 set. At batch 256 every plain process also times the matrix multiplies of one training
 step as a plain ``torch.mm`` loop at the same shapes
@@ -27,6 +31,7 @@ against in FLOP/s.
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any, Dict, List, Optional, Sequence
 
 from bench import common, torch_baselines
@@ -70,6 +75,39 @@ print(json.dumps(out))
 """ % (HIDDEN, HIDDEN)
 
 
+_SPARKAE_CHILD = """
+import json, logging, sys
+sys.path.insert(0, sys.argv[1])
+logging.basicConfig(level=logging.WARNING)
+from bench import common, training_compare
+path, rows, epochs, batch, standardize = sys.argv[3], *map(int, sys.argv[4:7]), sys.argv[7]
+test_limit, cache = int(sys.argv[8]), sys.argv[9]
+common.warm_up()
+test = common.test_arrays(test_limit or None)
+df = common.spark().read.parquet(path).cache()
+df.count()
+test_df = common.to_df(test.images, test.labels)
+out = {}
+for threads in training_compare.SPARKAE_THREADS:
+    out[training_compare.setting_name(threads)] = training_compare.sparkae_run(
+        df, test_df, test, rows, epochs, batch, standardize, threads, cache)
+common.spark().stop()
+print(json.dumps(out))
+"""
+
+
+def fresh_sparkae_runs(path: str, rows: int, epochs: int, batch: int, standardize: str,
+                       test_limit: Optional[int], cache: str) -> Dict[str, Any]:
+    """sparkae's fits of one cell (:data:`SPARKAE_THREADS`) in a fresh process with
+    ``OMP_WAIT_POLICY`` unset: ``{setting_name(threads, "default"): sparkae_run's
+    result}``; empty (logged) when the process fails."""
+    runs = torch_baselines.fresh_process_runs(
+        _SPARKAE_CHILD, [path, rows, epochs, batch, standardize, test_limit or 0, cache],
+        configs=[("default", 0)], what="sparkae fit, OMP_WAIT_POLICY unset",
+        allow_failure=True)
+    return {setting: run for out in runs.values() for setting, run in out.items()}
+
+
 def plain_runs(rows: int, epochs: int, batch: int, standardize: str,
                test_limit: Optional[int]) -> Dict[str, Any]:
     """The plain loop of one cell in every configuration of
@@ -100,6 +138,13 @@ def sparkae_run(df, test_df, test: common.TestSet, rows: int, epochs: int, batch
 
 def _threads_name(threads: Optional[int]) -> str:
     return "default" if threads is None else f"{threads} thread{'s' if threads > 1 else ''}"
+
+
+def setting_name(threads: Optional[int], policy: Optional[str] = None) -> str:
+    """The name of a sparkae setting: its OpenMP wait policy (default: this process's) and
+    ``num_threads``."""
+    policy = policy or os.environ.get("OMP_WAIT_POLICY") or "default"
+    return f"omp={policy}, num_threads {_threads_name(threads)}"
 
 
 def judge(cell: Dict[str, Any], batch: int) -> Dict[str, Any]:
@@ -141,12 +186,14 @@ def compare(spark, path: str, rows: int, epochs: int, cache: str,
                 name = f"batch {batch}, standardize {std}"
                 cell: Dict[str, Any] = {"batch": batch, "standardize": std, "sparkae": {}}
                 first, *rest = SPARKAE_THREADS
-                cell["sparkae"][_threads_name(first)] = sparkae_run(
+                cell["sparkae"][setting_name(first)] = sparkae_run(
                     df, test_df, test, rows, epochs, batch, std, first, cache)
                 cell["plain"] = plain_runs(rows, epochs, batch, std, test_limit)
                 for threads in rest:
-                    cell["sparkae"][_threads_name(threads)] = sparkae_run(
+                    cell["sparkae"][setting_name(threads)] = sparkae_run(
                         df, test_df, test, rows, epochs, batch, std, threads, cache)
+                cell["sparkae"].update(fresh_sparkae_runs(path, rows, epochs, batch, std,
+                                                          test_limit, cache))
                 cell["judged"] = judge(cell, batch)
                 log.info("training %s: %s", name, cell["judged"])
                 cells[name] = cell
@@ -181,7 +228,7 @@ def tables_and_targets(res: Dict[str, Any], rows: int, epochs: int) -> tuple:
                               r(p["test_mse"]), "", "", p["load_average"]])
         for setting, s in cell["sparkae"].items():
             q = j["sparkae"][setting]
-            table.append([name, f"sparkae fit, num_threads {setting}",
+            table.append([name, f"sparkae fit ({setting})",
                           r(s["loop_rows_per_s"]), r(s["fit_rows_per_s"]),
                           r(q["loop_vs_plain"]), r(q["fit_vs_plain"]), r(s["test_mse"]),
                           r(q["test_mse_vs_plain"]), r(q.get("loop_vs_gemm")),
