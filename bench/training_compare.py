@@ -19,9 +19,9 @@ every cell of mini-batch size (:data:`BATCHES`) x ``standardize`` (:data:`STANDA
   the best counts, named.
 
 Each sparkae fit and each plain run records the load average when it ends; the plain runs
-of a cell run between that cell's sparkae fits in this process and those in a fresh one. Both report the test MSE over all 784
-input features (pixels scaled to [0, 1], :func:`bench.common.pixel_mse`) on the MNIST test
-set. At batch 256 every plain process also times the matrix multiplies of one training
+of a cell run between that cell's sparkae fits in this process and those in a fresh one.
+Both report the test MSE over all 784 input features (pixels scaled to [0, 1],
+:func:`bench.common.pixel_mse`) on the MNIST test set. At batch 256 every plain process also times the matrix multiplies of one training
 step as a plain ``torch.mm`` loop at the same shapes
 (:func:`bench.torch_baselines.train_gemm_gflops`, the median block rate); the best
 configuration's rate is the reference that sparkae's loop (and the plain loop) is measured

@@ -2,12 +2,13 @@
 
 Whatever the loader (Arrow or Petastorm), a unit of the materialized table is decoded to
 a :class:`CsrRows` block: row pointers, column indices and values, no Python object per
-row; a unit whose rows are all dense vectors of the model's width is decoded by the Arrow
-loader to a :class:`DenseRows` block instead (one float32 matrix: no column indices to
-build, shuffle or scatter), which behaves the same. Blocks are shuffled within a window of a few units (seeded), cut into the batch
-sizes of :func:`sparkae.data.shards.batch_sizes`, and each batch leaves as a dense
-float32 matrix or, for wide sparse input, a ``torch.sparse_csr`` tensor that is never
-densified on the input side.
+row; a unit whose rows are all dense vectors of the model's width is decoded by the
+Arrow loader to a :class:`DenseRows` block instead (one float32 matrix: no column
+indices to build, shuffle or scatter), which behaves the same. Blocks are shuffled
+within a window of a few units (seeded), cut into the batch sizes of
+:func:`sparkae.data.shards.batch_sizes`, and each batch leaves as a dense float32 matrix
+or, for wide sparse input, a ``torch.sparse_csr`` tensor that is never densified on the
+input side.
 """
 
 from __future__ import annotations
