@@ -29,11 +29,14 @@ from pyspark.sql import DataFrame
 from sparkae.data.batches import Block, CsrRows, DenseRows, assemble, scatter_rows
 from sparkae.io import fs
 from sparkae.io.uri import join
-from sparkae.data.prepare import FEATURES
 from sparkae.data.shards import batch_sizes, epoch_pieces, rank_rows, steps_per_epoch
 
 log = logging.getLogger("sparkae")
 
+#: Name of the single feature column of a prepared DataFrame and of the materialized
+#: Parquet (sparkae.data.prepare builds it; kept here so that a rank reading the Parquet
+#: does not import Spark ML).
+FEATURES = "features"
 #: Target Parquet row-group size: a rank holds about ``window`` row groups in memory.
 ROW_GROUP_BYTES = 16 * 1024 * 1024
 #: Names of the vector struct's fields (also the flat layout's columns).

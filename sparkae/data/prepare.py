@@ -20,12 +20,11 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from sparkae.data.converter import FEATURES
 from sparkae.nn.scaling import FeatureStats
 
 log = logging.getLogger("sparkae")
 
-#: Name of the single feature column of a prepared DataFrame.
-FEATURES = "features"
 
 _NUMERIC = (T.ByteType, T.ShortType, T.IntegerType, T.LongType, T.FloatType, T.DoubleType,
             T.DecimalType)

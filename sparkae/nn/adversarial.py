@@ -1,7 +1,7 @@
 """The adversarial autoencoder (pure Torch, no Spark imports): a deterministic encoder
 and decoder plus a discriminator on the codings against a prior (Makhzani et al. 2015);
-``forward(z, phase=...)`` serves the three alternating phases so that each runs as one
-DistributedDataParallel forward. Also the phases' losses and the MMD check of the
+``forward(z, phase=...)`` serves the three alternating phases, each one forward of the
+network. Also the phases' losses and the MMD check of the
 codings against the prior."""
 
 from __future__ import annotations
@@ -29,8 +29,6 @@ class AdversarialNet(CodingNet):
     discriminator's logits on prior draws and on (detached) codings; ``"generator"``
     returns its logits on the codings (the encoder learns to make them look like draws).
     """
-
-    ddp_find_unused_parameters = True
 
     def __init__(self, *args: Any, prior: str = "gaussian", **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

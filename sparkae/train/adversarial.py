@@ -44,7 +44,8 @@ class AdversarialPhases(Term):
 
     def after_step(self, model: torch.nn.Module, z: torch.Tensor) -> None:
         """The regularization phase: a discriminator update, then an encoder update, each
-        one forward and backward of ``model`` (DistributedDataParallel-safe)."""
+        one forward and backward of ``model``; with several ranks each phase optimizer's step
+        averages its gradients first (:mod:`sparkae.train.gradsync`)."""
         real, fake = model(z, phase="discriminator")
         d_loss = adversarial_losses(real, fake)
         self.opt_d.zero_grad(set_to_none=True)

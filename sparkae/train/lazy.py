@@ -21,8 +21,8 @@ every step (``W c`` is kept up to date from the changed columns), so the network
 always the ordinary one. This reparametrization gives the same function and loss but a
 different optimizer path from the dense step.
 
-Under DistributedDataParallel (``num_workers > 1``) the gradients must be dense for the
-all-reduce: there the loop keeps the sampled loss and dense gradients (see
+With several ranks (``num_workers > 1``) the gradients must be dense for their
+all-reduce (:mod:`sparkae.train.gradsync`): there the loop keeps the sampled loss and dense gradients (see
 :func:`sparkae.train.loop.train`).
 """
 
@@ -43,10 +43,10 @@ from sparkae.train import rowkernel
 log = logging.getLogger("sparkae")
 
 
-def lazy_eligible(net: torch.nn.Module, model: torch.nn.Module, cfg: Any) -> Optional[str]:
+def lazy_eligible(net: torch.nn.Module, cfg: Any, distributed: bool) -> Optional[str]:
     """None when the lazy step applies to this fit, else why not (for the log)."""
-    if model is not net:
-        return "several ranks (DistributedDataParallel needs dense gradients)"
+    if distributed:
+        return "several ranks (their gradients are averaged dense)"
     if not isinstance(net, AutoencoderNet) or getattr(net, "dense_input", False):
         return f"architecture {cfg.architecture!r}"
     if cfg.l1 or cfg.l2:

@@ -72,12 +72,12 @@ class _Fit:
 
     def __init__(self, net: torch.nn.Module, cfg: TrainConfig, model: torch.nn.Module,
                  reduce: Callable[[List[float]], List[float]], rank: int,
-                 resume_state: Optional[Dict[str, Any]]) -> None:
+                 resume_state: Optional[Dict[str, Any]], distributed: bool = False) -> None:
         self.net, self.cfg, self.model, self.reduce = net, cfg, model, reduce
         self.resume_state = resume_state
         self.terms = FitTerms(net, cfg)
         self.k = cfg.reconstruction_sampling
-        self.lazy_off = lazy_eligible(net, model, cfg) if self.k else "off"
+        self.lazy_off = lazy_eligible(net, cfg, distributed) if self.k else "off"
         # with sampling, the lazy step for sparse batches; replaced at the first batch by
         # the usual optimizer when the batches turn out dense
         self.opt: Any = (LazyStep(net, cfg, lambda ps: make_optimizer(net, cfg, ps))
@@ -280,9 +280,11 @@ def train(net: AutoencoderNet, train_batches: Batches, cfg: TrainConfig,
     on_epoch : callable, optional
         Called with each epoch's history entry (for progress reporting).
     model : Module, optional
-        Module for the forward pass (e.g. ``net`` wrapped in DistributedDataParallel).
+        Module for the forward pass (default ``net``).
     reduce : callable, optional
-        Sums a list of floats across ranks (loss sums, row counts, activation sums).
+        Sums a list of floats across ranks (loss sums, row counts, activation sums);
+        given, the fit is one rank of several (the gradients are averaged by the caller,
+        :mod:`sparkae.train.gradsync`).
     start_epoch, resume_state : optional
         Continue from a checkpoint: ``resume_state`` is what ``checkpoint`` received.
     checkpoint : callable, optional
@@ -306,7 +308,8 @@ def train(net: AutoencoderNet, train_batches: Batches, cfg: TrainConfig,
         When the loss becomes NaN or infinite.
     """
     fit = _Fit(net, cfg, model if model is not None else net,
-               reduce or (lambda values: values), rank, resume_state)
+               reduce or (lambda values: values), rank, resume_state,
+               distributed=reduce is not None or (model is not None and model is not net))
     if resume_state:
         start_epoch = len(fit.history)
     for epoch in range(start_epoch, cfg.epochs):

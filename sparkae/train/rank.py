@@ -113,7 +113,8 @@ def run_rank(job: TrainJob, rank: int = 0, world_size: int = 1,
     rank, world_size : int
         This rank's shard of the training data.
     wrap : callable, optional
-        Wraps the network for the forward pass (DistributedDataParallel).
+        Prepares the network for several ranks (rank 0's weights on every rank) and
+        returns the module for the forward pass.
     reduce : callable, optional
         Sums floats across ranks (see :func:`sparkae.train.loop.train`).
     device : torch.device, optional

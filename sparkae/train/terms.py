@@ -19,7 +19,7 @@ class Term:
     Parameters
     ----------
     net : Module
-        The network being trained (not its DistributedDataParallel wrapper).
+        The network being trained (not a wrapper of it).
     cfg : TrainConfig
         The loop's settings.
     """

@@ -1,8 +1,8 @@
 """The body of one training rank in its own process (under torchrun / TorchDistributor).
 
 :func:`rank_main` joins the process group (gloo on CPU, nccl on GPU; rendezvous on
-127.0.0.1 for local runs), trains its shard under DistributedDataParallel through
-:func:`sparkae.train.rank.run_rank`, and on rank 0 returns the weights as safetensors
+127.0.0.1 for local runs), trains its shard through :func:`sparkae.train.rank.run_rank`
+with its gradients averaged over the ranks (:mod:`sparkae.train.gradsync`), and on rank 0 returns the weights as safetensors
 bytes and the history as JSON text (:func:`sparkae.train.protocol.pack_result`).
 Everything the rank prints is also kept in a short tail; if the rank fails, its report
 (rank, error, traceback, the tail; :func:`sparkae.train.protocol.write_report`) goes to
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import collections
 import datetime
-import inspect
 import io
 import logging
 import os
@@ -26,6 +25,7 @@ from typing import Any, Deque, Dict, List, Optional
 
 import torch
 
+from sparkae.train.gradsync import averaged_gradients, broadcast_parameters
 from sparkae.train.protocol import (MARKER, STORE_ENV, TAIL_LINES, lost_peer, pack_result,
                                     unpack_result, write_report)
 from sparkae.train.rank import TrainJob, run_rank
@@ -163,23 +163,19 @@ def rank_main(job: TrainJob) -> Optional[Dict[str, Any]]:
                  device, backend, torch.get_num_threads(), where)
 
         def wrap(net: torch.nn.Module) -> torch.nn.Module:
-            ids = [device.index] if device.type == "cuda" else None
-            # The scaler's buffers are fixed statistics, equal on every rank: no need to
-            # broadcast them before every forward pass (they are input-wide).
-            ddp = torch.nn.parallel.DistributedDataParallel
-            sync = ("forward_sync_buffers" if "forward_sync_buffers" in
-                    inspect.signature(ddp.__init__).parameters else "broadcast_buffers")
-            # Networks whose steps leave some parameters out (the adversarial family's
-            # alternating phases) say so with ddp_find_unused_parameters.
-            unused = bool(getattr(net, "ddp_find_unused_parameters", False))
-            return ddp(net, device_ids=ids, find_unused_parameters=unused, **{sync: False})
+            # every rank starts from rank 0's weights; the gradients are averaged before
+            # each optimizer step (sparkae.train.gradsync: DistributedDataParallel's
+            # work, without its 5 s import of torch._dynamo in every rank)
+            return broadcast_parameters(net)
 
         def reduce(values: List[float]) -> List[float]:
             t = torch.tensor(values, dtype=torch.float64, device=device)
             dist.all_reduce(t)
             return t.tolist()
 
-        state, history = run_rank(job, rank, world, wrap=wrap, reduce=reduce, device=device)
+        with averaged_gradients(world):
+            state, history = run_rank(job, rank, world, wrap=wrap, reduce=reduce,
+                                      device=device)
         if rank == 0:
             payload = pack_result(state, history)
         dist.destroy_process_group()
