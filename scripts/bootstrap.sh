@@ -35,5 +35,15 @@ touch "$VENV/.sparkae-torch-ready"
 target="$ROOT"
 [ -n "$EXTRAS" ] && target="$ROOT[$EXTRAS]"
 "${PIP[@]}" -e "$target" 2> >(grep -v "is ignored: it is neither" >&2)
+# Where PYTHONDONTWRITEBYTECODE is set (this project's machines set it), Python never caches
+# the bytecode it compiles, and uv (unlike pip) compiles none at install: every process
+# compiled torch, pyspark and pandas from source again. Measured on 2 cores: import torch
+# 5.0 s -> 2.4 s, a training rank's imports 4.2 s -> 2.4 s, for about a minute here once.
+if [ -n "${PYTHONDONTWRITEBYTECODE:-}" ]; then
+  site="$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+  echo "sparkae: compiling the environment's bytecode (PYTHONDONTWRITEBYTECODE is set)" >&2
+  # some packages ship files for other Python versions that do not compile: not an error
+  "$VENV/bin/python" -m compileall -q -j 0 "$site" "$ROOT/sparkae" >/dev/null 2>&1 || true
+fi
 echo "$want" >> "$stamp"
 echo "sparkae: environment ready at $VENV" >&2
