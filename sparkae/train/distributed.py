@@ -7,8 +7,8 @@ is ``local[...]``, N barrier tasks on a cluster. Under Spark Connect TorchDistri
 the same way (local ranks start beside the Python client, which must see the materialized
 data; see :func:`sparkae.data.converter.materialize`). Each rank runs
 :func:`sparkae.train.worker.rank_main`: gradients averaged over gloo (CPU) or nccl
-(GPU, the device Spark assigned to its task) before each step, its own shard of the materialized Parquet,
-and rank 0 returns weights and history as safetensors bytes and JSON. Local runs
+(GPU, the device Spark assigned to its task) before each step, its own shard of the
+materialized Parquet, and rank 0 returns weights and history as safetensors bytes and JSON. Local runs
 rendezvous on 127.0.0.1 (:mod:`sparkae.train.torchrun`).
 
 The layout of the distributed path: :mod:`~sparkae.train.rank` (what a rank trains),

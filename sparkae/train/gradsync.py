@@ -33,11 +33,8 @@ def broadcast_parameters(net: torch.nn.Module) -> torch.nn.Module:
         for group in _by_kind(tensors).values():
             flat = torch.cat([t.detach().reshape(-1) for t in group])
             dist.broadcast(flat, src=0)
-            offset = 0
-            for t in group:
-                n = t.numel()
-                t.copy_(flat[offset:offset + n].view_as(t))
-                offset += n
+            for t, value in zip(group, _views(flat, group)):
+                t.copy_(value)
     return net
 
 
@@ -46,30 +43,21 @@ def average_gradients(params: List[torch.nn.Parameter], world_size: int) -> None
     this with the same parameters, in the same order). A parameter that has no gradient on
     any rank keeps none."""
     for group in _by_kind(params).values():
-        grads = []
-        for p in group:
-            g = p.grad
-            if g is None:
-                g = torch.zeros_like(p)
-            elif g.is_sparse:
-                g = g.to_dense()
-            grads.append(g.reshape(-1))
+        grads = [(torch.zeros_like(p) if p.grad is None else p.grad).reshape(-1)
+                 for p in group]
         have = torch.tensor([p.grad is not None for p in group], dtype=group[0].dtype,
                             device=group[0].device)
         flat = torch.cat(grads + [have])
         dist.all_reduce(flat)
         n_grads = flat.numel() - len(group)
         flat[:n_grads].div_(world_size)
-        offset = 0
-        for p, used in zip(group, flat[n_grads:].tolist()):
-            n = p.numel()
-            if used > 0:
-                mean = flat[offset:offset + n].view_as(p)
-                if p.grad is None or p.grad.is_sparse:
-                    p.grad = mean.clone()
-                else:
-                    p.grad.copy_(mean)
-            offset += n
+        for p, mean, used in zip(group, _views(flat, group), flat[n_grads:].tolist()):
+            if used == 0:
+                continue
+            if p.grad is None:
+                p.grad = mean.clone()
+            else:
+                p.grad.copy_(mean)
 
 
 @contextlib.contextmanager
@@ -89,6 +77,14 @@ def averaged_gradients(world_size: int) -> Iterator[None]:
         yield
     finally:
         handle.remove()
+
+
+def _views(flat: torch.Tensor, like: List[torch.Tensor]) -> Iterator[torch.Tensor]:
+    """Consecutive pieces of ``flat`` shaped like each tensor of ``like``."""
+    offset = 0
+    for t in like:
+        yield flat[offset:offset + t.numel()].view_as(t)
+        offset += t.numel()
 
 
 def _by_kind(tensors: List[torch.Tensor]) -> Dict[Tuple[Any, Any], List[torch.Tensor]]:

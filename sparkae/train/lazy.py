@@ -22,8 +22,8 @@ always the ordinary one. This reparametrization gives the same function and loss
 different optimizer path from the dense step.
 
 With several ranks (``num_workers > 1``) the gradients must be dense for their
-all-reduce (:mod:`sparkae.train.gradsync`): there the loop keeps the sampled loss and dense gradients (see
-:func:`sparkae.train.loop.train`).
+all-reduce (:mod:`sparkae.train.gradsync`): there the loop keeps the sampled loss and
+dense gradients (see :func:`sparkae.train.loop.train`).
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
 :func:`rank_main` joins the process group (gloo on CPU, nccl on GPU; rendezvous on
 127.0.0.1 for local runs), trains its shard through :func:`sparkae.train.rank.run_rank`
-with its gradients averaged over the ranks (:mod:`sparkae.train.gradsync`), and on rank 0 returns the weights as safetensors
-bytes and the history as JSON text (:func:`sparkae.train.protocol.pack_result`).
+with its gradients averaged over the ranks (:mod:`sparkae.train.gradsync`), and on rank 0
+returns the weights as safetensors bytes and the history as JSON text (:func:`sparkae.train.protocol.pack_result`).
 Everything the rank prints is also kept in a short tail; if the rank fails, its report
 (rank, error, traceback, the tail; :func:`sparkae.train.protocol.write_report`) goes to
 its output and, in local mode, a file in the run directory, so that the driver can say
