@@ -198,7 +198,8 @@ README_END = "<!-- anomaly-table:end -->"
 
 def readme_table(results_dir: str) -> str:
     """The AUROC table of the newest finished ``anomaly`` record (full run, else quick), as
-    markdown, with the run's date and machine line."""
+    markdown, with the run's date, then the newest full ``anomaly_scale`` record of each
+    table size (rows x columns), narrowest first."""
     from bench import report
 
     records = [r for r in report.load_records(results_dir)
@@ -218,8 +219,11 @@ def readme_table(results_dir: str) -> str:
     scale = [r for r in report.load_records(results_dir)
              if r.get("entry") == "anomaly_scale" and r.get("status") == "ok"
              and not r.get("quick")]
-    if scale:
-        big = max(scale, key=lambda r: r.get("finished") or "")
+    newest: Dict[tuple, Dict[str, Any]] = {}      # the newest run of each table size
+    for r in sorted(scale, key=lambda r: r.get("finished") or ""):
+        size = r["result"].get("scale") or {}
+        newest[(size.get("rows"), size.get("cols"))] = r
+    for _, big in sorted(newest.items(), key=lambda kv: (kv[0][1] or 0, kv[0][0] or 0)):
         tab = big["result"]["tables"][0]
         lines += ["", f"At scale, {tab['title']}; from `{os.path.basename(big['_path'])}`, "
                       f"{big.get('finished', '')[:10]}:", "",
