@@ -10,6 +10,7 @@ import pytest
 from pyspark.ml.linalg import Vectors
 
 from sparkae.data.converter import ParquetBatches, decode_vectors, materialize, to_dense
+from tests.conftest import ROOT
 
 SIZE = 6
 
@@ -206,3 +207,44 @@ def test_dense_matrix_only_for_dense_rows_of_one_width():
     assert dense_matrix(parts[0], parts[3], SIZE + 1) is None
     mixed = _struct_table(x, np.array([0, 1, 0, 0], bool)).column("features").combine_chunks()
     assert dense_matrix(mixed.flatten()[0], mixed.flatten()[3]) is None
+
+
+def test_numpy_view_matches_pyarrow():
+    """numpy_view reads plain numeric arrays from their buffer (sliced ones too) and leaves
+    arrays with nulls and other types to pyarrow, with pyarrow's result."""
+    import pyarrow as pa
+
+    from sparkae.data.arrow_numpy import numpy_view
+
+    cases = [pa.array(np.arange(10, dtype=np.int8)).slice(3, 4),
+             pa.array([[1.5, 2.0], [3.0], [4.0, 5.0, 6.0]]).slice(1).flatten(),
+             pa.array([1, None, 3], pa.int32()), pa.array([True, False]),
+             pa.array([], pa.float32())]
+    for arr in cases:
+        got, want = numpy_view(arr), arr.to_numpy(zero_copy_only=False)
+        assert got.dtype == want.dtype, arr
+        np.testing.assert_array_equal(got, want)
+
+
+def test_reading_batches_does_not_import_pandas(tmp_path):
+    """A rank's reader (dense and mixed row groups, sparse and dense batches) never imports
+    pandas: pyarrow's to_numpy and pa.scalar do, 0.4-0.5 s in a rank's first epoch."""
+    import subprocess
+    import sys
+
+    x = _matrix(60, seed=5)
+    sparse_rows = np.zeros(60, dtype=bool)
+    sparse_rows[20:40:2] = True
+    path = str(tmp_path / "t.parquet")
+    pq.write_table(_struct_table(x, sparse_rows), path, row_group_size=20)
+    code = ("import sys\n"
+            "from sparkae.data.converter import ParquetBatches\n"
+            "for sparse in (False, True):\n"
+            f"    n = sum(int(b.shape[0]) for b in ParquetBatches({path!r}, {SIZE}, 8, "
+            "shuffle=True, sparse=sparse).epoch(0))\n"
+            "    assert n == 60, n\n"
+            "print('pandas' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300, cwd=str(ROOT))
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip().splitlines()[-1] == "False", out.stdout

@@ -17,6 +17,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from sparkae.data.arrow_numpy import numpy_view
+
 #: Row status codes (the nightly job counts them). NaN (missing) values are scored with
 #: the model's mean imputation unless the model skips rows with missing values.
 SCORED, NULL_ROW, INFINITE, MISSING = 0, 1, 2, 3
@@ -81,7 +83,7 @@ class RowBlock:
 
 
 def _numpy(arr: pa.Array, dtype) -> np.ndarray:
-    return np.asarray(arr.to_numpy(zero_copy_only=False), dtype=dtype)
+    return np.asarray(numpy_view(arr), dtype=dtype)
 
 
 def _width_error(role: str, found: int, size: int) -> ValueError:

@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 import torch
 from pyspark.sql import DataFrame
 
+from sparkae.data.arrow_numpy import numpy_view
 from sparkae.data.batches import Block, CsrRows, DenseRows, assemble, scatter_rows
 from sparkae.io import fs
 from sparkae.io.uri import join
@@ -85,20 +86,23 @@ def vector_arrays(types: pa.Array, sizes: pa.Array, indices: pa.Array, values: p
     """The fields of Spark vectors (``VectorUDT``'s struct) as flat NumPy arrays, unchecked:
     ``(lengths, cols, vals, widths)`` = stored entries per row, the column of every stored
     entry, its value (as ``dtype``) and each row's vector size."""
-    lengths = pc.list_value_length(values).fill_null(0).to_numpy(zero_copy_only=False)
+    lengths = pc.list_value_length(values)
+    # (fill_null builds a pyarrow scalar, which imports pandas: only where there are nulls)
+    lengths = numpy_view(lengths.fill_null(0) if lengths.null_count else lengths)
     lengths = lengths.astype(np.int64)
-    vals = values.flatten().to_numpy(zero_copy_only=False).astype(dtype, copy=False)
-    sparse = types.to_numpy(zero_copy_only=False) == 0
+    vals = numpy_view(values.flatten()).astype(dtype, copy=False)
+    sparse = numpy_view(types) == 0
     if len(sparse) and sparse.all():   # every row sparse (Spark's usual choice): no mask
-        widths = sizes.to_numpy(zero_copy_only=False).astype(np.int64)
-        cols = indices.flatten().to_numpy(zero_copy_only=False).astype(np.int64)
+        widths = numpy_view(sizes).astype(np.int64)
+        cols = numpy_view(indices.flatten()).astype(np.int64)
     else:
         starts = np.cumsum(lengths) - lengths
         cols = np.arange(len(vals), dtype=np.int64) - np.repeat(starts, lengths)
         widths = lengths.copy()
         if sparse.any():
-            widths[sparse] = sizes.filter(pa.array(sparse)).to_numpy(zero_copy_only=False)
-            cols[np.repeat(sparse, lengths)] = indices.flatten().to_numpy(zero_copy_only=False)
+            # (the sparse rows' sizes are set; a filter's pa.array(mask) imports pandas)
+            widths[sparse] = numpy_view(sizes, nulls_undefined=True)[sparse]
+            cols[np.repeat(sparse, lengths)] = numpy_view(indices.flatten())
     return lengths, cols, vals, widths
 
 
@@ -111,16 +115,16 @@ def dense_matrix(types: pa.Array, values: pa.Array, size: Optional[int] = None,
     n = len(types)
     if n == 0 or types.null_count or values.null_count:
         return None
-    if not (types.to_numpy(zero_copy_only=False) == 1).all():
+    if not (numpy_view(types) == 1).all():
         return None
-    lengths = pc.list_value_length(values).to_numpy(zero_copy_only=False)
+    lengths = numpy_view(pc.list_value_length(values))
     width = int(lengths[0])
     if (size is not None and width != size) or width < 1 or (lengths != width).any():
         return None
     flat = values.flatten()
     if flat.null_count:
         return None
-    return flat.to_numpy(zero_copy_only=False).astype(dtype, copy=False).reshape(n, width)
+    return numpy_view(flat).astype(dtype, copy=False).reshape(n, width)
 
 
 def _decode_parts(types: pa.Array, sizes: pa.Array, indices: pa.Array, values: pa.Array,
