@@ -216,7 +216,7 @@ def run(quick: bool = False) -> Dict[str, Any]:
             spark, path, rows, epochs, cache,
             standardize=("h2o",) if quick else training_compare.STANDARDIZE,
             test_limit=2_000 if quick else None)
-        # 2 ranks (TorchDistributor, local mode) beside the 1-rank default fit of the same cell
+        # 2 ranks (TorchDistributor, local mode) beside the 1-rank fits of the same cell
         df = spark.read.parquet(path).cache()
         df.count()
         model, secs = common.fit_sparkae(df, [training_compare.HIDDEN], epochs=epochs,
@@ -227,6 +227,8 @@ def run(quick: bool = False) -> Dict[str, Any]:
                "fit_rows_per_s": rows * epochs / secs, "train_mse": model.summary.train_mse,
                "load_average": common.load_average()}
         df.unpersist()
+        # the whole fit at the default 10 epochs (evidence for the proposed target)
+        ten = None if quick else training_compare.default_epochs_fit(path, rows, cache)
         sd = sparse_vs_dense(work, sparse_rows, repeats=1 if quick else REPEATS)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -238,8 +240,14 @@ def run(quick: bool = False) -> Dict[str, Any]:
     pick = training_compare._best_setting(first["judged"])
     best = first["sparkae"][pick]
     cmp_table, cmp_targets = training_compare.tables_and_targets(cmp, rows, epochs)
+    one_1 = first["sparkae"][training_compare.setting_name(1)]
+    # 2 ranks against the faster 1-rank fit in this process (the same OpenMP policy)
+    one_best = max(one, one_1, key=lambda x: x["loop_rows_per_s"])
     ranks_rows = [["sparkae fit, 1 rank (default threads)", r(one["fit_s"]),
                    r(one["loop_rows_per_s"]), r(one["fit_rows_per_s"]), one["load_average"]],
+                  ["sparkae fit, 1 rank (1 thread)", r(one_1["fit_s"]),
+                   r(one_1["loop_rows_per_s"]), r(one_1["fit_rows_per_s"]),
+                   one_1["load_average"]],
                   ["sparkae fit, 2 ranks (1 thread each)", r(two["fit_s"]),
                    r(two["loop_rows_per_s"]), r(two["fit_rows_per_s"]), two["load_average"]]]
     s, q, d = sd["sparse"], sd["sampled"], sd["dense"]
@@ -263,11 +271,25 @@ def run(quick: bool = False) -> Dict[str, Any]:
     read_rows = [[name, r(x["seconds"]), r(x["peak_above_imports_mib"]),
                   r(x["peak_above_imports_mib"] / rd["peak_above_imports_mib"])]
                  for name, x in (("sparse CSR batches", rs), ("dense batches", rd))]
+    ten_rows, ten_ratio = training_compare.default_epochs_rows(ten) if ten else ([], None)
+    if ten_ratio is not None:
+        cmp_targets.append({
+            "name": (f"proposed replacement of the whole-fit target: batch 64, standardize "
+                     f"h2o, whole fit at the default {training_compare.DEFAULT_EPOCHS} epochs "
+                     "vs the best plain loop at as many"),
+            "value": r(ten_ratio), "target": f">= {training_compare.FIT_TARGET}",
+            "met": ten_ratio >= training_compare.FIT_TARGET})
     tables = [
         cmp_table,
         {"title": f"1 vs 2 ranks: batch 64, standardize h2o, {epochs} epochs, {rows:,} rows",
          "columns": ["system", "fit seconds", "loop rows/s", "whole fit rows/s",
                      "load average at its end"], "rows": ranks_rows},
+        *([{"title": f"Whole fit at the Autoencoder's default "
+                     f"{training_compare.DEFAULT_EPOCHS} epochs: batch 64, standardize h2o, "
+                     f"{rows:,} rows (sparkae in a fresh process, OpenMP policy unset)",
+            "columns": ["system", "loop rows/s", "whole fit rows/s", "loop vs best plain",
+                        "whole fit vs best plain", "load average at its end"],
+            "rows": ten_rows}] if ten_rows else []),
         {"title": f"Sparse vs dense batches: {sd['width']:,} columns at {sd['density']:.1%} "
                   f"density, {sd['rows']:,} rows, 1 epoch, [100]; fastest of "
                   f"{sd['repeats']} runs each, highest peak",
@@ -311,9 +333,14 @@ def run(quick: bool = False) -> Dict[str, Any]:
                     f"process, default threads: {one['loop_rows_per_s'] / plain_rate:.2f}x and "
                     f"{one['fit_rows_per_s'] / plain_rate:.2f}x); every cell and setting "
                     f"below; targets met {sum(t['met'] for t in cmp_targets)} of "
-                    f"{len(cmp_targets)}. 2 ranks "
-                    f"{two['loop_rows_per_s'] / one['loop_rows_per_s']:.2f}x 1 rank's "
-                    f"loop rate; sparse batches at {sd['width']:,} columns: {speed:.2f}x the "
+                    f"{len(cmp_targets)}"
+                    + (f"; at the default {training_compare.DEFAULT_EPOCHS} epochs the whole "
+                       f"fit runs at {ten_ratio:.2f}x" if ten_ratio is not None else "")
+                    + ". 2 ranks "
+                    f"{two['loop_rows_per_s'] / one_best['loop_rows_per_s']:.2f}x the faster "
+                    f"1-rank setting's loop rate in this process (whole fit "
+                    f"{two['fit_rows_per_s'] / one_best['fit_rows_per_s']:.2f}x); sparse "
+                    f"batches at {sd['width']:,} columns: {speed:.2f}x the "
                     f"dense speed at {mem:.2f}x its peak memory (exact loss); with "
                     f"reconstruction sampling (k={k_used}) {q_speed:.2f}x at {q_mem:.2f}x its peak above "
                     f"imports ({q_whole:.2f}x whole process). {verdict}."),
@@ -328,6 +355,7 @@ def run(quick: bool = False) -> Dict[str, Any]:
                    "load_average": common.load_average()},
         "loop_vs_plain": cmp,
         "two_ranks": {k: (r(v) if not isinstance(v, list) else v) for k, v in two.items()},
+        "default_epochs_fit": ten,
         "sparse_vs_dense": sd,
         "tables": tables,
         "notes": ("The plain Torch loop runs in a fresh process for each of 1 and 2 Torch "
@@ -341,7 +369,12 @@ def run(quick: bool = False) -> Dict[str, Any]:
                   "own (rows / epoch seconds, from the fit summary; the first epoch reads and "
                   "scales the rows once, later epochs gather them from memory), its whole fit "
                   "the wall time of fit(). The plain loop's rows are scaled before its timer "
-                  "starts. Test MSE is over all 784 pixels of the test set for both. The "
+                  "starts. Test MSE is over all 784 pixels of the test set for both. A "
+                  "fit's fixed cost (collecting the cached rows from Spark, their statistics, "
+                  "the private Parquet, and the first epoch's load of the rows into memory) "
+                  "does not grow with the epochs, so the whole fit is also measured at the "
+                  "Autoencoder's default 10 epochs (its own table, the proposed replacement "
+                  "of the 3-epoch whole-fit target). The "
                   "'loop FLOP rate vs torch.mm' column is the loop's rows/s times the matrix "
                   "multiplies' FLOP per row over a plain torch.mm loop at the same shapes "
                   "(best configuration). Every number carries the load average at its end: "
