@@ -18,6 +18,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 VENV="${SPARKAE_VENV:-$ROOT/.venv}"
 "$ROOT/scripts/bootstrap.sh" dev,tune,connect,mlflow,fast,delta
 export SPARK_LOCAL_IP=127.0.0.1 GLOO_SOCKET_IFNAME=lo PYARROW_IGNORE_TIMEZONE=1
+source "$ROOT/scripts/test_jvm.sh"     # C1 only, serial GC: see that file
 cd "$ROOT"
 own_marker=0
 for arg in "$@"; do
