@@ -11,6 +11,7 @@ VENV="${SPARKAE_LEGACY_VENV:-$ROOT/.venv-legacy}"
 "$ROOT/scripts/bootstrap_legacy.sh"
 export SPARK_LOCAL_IP=127.0.0.1 GLOO_SOCKET_IFNAME=lo PYARROW_IGNORE_TIMEZONE=1
 export SPARKAE_TEST_DATA_LOADER=petastorm
+source "$ROOT/scripts/test_jvm.sh"
 cd "$ROOT"
 SPARKAE_NO_PACKAGES=1 "$VENV/bin/python" - <<'PY'
 import importlib, pkgutil, sparkae
