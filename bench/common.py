@@ -248,6 +248,17 @@ def shifted_parquet(directory: str, n: int, seed: int = 0, chunk: int = 100_000)
 
 # -- the one reconstruction-MSE code ---------------------------------------------------------
 
+def plane_floor(images: np.ndarray, ks: Sequence[int]) -> Dict[int, float]:
+    """For each k, the least :func:`pixel_mse` of any reconstruction of ``images`` whose
+    rows all lie in one k-dimensional affine subspace: the images' own first k principal
+    components (Eckart-Young). A network whose last hidden layer has k units and whose
+    output layer is linear (sparkae's default) reconstructs every row in such a subspace
+    (scaling and unscaling are affine per feature), so its test MSE is never below this."""
+    x = np.asarray(images, dtype=np.float64) / 255.0
+    ev = np.linalg.svd(x - x.mean(axis=0), compute_uv=False) ** 2
+    return {int(k): float(ev[int(k):].sum() / x.size) for k in ks}
+
+
 def pixel_mse(images: np.ndarray, reconstruction: np.ndarray) -> float:
     """Mean over rows and all pixels of the squared error with pixels scaled to [0, 1]
     (both arguments in the input's units, 0-255). Every system's test MSE uses this."""
