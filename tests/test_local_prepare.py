@@ -144,3 +144,18 @@ def test_a_fit_prepared_either_way_learns_the_same_scaling(spark, mnist_sample, 
                                    rtol=1e-6, atol=1e-7, err_msg=key)
     a, b = local.summary.train_mse, spark_side.summary.train_mse
     assert abs(a - b) <= 0.1 * b, (a, b)
+
+
+def test_dense_statistics_in_blocks_match_numpy_and_refuse_a_late_nan():
+    from sparkae.data.local_prepare import STATS_ROWS, _dense_stats
+
+    x = np.random.default_rng(3).normal(5.0, 2.0, size=(2 * STATS_ROWS + 7, 6))
+    stats = _dense_stats(x)
+    assert stats.count == len(x)
+    for name, want in (("mean", x.mean(axis=0)), ("std", x.std(axis=0, ddof=1)),
+                       ("min", x.min(axis=0)), ("max", x.max(axis=0))):
+        np.testing.assert_allclose(getattr(stats, name), want, rtol=1e-12, err_msg=name)
+    x[-1, 2] = np.nan        # in the last block: the fit goes to Spark's path
+    assert _dense_stats(x) is None
+    x[-1, 2] = np.inf
+    assert _dense_stats(x) is None

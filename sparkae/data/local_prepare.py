@@ -51,6 +51,8 @@ LOCAL_ROWS_CONF = "spark.sparkae.localPrepareRows"
 LOCAL_ROWS = 100_000
 #: Most vector values (rows x width, 8 bytes each as collected) the driver collects.
 LOCAL_VALUES = 50_000_000
+#: Rows per block of the dense statistics (:func:`_dense_stats`).
+STATS_ROWS = 4096
 
 
 def row_limit(spark: Any) -> int:
@@ -98,6 +100,30 @@ def _width(vectors: DataFrame) -> int:
     return int(rows[0][0].size) if rows and rows[0][0] is not None else 0
 
 
+def _dense_stats(x: np.ndarray) -> Optional[FeatureStats]:
+    """The statistics of a dense float64 matrix (None when a value is NaN or infinite), in
+    blocks of :data:`STATS_ROWS` rows: NumPy's whole-matrix ``std`` and ``isfinite``
+    allocate temporaries as large as the matrix (376 MB at 60,000 x 784; up to 400 MB at
+    :data:`LOCAL_VALUES`), so the driver held the collected rows twice over; in blocks it
+    holds one block more. Measured in fits of 60,000 x 784: 0.1-0.4 s against 0.1-0.5 s,
+    and 0.07 s against 0.87 s for a first call in a fresh process."""
+    n, width = x.shape
+    total, lo, hi = np.zeros(width), np.full(width, np.inf), np.full(width, -np.inf)
+    for start in range(0, n, STATS_ROWS):
+        block = x[start:start + STATS_ROWS]
+        if not np.isfinite(block).all():
+            return None
+        total += block.sum(axis=0)
+        np.minimum(lo, block.min(axis=0), out=lo)
+        np.maximum(hi, block.max(axis=0), out=hi)
+    mean = total / n
+    dev = np.zeros(width)
+    for start in range(0, n, STATS_ROWS):
+        block = x[start:start + STATS_ROWS] - mean
+        dev += np.einsum("ij,ij->j", block, block)
+    return FeatureStats(count=n, mean=mean, std=np.sqrt(dev / (n - 1)), min=lo, max=hi)
+
+
 def describe(col: pa.StructArray) -> Optional[Tuple[FeatureStats, int]]:
     """The statistics of clean vectors (float64), or None when a row is null, the widths
     differ, an index is out of range, a value is NaN or infinite, or there are fewer than
@@ -110,11 +136,8 @@ def describe(col: pa.StructArray) -> Optional[Tuple[FeatureStats, int]]:
         return None
     x = dense_matrix(kinds, values, dtype=np.float64)
     if x is not None:                                   # every row dense: a matrix
-        if not np.isfinite(x).all():
-            return None
-        stats = FeatureStats(count=n, mean=x.mean(axis=0), std=x.std(axis=0, ddof=1),
-                             min=x.min(axis=0), max=x.max(axis=0))
-        return stats, x.size
+        stats = _dense_stats(x)
+        return (stats, x.size) if stats is not None else None
     lengths, cols, vals, widths = vector_arrays(kinds, sizes, indices, values, np.float64)
     size = int(widths[0])
     if size < 1 or (widths != size).any() or not np.isfinite(vals).all():
