@@ -41,16 +41,14 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
-import signal
 import tempfile
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from bench import common
+from bench import common, h2o_server
 
 TITLE = "vs H2O-3: fit time and test reconstruction MSE"
 SMOKE = False   # starting H2O's JVM and moving frames through its REST API alone takes > 30 s
@@ -63,9 +61,6 @@ SPEED_TARGET, MSE_TARGET = 20.0, 0.5
 #: Slack above the k-plane floor (:func:`bench.common.plane_floor`) of the proposed
 #: replacement MSE target, where 0.5 x H2O's MSE lies below that floor.
 FLOOR_SLACK = 1.05
-#: Optional cap on H2O's training seconds (all models together); unset = train to the end.
-BUDGET_ENV = "SPARKAE_BENCH_H2O_BUDGET_S"
-MIN_CAP_S = 15.0
 
 
 def shifted_training(rows: int) -> Tuple[np.ndarray, np.ndarray]:
@@ -109,7 +104,7 @@ def sparkae_fits(quick: bool, rows: Optional[int], shifted: int, archs: List[Lis
         model, fit_s = common.fit_sparkae(df, hidden, epochs=epochs)
         t0 = time.perf_counter()
         rec = common.sparkae_reconstruction(model, test_df, len(test.images))
-        sp[_arch(hidden)] = {"fit_s": fit_s, "predict_s": time.perf_counter() - t0,
+        sp[h2o_server.arch(hidden)] = {"fit_s": fit_s, "predict_s": time.perf_counter() - t0,
                              "test_mse": common.pixel_mse(test.images, rec),
                              "train_mse_scaled": model.summary.train_mse,
                              "loop_s": sum(h["seconds"] for h in model.summary.history)}
@@ -148,167 +143,6 @@ def fresh_sparkae_fits(quick: bool, rows: Optional[int], shifted: int,
     return sp
 
 
-def _arch(h) -> str:
-    return "[" + ", ".join(str(int(v)) for v in h) + "]"
-
-
-class H2OBackend:
-    """An H2O-3 server on 127.0.0.1 owned by this process; a context manager."""
-
-    def __init__(self, nthreads: int, workdir: str) -> None:
-        self.nthreads, self.workdir, self.server, self.pid = nthreads, workdir, None, None
-
-    def __enter__(self):
-        import h2o
-        from h2o.backend import H2OLocalServer
-
-        t0 = time.perf_counter()
-        os.makedirs(self.workdir, exist_ok=True)
-        self.server = H2OLocalServer.start(nthreads=self.nthreads, max_mem_size=4 << 30,
-                                           enable_assertions=False, ice_root=self.workdir,
-                                           log_dir=self.workdir, bind_to_localhost=True,
-                                           verbose=False)
-        self.pid = self.server._process.pid
-        h2o.connect(server=self.server, verbose=False, telemetry=False)
-        h2o.no_progress()
-        self.start_s = time.perf_counter() - t0
-        log.info("H2O %s started on 127.0.0.1:%s (pid %s) in %.1f s", h2o.__version__,
-                 self.server.port, self.pid, self.start_s)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        import h2o
-
-        try:
-            h2o.cluster().shutdown()
-        except Exception as err:  # noqa: BLE001 - fall through to the kill
-            log.warning("H2O shutdown request failed: %s", err)
-        proc = self.server._process if self.server is not None else None
-        if proc is not None:
-            try:
-                proc.wait(timeout=20)
-            except Exception:  # noqa: BLE001 - still alive: kill it by pid
-                log.warning("killing H2O's java process %s", self.pid)
-                try:
-                    os.kill(self.pid, signal.SIGKILL)
-                    proc.wait(timeout=10)
-                except OSError:
-                    pass
-            self.server._process = None
-
-
-def _h2o_frame(h2o, images: np.ndarray, path: str, name: str):
-    """Import ``images`` (pixels 0-255) into H2O through a CSV file the server reads."""
-    cols = [f"p{i}" for i in range(images.shape[1])]
-    np.savetxt(path, images, fmt="%d", delimiter=",", header=",".join(cols), comments="")
-    return h2o.import_file(path, destination_frame=name, header=1,
-                           col_types=["numeric"] * len(cols)), cols
-
-
-def _h2o_reconstruction(model, frame, train: np.ndarray, cols: List[str]) -> Tuple[np.ndarray, float]:
-    """H2O's reconstruction of ``frame`` at full width (a pixel H2O dropped as constant in
-    training gets its constant training value) and the seconds predict + download took."""
-    t0 = time.perf_counter()
-    pdf = model.predict(frame).as_data_frame(use_pandas=True)
-    secs = time.perf_counter() - t0
-    out = np.tile(train[0].astype(np.float64), (len(pdf), 1))
-    index = {c: i for i, c in enumerate(cols)}
-    for name in pdf.columns:
-        out[:, index[name[len("reconstr_"):]]] = pdf[name].to_numpy(dtype=np.float64)
-    return out, secs
-
-
-def _budget() -> Optional[float]:
-    value = os.environ.get(BUDGET_ENV)
-    return float(value) if value else None
-
-
-def _run_h2o(singles: List[List[int]], grid_archs: List[List[int]], epochs: int,
-             train: np.ndarray, test: np.ndarray, work: str,
-             budget: Optional[float]) -> Dict[str, Any]:
-    """Train H2O once per architecture: each of ``singles`` as one model, then
-    ``grid_archs`` in one ``h2o.grid``; reconstruct ``test`` with every model."""
-    import warnings
-
-    import h2o
-    from h2o.estimators import H2OAutoEncoderEstimator
-    from h2o.grid.grid_search import H2OGridSearch
-
-    warnings.filterwarnings("ignore", message="Dropping bad and constant columns")
-    warnings.filterwarnings("ignore", message="Converting H2O frame to pandas")
-    out: Dict[str, Any] = {"models": {}, "not_run": [], "grid_wall_s": None,
-                           "grid_rank": [], "grid_rank_by": None, "budget_s": budget}
-    with H2OBackend(common.CORES, os.path.join(work, "h2o")) as backend:
-        out["start_s"] = backend.start_s
-        t0 = time.perf_counter()
-        train_fr, cols = _h2o_frame(h2o, train, os.path.join(work, "train.csv"), "train")
-        test_fr, _ = _h2o_frame(h2o, test, os.path.join(work, "test.csv"), "test")
-        out["import_s"] = time.perf_counter() - t0
-        # stopping_rounds=0: every model trains all its epochs (H2O's default early stopping
-        # ended [300, 100, 300] and [250, 100, 50, 100, 250] after about 5 of 10 epochs)
-        params = dict(activation="Tanh", epochs=epochs, sparse=True, seed=123,
-                      stopping_rounds=0)
-        remaining, left = budget, len(singles) + len(grid_archs)
-
-        def cap() -> float:
-            # an equal share of what is left of the budget (0 = no cap, H2O's default)
-            return 0.0 if remaining is None else max(remaining / max(left, 1), 0.0)
-
-        models = []
-        for hidden in singles:
-            if budget is not None and cap() < MIN_CAP_S:
-                out["not_run"].append(_arch(hidden))
-                continue
-            est = H2OAutoEncoderEstimator(hidden=hidden, max_runtime_secs=cap(), **params)
-            t0 = time.perf_counter()
-            est.train(x=cols, training_frame=train_fr)
-            wall = time.perf_counter() - t0
-            if remaining is not None:
-                remaining -= wall
-            left -= 1
-            models.append((hidden, est, "single model"))
-            log.info("H2O %s (single model) trained in %.1f s", _arch(hidden), wall)
-        if grid_archs and budget is not None and cap() < MIN_CAP_S:
-            out["not_run"] += [_arch(h) for h in grid_archs]
-        elif grid_archs:
-            grid = H2OGridSearch(H2OAutoEncoderEstimator(max_runtime_secs=cap(), **params),
-                                 hyper_params={"hidden": grid_archs},
-                                 grid_id="sparkae_bench_grid",
-                                 search_criteria={"strategy": "Cartesian"})
-            t0 = time.perf_counter()
-            grid.train(x=cols, training_frame=train_fr)
-            out["grid_wall_s"] = time.perf_counter() - t0
-            log.info("h2o.grid of %d architectures trained in %.1f s", len(grid_archs),
-                     out["grid_wall_s"])
-            trained = [(list(m.actual_params["hidden"]), m) for m in grid.models]
-            models += [(h, m, "h2o.grid") for h, m in trained]
-            out["not_run"] += [_arch(h) for h in grid_archs
-                               if _arch(h) not in {_arch(t) for t, _ in trained}]
-            try:    # the chapter's h2o.getGrid(sort_by = "mse"): training MSE, ascending
-                ranked = grid.get_grid(sort_by="mse", decreasing=False).models
-                out["grid_rank_by"] = 'grid.get_grid(sort_by="mse")'
-            except Exception as err:  # noqa: BLE001 - rank here by the same numbers
-                log.warning("get_grid(sort_by='mse') failed (%s); ranking by model.mse()", err)
-                ranked = sorted((m for _, m in trained), key=lambda m: m.mse())
-                out["grid_rank_by"] = "model.mse() (get_grid failed)"
-            out["grid_rank"] = [_arch(m.actual_params["hidden"]) for m in ranked]
-        for hidden, m, source in models:
-            rec, pred_s = _h2o_reconstruction(m, test_fr, train, cols)
-            run_s = m._model_json["output"]["run_time"] / 1000.0
-            done = float(m._model_json["output"]["scoring_history"]["epochs"][-1])
-            complete = done >= 0.98 * epochs
-            out["models"][_arch(hidden)] = {
-                "fit_s": run_s if complete else run_s * epochs / max(done, 1e-9),
-                "run_s": run_s, "epochs_done": done, "complete": complete, "source": source,
-                "max_runtime_s": m.actual_params.get("max_runtime_secs"),
-                "samples_per_s": done * len(train) / max(run_s, 1e-9),
-                "predict_s": pred_s, "test_mse": common.pixel_mse(test, rec),
-                "train_mse_scaled": float(m.mse())}
-            log.info("H2O %s (%s): %.2f of %d epochs in %.1f s, test MSE %.5f", _arch(hidden),
-                     source, done, epochs, run_s, out["models"][_arch(hidden)]["test_mse"])
-    return out
-
-
 def run(quick: bool = False, archs: List[List[int]] = None, grid: List[List[int]] = None,
         epochs: int = None, rows: int = None, shifted: int = 0) -> Dict[str, Any]:
     """Keyword overrides (architectures, grid, epochs, training/test rows) are for trying the
@@ -328,7 +162,7 @@ def run(quick: bool = False, archs: List[List[int]] = None, grid: List[List[int]
     # H2O trains each architecture once: the grid's in h2o.grid, the others one by one
     singles = [h for h in archs if h not in grid_archs]
     all_archs = archs + [g for g in grid_archs if g not in archs]
-    budget = _budget()
+    budget = h2o_server.budget_s()
 
     # sparkae first, in a fresh process as a user's (OpenMP's wait policy unset: the
     # harness's PASSIVE slows 2 Torch threads 2.5x at mini-batch 64); H2O's JVM starts after
@@ -336,7 +170,7 @@ def run(quick: bool = False, archs: List[List[int]] = None, grid: List[List[int]
 
     work = tempfile.mkdtemp(prefix="sparkae-bench-h2o-")
     try:
-        ho = _run_h2o(singles, grid_archs, epochs, x, test.images, work, budget)
+        ho = h2o_server.run_h2o(singles, grid_archs, epochs, x, test.images, work, budget)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -346,7 +180,7 @@ def run(quick: bool = False, archs: List[List[int]] = None, grid: List[List[int]
     rows, targets, per_arch = [], [], {}
     floors = common.plane_floor(test.images, sorted({h[-1] for h in archs}))
     for hidden in archs:
-        a = _arch(hidden)
+        a = h2o_server.arch(hidden)
         s, h = sp[a], ho["models"].get(a)
         floor = floors[hidden[-1]]
         if h is None:
@@ -389,7 +223,7 @@ def run(quick: bool = False, archs: List[List[int]] = None, grid: List[List[int]
                             "value": r(s["test_mse"]), "target": f"<= {r(bound)}",
                             "met": bool(s["test_mse"] <= bound)})
     if not quick:
-        for a in [_arch(h) for h in archs if _arch(h) not in per_arch]:
+        for a in [h2o_server.arch(h) for h in archs if h2o_server.arch(h) not in per_arch]:
             targets.append({"name": f"{a}: compared with H2O", "value": "H2O not run (budget)",
                             "target": "both systems measured", "met": None})
     tables = [{"title": (f"Per architecture: tanh, {ep}, {data} ({len(x):,} training rows); "
@@ -413,24 +247,24 @@ def run(quick: bool = False, archs: List[List[int]] = None, grid: List[List[int]
                               if capped else ""))}]
 
     def h2o_val(h, key):
-        m = ho["models"].get(_arch(h))
+        m = ho["models"].get(h2o_server.arch(h))
         return None if m is None else m[key]
 
     charts = [
         {"name": "time", "kind": "bar", "title": f"Fit wall time for {ep} (s), log scale",
-         "categories": [_arch(h) for h in archs],
-         "series": {"sparkae": [sp[_arch(h)]["fit_s"] for h in archs],
+         "categories": [h2o_server.arch(h) for h in archs],
+         "series": {"sparkae": [sp[h2o_server.arch(h)]["fit_s"] for h in archs],
                     "H2O-3": [h2o_val(h, "fit_s") for h in archs]},
          "ylabel": "seconds", "log": True},
         {"name": "mse", "kind": "bar", "title": "Test reconstruction MSE (pixels in [0, 1])",
-         "categories": [_arch(h) for h in archs],
-         "series": {"sparkae": [sp[_arch(h)]["test_mse"] for h in archs],
+         "categories": [h2o_server.arch(h) for h in archs],
+         "series": {"sparkae": [sp[h2o_server.arch(h)]["test_mse"] for h in archs],
                     "H2O-3": [h2o_val(h, "test_mse") for h in archs]},
          "ylabel": "MSE"},
     ]
 
     # the chapter's grid: h2o.grid (wall time, ranking by training MSE) vs sparkae's 5 fits
-    g_names = [_arch(g) for g in grid_archs]
+    g_names = [h2o_server.arch(g) for g in grid_archs]
     h_rank = [a for a in ho["grid_rank"] if a in g_names]
     s_rank = sorted(g_names, key=lambda a: sp[a]["train_mse_scaled"])
     s_test_rank = sorted(g_names, key=lambda a: sp[a]["test_mse"])
@@ -518,13 +352,14 @@ def run(quick: bool = False, archs: List[List[int]] = None, grid: List[List[int]
          "10 epochs on the bundled sample, the grid's [300, 100, 300] and "
          "[250, 100, 50, 100, 250] stopped after about 5). "
          if ho["budget_s"] is None else
-         f"H2O time budget: {ho['budget_s']:.0f} s of training in all (`{BUDGET_ENV}`), each "
+         f"H2O time budget: {ho['budget_s']:.0f} s of training in all "
+         f"(`{h2o_server.BUDGET_ENV}`), each "
          "model capped (`max_runtime_secs`) at an equal share of what was left; "
          + (f"stopped by the cap: {', '.join(capped)}. " if capped else
             "every model finished within its cap. "))
         + (f"Not run: {', '.join(ho['not_run'])}. " if ho["not_run"] else "")
         + "Each architecture was trained once: "
-        + (", ".join(map(_arch, singles))
+        + (", ".join(map(h2o_server.arch, singles))
            + (" as a single model, " if len(singles) == 1 else " as single models, ")
            if singles else "")
         + "the grid's in one `h2o.grid`. H2O trained at "
@@ -541,7 +376,7 @@ def run(quick: bool = False, archs: List[List[int]] = None, grid: List[List[int]
         notes.append(
             "Where sparkae's time goes (training loop of the whole fit): "
             + "; ".join(f"{a} {sp[a]['loop_s']:.1f} s of {sp[a]['fit_s']:.1f} s"
-                        for a in map(_arch, archs))
+                        for a in map(h2o_server.arch, archs))
             + ". The rest is fixed per fit (input checks, the scaling aggregation, "
             "materializing the prepared rows as Parquet, Spark job start), which is what "
             f"bounds the speed ratio on a {len(x):,}-row table.")
@@ -554,7 +389,7 @@ def run(quick: bool = False, archs: List[List[int]] = None, grid: List[List[int]
                        "test_rows": len(test.images),
                        "test_set": test.source, "h2o_nthreads": common.CORES,
                        "spark_master": "local[2]", "h2o_budget_s": ho["budget_s"],
-                       "h2o_single_models": [_arch(h) for h in singles],
+                       "h2o_single_models": [h2o_server.arch(h) for h in singles],
                        "h2o_grid": g_names},
             "per_arch": per_arch, "grid": grid_result, "h2o_not_run": ho["not_run"],
             "h2o_overhead": {"start_s": r(ho["start_s"]), "import_s": r(ho["import_s"])}}
