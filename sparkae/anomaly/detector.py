@@ -33,9 +33,10 @@ members scored by different rules; the runs are stored in
 - ``m_rec_dist`` (reconstruction plus code distance) had mean AUROC 0.782 over the first six
   sets and a worst gap of 0.193 below the best competitor (IForest on mnist-0);
 - ``m_rec_dist_km10`` (10 centres) raised that mean to 0.788 and cut the worst gap to
-  0.154, but scored 0.33 on the scale run's clustered sparse set (100,000 x 1,000, 50
-  topics): fewer centres than groups, and an anomaly mixing two topics lies *between*
-  groups, nearer a centre and nearer the codes' mean than an inlier. On the ``topics``
+  0.154, but scored 0.33 on a scale run of the clustered sparse set (100,000 x 1,000, 50
+  topics; a hand run whose result was not stored): fewer centres than groups, and an
+  anomaly mixing two topics lies *between* groups, nearer a centre and nearer the codes'
+  mean than an inlier. On the ``topics``
   set (that layout at 10,000 rows, 3 draws) the 10-centre rule scores 0.41 and the code
   distance alone 0.17, the reconstruction error alone 0.71.
 
