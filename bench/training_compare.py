@@ -12,7 +12,10 @@ every cell of mini-batch size (:data:`BATCHES`) x ``standardize`` (:data:`STANDA
   own Spark session, a warm-up fit first); the best setting counts, named;
   its training loop's rows/s are the epochs' own (``model.summary.rows_per_s``: rows over
   the epochs' seconds), its whole fit's the rows trained over the wall time of ``fit``
-  (scaling statistics, materialization, job start and training);
+  (scaling statistics, materialization, job start and training); its loop after the
+  first epoch (:func:`steady_rate`) leaves out the first epoch, which also reads the rows
+  from the materialized Parquet and scales them into memory (the plain loop's rows are in
+  memory, scaled, before its timer starts: that load counts in the whole fit);
 - the plain loop (:func:`bench.torch_baselines.torch_train`: the rows scaled once in
   memory, then shuffled mini-batches; the scaling is not timed) in a fresh process for
   every thread count and OpenMP wait policy (:data:`bench.torch_baselines.OMP_CONFIGS`);
@@ -147,6 +150,21 @@ def setting_name(threads: Optional[int], policy: Optional[str] = None) -> str:
     return f"omp={policy}, num_threads {_threads_name(threads)}"
 
 
+#: The report's note on the "loop after the first epoch" column and its target.
+STEADY_NOTE = ("The 'loop after the first epoch' column is the rows/s of the epochs after "
+               "the first, which gather the rows from memory as the plain loop does: the "
+               "first epoch also reads them from the materialized Parquet and scales them "
+               "into memory, work the plain loop does before its timer starts; that load "
+               "counts in the whole fit. It is proposed as the loop target's measure. ")
+
+
+def steady_rate(epoch_rates: Sequence[float]) -> Optional[float]:
+    """Rows/s of the epochs after the first (each epoch trains the same rows: their
+    harmonic mean), or None for fewer than 2 epochs."""
+    later = [v for v in epoch_rates[1:] if v > 0]
+    return len(later) / sum(1.0 / v for v in later) if later else None
+
+
 def judge(cell: Dict[str, Any], batch: int) -> Dict[str, Any]:
     """Ratios of one cell: each sparkae setting against the best plain configuration."""
     plain = cell["plain"]
@@ -160,6 +178,9 @@ def judge(cell: Dict[str, Any], batch: int) -> Dict[str, Any]:
         r = {"loop_vs_plain": s["loop_rows_per_s"] / rate,
              "fit_vs_plain": s["fit_rows_per_s"] / rate,
              "test_mse_vs_plain": s["test_mse"] / plain[best]["test_mse"]}
+        steady = steady_rate(s.get("epoch_rows_per_s") or [])
+        if steady:
+            r["steady_rows_per_s"], r["steady_vs_plain"] = steady, steady / rate
         if gemm:
             flop = torch_baselines.train_gemm_flop(batch, s["kept"], HIDDEN)
             r["loop_gflops"] = s["loop_rows_per_s"] / batch * flop / 1e9
@@ -245,8 +266,10 @@ def default_epochs_rows(cell: Dict[str, Any]) -> tuple:
     return rows, max(q["fit_vs_plain"] for q in j["sparkae"].values())
 
 
-def _best_setting(judged: Dict[str, Any]) -> str:
-    return max(judged["sparkae"], key=lambda k: judged["sparkae"][k]["loop_vs_plain"])
+def _best_setting(judged: Dict[str, Any], key: str = "loop_vs_plain") -> Optional[str]:
+    """The sparkae setting with the highest ``key`` ratio (None when no setting has it)."""
+    have = [k for k, v in judged["sparkae"].items() if key in v]
+    return max(have, key=lambda k: judged["sparkae"][k][key]) if have else None
 
 
 def tables_and_targets(res: Dict[str, Any], rows: int, epochs: int) -> tuple:
@@ -258,7 +281,7 @@ def tables_and_targets(res: Dict[str, Any], rows: int, epochs: int) -> tuple:
         j = cell["judged"]
         best = cell["plain"][j["plain_best"]]
         table.append([name, f"plain Torch loop, best ({j['plain_best']})", r(best["rows_per_s"]),
-                      "", 1.0, "", r(best["test_mse"]), "",
+                      "", 1.0, "", "", r(best["test_mse"]), "",
                       r(j["gemm_gflops"] and best["rows_per_s"] / cell["batch"]
                         * torch_baselines.train_gemm_flop(cell["batch"], best["kept"],
                                                           HIDDEN) / 1e9
@@ -266,21 +289,30 @@ def tables_and_targets(res: Dict[str, Any], rows: int, epochs: int) -> tuple:
         for other, p in cell["plain"].items():
             if other != j["plain_best"]:
                 table.append([name, f"plain Torch loop ({other})", r(p["rows_per_s"]), "",
-                              r(p["rows_per_s"] / j["plain_rows_per_s"]), "",
+                              r(p["rows_per_s"] / j["plain_rows_per_s"]), "", "",
                               r(p["test_mse"]), "", "", p["load_average"]])
         for setting, s in cell["sparkae"].items():
             q = j["sparkae"][setting]
             table.append([name, f"sparkae fit ({setting})",
                           r(s["loop_rows_per_s"]), r(s["fit_rows_per_s"]),
-                          r(q["loop_vs_plain"]), r(q["fit_vs_plain"]), r(s["test_mse"]),
+                          r(q["loop_vs_plain"]), r(q.get("steady_vs_plain")),
+                          r(q["fit_vs_plain"]), r(s["test_mse"]),
                           r(q["test_mse_vs_plain"]), r(q.get("loop_vs_gemm")),
                           s["load_average"]])
         pick = _best_setting(j)
         q = j["sparkae"][pick]
+        pick_steady = _best_setting(j, "steady_vs_plain")
+        qs = j["sparkae"][pick_steady] if pick_steady else None
         targets += [
             {"name": f"{name}: training loop vs the best plain loop (sparkae {pick})",
              "value": r(q["loop_vs_plain"]), "target": f">= {LOOP_TARGET}",
              "met": q["loop_vs_plain"] >= LOOP_TARGET},
+            *([{"name": f"proposed replacement of the loop target: {name}, training loop "
+                        f"after the first epoch (whose load of the rows into memory counts "
+                        f"in the whole fit) vs the best plain loop (sparkae {pick_steady})",
+                "value": r(qs["steady_vs_plain"]), "target": f">= {LOOP_TARGET}",
+                "met": qs["steady_vs_plain"] >= LOOP_TARGET}]
+              if qs is not None else []),
             {"name": f"{name}: whole fit vs the best plain loop (sparkae {pick})",
              "value": r(q["fit_vs_plain"]), "target": f">= {FIT_TARGET}",
              "met": q["fit_vs_plain"] >= FIT_TARGET},
@@ -293,7 +325,7 @@ def tables_and_targets(res: Dict[str, Any], rows: int, epochs: int) -> tuple:
                             "value": r(q["loop_vs_gemm"]), "target": f">= {GEMM_TARGET}",
                             "met": q["loop_vs_gemm"] >= GEMM_TARGET})
     columns = ["cell", "system", "loop rows/s", "whole fit rows/s", "loop vs best plain",
-               "whole fit vs best plain", "test MSE (all 784 features)", "MSE vs plain",
+               "loop after the first epoch vs best plain", "whole fit vs best plain", "test MSE (all 784 features)", "MSE vs plain",
                "loop FLOP rate vs torch.mm", "load average at its end"]
     title = (f"Training loop and whole fit vs the best plain Torch loop: [100] tanh, {epochs} "
              f"epoch{'s' if epochs > 1 else ''}, {rows:,} shifted digits ({res['test_set']})")
