@@ -236,3 +236,45 @@ def test_optimizers_match_torch_and_leave_dynamo_unimported(name, kwargs):
                          timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "False"
+
+
+def test_adam_is_fused_where_torch_can_and_resumes_an_unfused_checkpoint():
+    """make_optimizer's Adam takes Torch's fused kernel where Torch has one for the
+    parameters: the same updates as torch.optim.Adam(fused=True), within rounding of the
+    default kernel's, and it loads a checkpoint written by the default kernel."""
+    from sparkae.train import optim
+    from sparkae.train.config import TrainConfig
+
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(5, 3)
+    opt = optim.make_optimizer(lin, TrainConfig(rate=0.01))
+    fused = bool(opt.defaults.get("fused"))
+    try:
+        torch.optim.Adam(torch.nn.Linear(2, 2).parameters(), fused=True)
+        assert fused, "Torch has a fused Adam here, but make_optimizer did not take it"
+    except (RuntimeError, TypeError, ValueError):
+        assert not fused
+
+    def run(make, steps=6, resume_at=None):
+        torch.manual_seed(0)
+        net = torch.nn.Linear(5, 3)
+        o = make(net)
+        gen = torch.Generator().manual_seed(1)
+        for i in range(steps):
+            if i == resume_at:   # the state of the default kernel, loaded by the fused one
+                state = copy.deepcopy(o.state_dict())
+                o = optim.make_optimizer(net, TrainConfig(rate=0.01))
+                o.load_state_dict(state)
+            o.zero_grad()
+            (net(torch.randn(8, 5, generator=gen)) ** 2).mean().backward()
+            o.step()
+        return torch.cat([p.detach().flatten() for p in net.parameters()])
+
+    ours = run(lambda n: optim.make_optimizer(n, TrainConfig(rate=0.01)))
+    default = run(lambda n: torch.optim.Adam(n.parameters(), lr=0.01))
+    assert torch.allclose(ours, default, rtol=0, atol=1e-6)
+    if fused:
+        assert torch.equal(ours, run(lambda n: torch.optim.Adam(n.parameters(), lr=0.01,
+                                                                fused=True)))
+    resumed = run(lambda n: torch.optim.Adam(n.parameters(), lr=0.01), resume_at=3)
+    assert torch.allclose(resumed, default, rtol=0, atol=1e-6)
