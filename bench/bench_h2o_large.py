@@ -10,8 +10,8 @@ MSE on the official MNIST test set, H2O's server-side run time against sparkae's
 H2O trains at 150-1,200 rows/s here (mini-batch 1; [300, 100, 300] the slowest), so every
 epoch at 60,000 rows costs it about 15 minutes for all six architectures (measured:
 ``h2o_large-20261203-110803.json``): the default 10 epochs take about 2.4 hours,
-``SPARKAE_BENCH_H2O_EPOCHS=1`` about 16 minutes. ``$SPARKAE_BENCH_H2O_BUDGET_S`` caps H2O's training as in
-:mod:`bench.bench_h2o`. Not part of ``python -m bench all``. Quick mode: 2,000 shifted
+``SPARKAE_BENCH_H2O_EPOCHS=1`` about 16 minutes. ``$SPARKAE_BENCH_H2O_BUDGET_S`` caps
+H2O's training as in :mod:`bench.bench_h2o`. Not part of ``python -m bench all``. Quick mode: 2,000 shifted
 digits, 1 epoch, the small architectures of :mod:`bench.bench_h2o`'s quick mode.
 """
 

@@ -24,8 +24,8 @@ every cell of mini-batch size (:data:`BATCHES`) x ``standardize`` (:data:`STANDA
 Each sparkae fit and each plain run records the load average when it ends; the plain runs
 of a cell run between that cell's sparkae fits in this process and those in a fresh one.
 Both report the test MSE over all 784 input features (pixels scaled to [0, 1],
-:func:`bench.common.pixel_mse`) on the MNIST test set. At batch 256 every plain process also times the matrix multiplies of one training
-step as a plain ``torch.mm`` loop at the same shapes
+:func:`bench.common.pixel_mse`) on the MNIST test set. At batch 256 every plain process
+also times the matrix multiplies of one training step as a plain ``torch.mm`` loop at the same shapes
 (:func:`bench.torch_baselines.train_gemm_gflops`, the median block rate); the best
 configuration's rate is the reference that sparkae's loop (and the plain loop) is measured
 against in FLOP/s.
@@ -325,7 +325,8 @@ def tables_and_targets(res: Dict[str, Any], rows: int, epochs: int) -> tuple:
                             "value": r(q["loop_vs_gemm"]), "target": f">= {GEMM_TARGET}",
                             "met": q["loop_vs_gemm"] >= GEMM_TARGET})
     columns = ["cell", "system", "loop rows/s", "whole fit rows/s", "loop vs best plain",
-               "loop after the first epoch vs best plain", "whole fit vs best plain", "test MSE (all 784 features)", "MSE vs plain",
+               "loop after the first epoch vs best plain", "whole fit vs best plain",
+               "test MSE (all 784 features)", "MSE vs plain",
                "loop FLOP rate vs torch.mm", "load average at its end"]
     title = (f"Training loop and whole fit vs the best plain Torch loop: [100] tanh, {epochs} "
              f"epoch{'s' if epochs > 1 else ''}, {rows:,} shifted digits ({res['test_set']})")

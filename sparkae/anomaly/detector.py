@@ -36,9 +36,9 @@ members scored by different rules; the runs are stored in
   0.154, but scored 0.33 on a scale run of the clustered sparse set (100,000 x 1,000, 50
   topics; a hand run whose result was not stored): fewer centres than groups, and an
   anomaly mixing two topics lies *between* groups, nearer a centre and nearer the codes'
-  mean than an inlier. On the ``topics``
-  set (that layout at 10,000 rows, 3 draws) the 10-centre rule scores 0.41 and the code
-  distance alone 0.17, the reconstruction error alone 0.71.
+  mean than an inlier. On the ``topics`` set (that layout at 10,000 rows, 3 draws) the
+  10-centre rule scores 0.41 and the code distance alone 0.17, the reconstruction error
+  alone 0.71.
 
 Over seven sets (``-centres-*`` runs: 3 draws of topics, wdbc, wine, digits-0; 1 of
 synthetic, sparse, mnist-0) the auto rule scores topics 0.88, wdbc 0.91, wine 0.84, digits-0

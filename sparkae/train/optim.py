@@ -83,9 +83,10 @@ def fused_adam(params: List[torch.nn.Parameter]) -> Dict[str, bool]:
 
 def make_optimizer(net: torch.nn.Module, cfg: TrainConfig,
                    params: Optional[Iterable[torch.nn.Parameter]] = None) -> torch.optim.Optimizer:
-    """Adam with ``rate`` (fused where Torch can: :func:`fused_adam`); H2O's ADADELTA (``rho``, ``epsilon``, unit learning rate); or SGD
-    with momentum (its rate and momentum follow :func:`sgd_schedule`). ``params`` (default
-    all of ``net``'s) are the parameters it updates."""
+    """Adam with ``rate`` (fused where Torch can: :func:`fused_adam`); H2O's ADADELTA
+    (``rho``, ``epsilon``, unit learning rate); or SGD with momentum (its rate and momentum
+    follow :func:`sgd_schedule`). ``params`` (default all of ``net``'s) are the parameters
+    it updates."""
     params = list(net.parameters() if params is None else params)
     if cfg.optimizer == "adam":
         return Adam(params, lr=cfg.rate, **fused_adam(params))
