@@ -7,12 +7,14 @@
 # tests marked neither s3 nor delta, then those marked s3 or delta, and the multi-host
 # tests (they put the S3A jars that the second run's session resolves on their hosts' class
 # path). Tests marked petastorm need Petastorm's stack: scripts/test_legacy.sh runs them.
-# With your own -m, one run. The first run spreads its test modules over
+# With your own -m, one run. Both runs spread their test modules over
 # SPARKAE_TEST_WORKERS pytest-xdist workers (default 2; 0 runs in one process): a module
-# stays on one worker (its fixtures are built once), and the modules that start Ray share
-# one (tests/conftest.py). The second run and a run with your own -m use one process: the
-# multi-host tests build on each other in order (train, then score its model), and the
-# second run's heavy tests gain nothing from sharing 2 cores.
+# stays on one worker (its fixtures are built once, and the multi-host tests, which build
+# on each other in order, keep their order), and the modules that start Ray share one
+# (tests/conftest.py). The second run's tests wait on JVM starts, clusters and subprocess
+# jobs more than they compute: on 2 workers it took 8 min 48 s against 12 min 6 s in one
+# process (31 tests, back to back on the 2-core CI machine). A run with your own -m uses
+# one process.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 VENV="${SPARKAE_VENV:-$ROOT/.venv}"
@@ -46,7 +48,19 @@ omp=()
 "${omp[@]}" "$VENV/bin/python" -m pytest "${xdist[@]}" \
   -m "not s3 and not delta and not multihost and not petastorm" "$@"
 rc1=$?
-"$VENV/bin/python" -m pytest -m "s3 or delta or multihost" "$@"
+# Ivy resolves the second run's packages (S3A, Delta Lake) into its cache once, here: two
+# workers' sessions resolving into an empty cache at the same time would race.
+if [ "$workers" -gt 1 ] && [ "${SPARKAE_NO_PACKAGES:-0}" != 1 ]; then
+  "$VENV/bin/python" - >/dev/null 2>&1 <<'PY' || echo "test.sh: resolving the packages first failed" >&2
+from pyspark.sql import SparkSession
+from sparkae.io.jars import PACKAGES_KEY, with_packages
+packages = with_packages({}).get(PACKAGES_KEY)
+if packages:
+    SparkSession.builder.master("local[1]").config("spark.ui.enabled", "false") \
+        .config(PACKAGES_KEY, packages).getOrCreate().stop()
+PY
+fi
+"$VENV/bin/python" -m pytest "${xdist[@]}" -m "s3 or delta or multihost" "$@"
 rc2=$?
 set -e
 if [ "$rc1" -eq 5 ] && [ "$rc2" -eq 5 ]; then

@@ -39,11 +39,13 @@ def packages_env(env=None):
     if WANT_PACKAGES:
         out.pop("SPARKAE_NO_PACKAGES", None)
     return out
-#: Test modules that start Ray on this machine (a local instance or Ray on Spark): under
-#: pytest-xdist (test.sh's first run is ``-n 2 --dist loadgroup``) they share one worker, so that two
-#: Ray instances never start side by side. Every other module is a group of its own: its
+#: Test modules that start Ray on this machine (a local instance or Ray on Spark, on this
+#: host or on the multi-host tests' hosts): under pytest-xdist (test.sh's runs are ``-n 2
+#: --dist loadgroup``) they share one worker, so that two Ray instances never start side by
+#: side. Every other module is a group of its own: its
 #: module-scoped fixtures are built once, on one worker.
-RAY_MODULES = {"test_tune", "test_tune_cluster", "test_guarantees", "test_examples"}
+RAY_MODULES = {"test_tune", "test_tune_cluster", "test_guarantees", "test_examples",
+               "test_multihost"}
 #: Modules of the first run whose tests use the standalone test cluster (:func:`spark_cluster`,
 #: session-scoped, so one per worker): one group, so that the cluster starts once for them
 #: (its master and two workers are three JVM starts).
