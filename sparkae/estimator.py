@@ -134,7 +134,8 @@ class Autoencoder(Estimator, AutoencoderParams, DefaultParamsReadable, DefaultPa
         check_values(values)
         # a cluster with no location every executor reads fails here, before any job
         cache_root(dataset.sparkSession, values["cache_dir"], cache_fallback(values))
-        prepared = prepare_input(dataset, values, getattr(self, "_validation_df", None))
+        prepared = prepare_input(dataset, values, getattr(self, "_validation_df", None),
+                                 in_process=values["num_workers"] <= 1)
         try:
             model = self.fit_prepared(prepared, resume=getattr(self, "_resume", False),
                                       started=t0, track=False)

@@ -71,7 +71,8 @@ def preparation_key(values: Dict[str, Any]) -> str:
 
 
 def prepare_input(dataset: DataFrame, values: Dict[str, Any],
-                  validation_df: Optional[DataFrame] = None) -> PreparedInput:
+                  validation_df: Optional[DataFrame] = None,
+                  in_process: bool = False) -> PreparedInput:
     """Prepare and materialize a fit's training (and validation) input: the Spark side of
     a fit. Release ``result.data`` when done with it.
 
@@ -82,6 +83,9 @@ def prepare_input(dataset: DataFrame, values: Dict[str, Any],
     values : dict
         The estimator's Param values (``features_col(s)``, ``cache_dir``, ``keep_cache``,
         ``data_loader``, ``noise``, ``input_dropout_ratio``).
+    in_process : bool, default False
+        The only rank trains in this process: a small input prepared on the driver is
+        then held in memory rather than written (:mod:`sparkae.data.held`).
 
     Raises
     ------
@@ -95,7 +99,8 @@ def prepare_input(dataset: DataFrame, values: Dict[str, Any],
     if validation_df is None and not values["keep_cache"] and loader == "arrow" and \
             cache.is_local_master(spark):
         local = prepare_locally(vectors, cache.cache_root(spark, values["cache_dir"]),
-                                info.size if info.kind == "columns" else None)
+                                info.size if info.kind == "columns" else None,
+                                source=(dataset, info), hold=in_process)
     if local is not None:
         stats, entry = local
         described(info, stats)

@@ -9,7 +9,8 @@ import pyarrow.parquet as pq
 import pytest
 from pyspark.ml.linalg import Vectors
 
-from sparkae.data.converter import ParquetBatches, decode_vectors, materialize, to_dense
+from sparkae.data.converter import ParquetBatches, materialize
+from sparkae.data.vectors import decode_vectors, to_dense
 from tests.conftest import ROOT
 
 SIZE = 6
@@ -199,7 +200,7 @@ def test_dense_row_groups_batch_as_csr_blocks_do(tmp_path, sparse):
 
 
 def test_dense_matrix_only_for_dense_rows_of_one_width():
-    from sparkae.data.converter import dense_matrix
+    from sparkae.data.vectors import dense_matrix
 
     x = _matrix(4)
     parts = _struct_table(x, np.zeros(4, dtype=bool)).column("features").combine_chunks().flatten()

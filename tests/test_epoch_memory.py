@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from sparkae.data.batches import CsrRows, RowIds, assemble
-from sparkae.data.converter import ParquetBatches, decode_vectors
+from sparkae.data.converter import ParquetBatches
+from sparkae.data.vectors import decode_vectors
 from sparkae.data.memory import MemoryEpochs, budget_bytes
 from sparkae.data.shards import batch_sizes
 from sparkae.nn.models import build_network

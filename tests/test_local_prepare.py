@@ -14,7 +14,8 @@ import pytest
 from pyspark.ml.linalg import Vectors
 
 from sparkae import Autoencoder
-from sparkae.data.converter import decode_table, parquet_files, to_dense
+from sparkae.data.converter import parquet_files
+from sparkae.data.vectors import decode_table, to_dense
 from sparkae.data.local_prepare import LOCAL_ROWS_CONF, prepare_locally, row_limit
 from sparkae.data.prepare import compute_stats, resolve
 
@@ -159,3 +160,89 @@ def test_dense_statistics_in_blocks_match_numpy_and_refuse_a_late_nan():
     assert _dense_stats(x) is None
     x[-1, 2] = np.inf
     assert _dense_stats(x) is None
+
+
+def _parquet_input(spark, mnist_sample, tmp_path, layout):
+    """600 sample rows as Parquet in two files: the vector column, or array<float>."""
+    from pyspark.ml.functions import vector_to_array
+
+    df = mnist_sample.limit(600).select("label", "features")
+    if layout == "array":
+        df = df.withColumn("features", vector_to_array("features", "float32"))
+    path = str(tmp_path / f"input-{layout}")
+    df.coalesce(2).write.parquet(path)
+    return spark.read.parquet(path), path
+
+
+@pytest.mark.parametrize("layout", ["vector", "array"])
+def test_a_plain_parquet_scan_is_read_with_pyarrow_and_matches_spark(spark, mnist_sample,
+                                                                     tmp_path, layout):
+    df, _ = _parquet_input(spark, mnist_sample, tmp_path, layout)
+    vectors, info = resolve(df, "features", None)
+    stats, entry = prepare_locally(vectors, str(tmp_path / "cache"), source=(df, info))
+    _assert_same_stats(stats, compute_stats(vectors, info))
+    got = _rows_of(entry, 784)
+    want = np.array([r.features.toArray() for r in vectors.collect()], dtype=np.float32)
+    # the rows of every file, files in name order: Spark may order them otherwise
+    order = lambda m: m[np.lexsort(m.T[::-1])]  # noqa: E731
+    np.testing.assert_array_equal(order(got), order(want))
+    entry.release()
+
+
+def test_a_filtered_scan_is_not_read_directly(spark, mnist_sample, tmp_path):
+    from sparkae.data.local_prepare import _read_direct
+
+    df, _ = _parquet_input(spark, mnist_sample, tmp_path, "vector")
+    _, info = resolve(df, "features", None)
+    assert _read_direct(df, info, 10_000) is not None
+    assert _read_direct(df.where("label > 3"), info, 10_000) is None   # not a plain scan
+    assert _read_direct(df, info, 599) is None                          # over the row limit
+    spark.conf.set("spark.sparkae.scoring.directParquet", "false")
+    try:
+        assert _read_direct(df, info, 10_000) is None
+    finally:
+        spark.conf.unset("spark.sparkae.scoring.directParquet")
+
+
+def test_a_one_rank_fit_holds_its_rows_in_memory_and_learns_what_the_files_teach(
+        spark, mnist_sample, tmp_path, caplog):
+    from sparkae.data import held
+    from sparkae.fitting import prepare_input
+
+    df, _ = _parquet_input(spark, mnist_sample, tmp_path, "vector")
+    cache = tmp_path / "cache"
+    ae = Autoencoder(hidden=[16], epochs=2, seed=5, stopping_rounds=0, data_loader="arrow",
+                     cache_dir=str(cache))
+    with caplog.at_level(logging.INFO, logger="sparkae"):
+        in_memory = ae.fit(df)
+    assert "read with pyarrow) and held in memory" in caplog.text
+    assert not cache.exists() or os.listdir(cache) == []       # nothing written
+    assert not held._TABLES                                     # released after the fit
+    written = prepare_input(df, ae.param_values(), in_process=False)
+    try:
+        assert not held.is_held(written.data.train[0])
+        from_files = ae.fit_prepared(written)
+    finally:
+        written.data.release()
+    for key, value in from_files._state.items():
+        np.testing.assert_array_equal(in_memory._state[key].numpy(), value.numpy(), err_msg=key)
+
+
+def test_held_rows_are_refused_to_ranks_in_other_processes(tmp_path):
+    import pyarrow as pa
+
+    from sparkae.data import held
+    from sparkae.data.converter import list_units
+    from sparkae.data.local_prepare import as_vectors
+
+    col = as_vectors(pa.array([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]))
+    name = held.hold(col, 2)
+    try:
+        assert [(u.group, u.rows) for u in list_units([name])] == [(0, 2), (1, 1)]
+        with pytest.raises(ValueError, match=r"held in the driver's memory; ranks in other "
+                                             r"processes read materialized files"):
+            held.check_files([name])
+    finally:
+        held.release(name)
+    with pytest.raises(FileNotFoundError, match="is not held in this process"):
+        list_units([name])

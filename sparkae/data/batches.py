@@ -46,7 +46,7 @@ class CsrRows:
     @classmethod
     def from_lengths(cls, lengths: np.ndarray, cols: np.ndarray, vals: np.ndarray,
                      size: int) -> "CsrRows":
-        """Build from per-row entry counts (as :func:`sparkae.data.converter.decode_vectors`
+        """Build from per-row entry counts (as :func:`sparkae.data.vectors.decode_vectors`
         returns them)."""
         indptr = np.zeros(len(lengths) + 1, dtype=np.int64)
         np.cumsum(lengths, out=indptr[1:])

@@ -31,6 +31,7 @@ import numpy as np
 from pyspark.sql import DataFrame
 
 import sparkae.spark_private as spark_private
+from sparkae.data import held
 from sparkae.data.converter import forget_open_files, materialize
 from sparkae.io import fs
 from sparkae.io.uri import join, parse
@@ -155,6 +156,9 @@ class Materialized:
     def release(self) -> None:
         """Delete the data when this fit owns it (``keep_cache`` off)."""
         if not self.owned:
+            return
+        if held.is_held(self.path):
+            held.release(self.path)
             return
         for fn in self.cleanup:
             try:

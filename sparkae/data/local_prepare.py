@@ -9,6 +9,14 @@ column once through Arrow, computes the statistics with NumPy (float64, as Spark
 ``Summarizer``: count, mean, sample standard deviation, minimum and maximum with the
 implicit zeros of sparse vectors) and writes the same Parquet layout with pyarrow.
 
+When the fit's DataFrame is exactly a scan of local Parquet files (no filter, projection
+or cache; :func:`sparkae.scoring.parquet.scan_pieces`) with a vector or numeric array
+feature column, the driver reads that column with pyarrow instead, without a Spark job:
+the row count and the values stored come from the footers first. The Spark conf
+``spark.sparkae.scoring.directParquet`` = ``false`` keeps Spark's reader. When the fit's
+one rank trains in this process, the rows are held in memory for it
+(:mod:`sparkae.data.held`) instead of written.
+
 Anything unusual sends the fit back to the Spark path, which checks it and reports it
 in its own words: null rows, vectors of different widths, sparse indices out of range,
 NaN or infinite values (imputed or refused there), fewer than 2 rows, more rows than the
@@ -28,7 +36,7 @@ import json
 import logging
 import time
 import uuid
-from typing import Any, Optional, Tuple
+from typing import Any, List, Optional, Tuple
 
 import numpy as np
 import pyarrow as pa
@@ -36,9 +44,10 @@ import pyarrow.parquet as pq
 from pyspark.sql import DataFrame
 
 import sparkae.spark_private as spark_private
-from sparkae.data import cache
-from sparkae.data.converter import ROW_GROUP_BYTES, dense_matrix, vector_arrays
-from sparkae.data.prepare import FEATURES
+from sparkae.data import cache, held
+from sparkae.data.converter import ROW_GROUP_BYTES
+from sparkae.data.vectors import VECTOR_FIELDS, dense_matrix, vector_arrays
+from sparkae.data.prepare import FEATURES, InputInfo
 from sparkae.io import fs
 from sparkae.io.uri import join, parse
 from sparkae.nn.scaling import FeatureStats
@@ -93,6 +102,52 @@ def _collect(vectors: DataFrame) -> Optional[pa.StructArray]:
     return col
 
 
+def _footer_values(pieces: List[Tuple[str, int, int]], column: str) -> int:
+    """Values stored under ``column`` in the Parquet footers of ``pieces`` (every leaf
+    below it: an upper bound of the values read), without reading any data."""
+    total = 0
+    for path in sorted({p[0] for p in pieces}):
+        meta = pq.ParquetFile(path).metadata
+        for g in range(meta.num_row_groups):
+            rg = meta.row_group(g)
+            total += sum(rg.column(c).num_values for c in range(rg.num_columns)
+                         if rg.column(c).path_in_schema.split(".")[0] == column)
+    return total
+
+
+def as_vectors(arrays: pa.Array) -> pa.StructArray:
+    """Arrays of numbers as Spark's dense vector struct ``(type, size, indices, values)``
+    (what ``array_to_vector`` makes of them): ``type`` 1, the values as float64. A null
+    array stays a null ``values`` list."""
+    n = len(arrays)
+    return pa.StructArray.from_arrays(
+        [pa.array(np.ones(n, dtype=np.int8)), pa.nulls(n, pa.int32()),
+         pa.nulls(n, pa.list_(pa.int32())), arrays.cast(pa.list_(pa.float64()))],
+        names=list(VECTOR_FIELDS))
+
+
+def _read_direct(dataset: DataFrame, info: InputInfo, rows: int
+                 ) -> Optional[pa.StructArray]:
+    """The input column of a plain scan of local Parquet files, read with pyarrow as
+    Spark's vector struct (no Spark job: the JVM's row-by-row conversion to Arrow is most of
+    a small fit's preparation); None when ``dataset`` is not such a scan
+    (:func:`sparkae.scoring.parquet.scan_pieces`), holds more than ``rows`` rows or more
+    than :data:`LOCAL_VALUES` values (from the footers, before any data is read)."""
+    from sparkae.scoring.parquet import scan_pieces
+
+    if info.kind not in ("vector", "array") or not info.column:
+        return None
+    pieces = scan_pieces(dataset, [info.column])
+    if not pieces or not 2 <= sum(p[2] for p in pieces) <= rows or \
+            _footer_values(pieces, info.column) > LOCAL_VALUES:
+        return None
+    files = list(dict.fromkeys(p[0] for p in pieces))
+    chunks = [pq.read_table(f, columns=[info.column]).column(0) for f in files]
+    col = pa.chunked_array([c for chunk in chunks for c in chunk.chunks],
+                           type=chunks[0].type).combine_chunks()
+    return as_vectors(col) if info.kind == "array" else col
+
+
 def _width(vectors: DataFrame) -> int:
     """The width of the first row's vector (0 when there is none or it is null); a plain
     ``take(1)``, a third of the time of an Arrow collect with a limit."""
@@ -138,44 +193,71 @@ def describe(col: pa.StructArray) -> Optional[Tuple[FeatureStats, int]]:
     if x is not None:                                   # every row dense: a matrix
         stats = _dense_stats(x)
         return (stats, x.size) if stats is not None else None
-    lengths, cols, vals, widths = vector_arrays(kinds, sizes, indices, values, np.float64)
-    size = int(widths[0])
-    if size < 1 or (widths != size).any() or not np.isfinite(vals).all():
-        return None
-    if len(cols) and (cols.min() < 0 or cols.max() >= size):
-        return None
-    stored = np.bincount(cols, minlength=size)
-    mean = np.bincount(cols, weights=vals, minlength=size) / n
-    dev = np.bincount(cols, weights=(vals - mean[cols]) ** 2, minlength=size)
-    dev += (n - stored) * mean ** 2                   # the implicit zeros
-    lo = np.full(size, np.inf)
-    hi = np.full(size, -np.inf)
-    np.minimum.at(lo, cols, vals)
-    np.maximum.at(hi, cols, vals)
-    implicit = stored < n
+    return _sparse_stats(col)
+
+
+def _sparse_stats(col: pa.StructArray) -> Optional[Tuple[FeatureStats, int]]:
+    """:func:`describe` of vectors that are not all dense, in blocks of :data:`STATS_ROWS`
+    rows (two passes: the means, then the squared deviations), so that the temporaries are
+    a block's, not the table's (the flat column of every stored entry, int64, and its
+    value, float64, several times over)."""
+    n = len(col)
+    size, stored = 0, 0
+    count = total = lo = hi = None
+    for start in range(0, n, STATS_ROWS):
+        _, cols, vals, widths = vector_arrays(*col.slice(start, STATS_ROWS).flatten(),
+                                              np.float64)
+        if count is None:
+            size = int(widths[0])
+            if size < 1:
+                return None
+            count, total = np.zeros(size, dtype=np.int64), np.zeros(size)
+            lo, hi = np.full(size, np.inf), np.full(size, -np.inf)
+        if (widths != size).any() or not np.isfinite(vals).all():
+            return None
+        if len(cols) and (cols.min() < 0 or cols.max() >= size):
+            return None
+        count += np.bincount(cols, minlength=size)
+        total += np.bincount(cols, weights=vals, minlength=size)
+        np.minimum.at(lo, cols, vals)
+        np.maximum.at(hi, cols, vals)
+        stored += len(vals)
+    mean = total / n
+    dev = (n - count) * mean ** 2                     # the implicit zeros
+    for start in range(0, n, STATS_ROWS):
+        _, cols, vals, _ = vector_arrays(*col.slice(start, STATS_ROWS).flatten(), np.float64)
+        dev += np.bincount(cols, weights=(vals - mean[cols]) ** 2, minlength=size)
+    implicit = count < n
     lo[implicit] = np.minimum(lo[implicit], 0.0)
     hi[implicit] = np.maximum(hi[implicit], 0.0)
-    return FeatureStats(count=n, mean=mean, std=np.sqrt(dev / (n - 1)), min=lo, max=hi), \
-        len(vals)
+    return FeatureStats(count=n, mean=mean, std=np.sqrt(dev / (n - 1)), min=lo, max=hi), stored
+
+
+def group_rows(col: pa.StructArray, stored: int) -> int:
+    """Rows per row group of the prepared table: about :data:`ROW_GROUP_BYTES` each, as
+    Spark writes them."""
+    per_row = max(1, (stored * 12 + len(col) * 16) // max(1, len(col)))
+    return max(1, ROW_GROUP_BYTES // per_row)
 
 
 def _write(col: pa.StructArray, stored: int, directory: str, meta: str) -> None:
-    """The prepared rows as one Parquet file under ``directory`` (row groups of about
-    :data:`ROW_GROUP_BYTES`, as Spark writes them), then the entry's marker."""
-    per_row = max(1, (stored * 12 + len(col) * 16) // max(1, len(col)))
+    """The prepared rows as one Parquet file under ``directory`` (row groups of
+    :func:`group_rows` rows), then the entry's marker."""
     buf = pa.BufferOutputStream()
-    pq.write_table(pa.table({FEATURES: col}), buf,
-                   row_group_size=max(1, ROW_GROUP_BYTES // per_row), compression="snappy")
+    pq.write_table(pa.table({FEATURES: col}), buf, row_group_size=group_rows(col, stored),
+                   compression="snappy")
     fs.makedirs(directory, "cache_dir")
     fs.write_bytes(join(directory, "part-00000-local.parquet"), buf.getvalue().to_pybytes(),
                    "cache_dir")
     fs.write_bytes(join(directory, cache.META), meta.encode(), "cache_dir")
 
 
-def prepare_locally(vectors: DataFrame, root: str, size_hint: Optional[int] = None
+def prepare_locally(vectors: DataFrame, root: str, size_hint: Optional[int] = None,
+                    source: Optional[Tuple[DataFrame, InputInfo]] = None,
+                    hold: bool = False
                     ) -> Optional[Tuple[FeatureStats, cache.Materialized]]:
-    """Collect, check, describe and write a small prepared table (see the module
-    docstring); None sends the fit to the Spark path.
+    """Collect (or read), check, describe and write a small prepared table (see the
+    module docstring); None sends the fit to the Spark path.
 
     Parameters
     ----------
@@ -185,6 +267,13 @@ def prepare_locally(vectors: DataFrame, root: str, size_hint: Optional[int] = No
         The cache location (local paths only; None is returned for others).
     size_hint : int, optional
         The input width when it is known without data (``features_cols`` input).
+    source : tuple of (DataFrame, InputInfo), optional
+        The DataFrame ``vectors`` was prepared from, and its input description: when it is
+        a plain scan of local Parquet files, its input column is read with pyarrow
+        instead (:func:`_read_direct`).
+    hold : bool, default False
+        Keep the rows in this process's memory (:mod:`sparkae.data.held`) instead of
+        writing them: only for a fit whose one rank trains in this process.
 
     Returns
     -------
@@ -196,27 +285,53 @@ def prepare_locally(vectors: DataFrame, root: str, size_hint: Optional[int] = No
     if limit < 2 or not parse(root, "cache_dir").is_local:
         return None
     t0 = time.perf_counter()
+    how = "one Arrow collect"
     try:
-        width = size_hint or _width(vectors)
-        rows = min(limit, LOCAL_VALUES // max(1, width))
-        # the count first (from a loaded cache's statistics, else one cheap job), so that
-        # only a table known to be small is collected, and without a limit (Spark runs a
-        # collect with a limit as several jobs)
-        if width < 1 or rows < 2:
-            return None
-        count = spark_private.known_row_count(vectors)
-        if (count if count is not None else vectors.count()) > rows:
-            return None
-        col = _collect(vectors)
+        col = _read_direct(*source, limit) if source is not None else None
+        if col is not None:
+            how = "read with pyarrow"
+        else:
+            col = _collect_small(vectors, size_hint, limit)
     except Exception as exc:  # noqa: BLE001 - anything here: Spark's path decides
         log.debug("preparing on the driver failed (%s); preparing through Spark", exc)
         return None
-    if col is None or len(col) > rows:
+    if col is None:
         return None
+    return _prepared(col, root, how, t0, hold)
+
+
+def _collect_small(vectors: DataFrame, size_hint: Optional[int], limit: int
+                   ) -> Optional[pa.StructArray]:
+    """The prepared vectors through one Arrow collect, when a count says they are at most
+    ``limit`` rows and :data:`LOCAL_VALUES` values; else None."""
+    width = size_hint or _width(vectors)
+    rows = min(limit, LOCAL_VALUES // max(1, width))
+    # the count first (from a loaded cache's statistics, else one cheap job), so that
+    # only a table known to be small is collected, and without a limit (Spark runs a
+    # collect with a limit as several jobs)
+    if width < 1 or rows < 2:
+        return None
+    count = spark_private.known_row_count(vectors)
+    if (count if count is not None else vectors.count()) > rows:
+        return None
+    col = _collect(vectors)
+    return col if col is not None and len(col) <= rows else None
+
+
+def _prepared(col: pa.StructArray, root: str, how: str, t0: float, hold: bool
+              ) -> Optional[Tuple[FeatureStats, cache.Materialized]]:
+    """Describe the rows ``col``, then write them or hold them in memory (None when
+    :func:`describe` refuses them)."""
     described = describe(col)
     if described is None:
         return None
     stats, stored = described
+    if hold:
+        name = held.hold(col, group_rows(col, stored))
+        log.info("training data: %d rows prepared on the driver (%s) and held in memory for "
+                 "the rank in this process in %.2f s", stats.count, how,
+                 time.perf_counter() - t0)
+        return stats, cache.Materialized(name, None, owned=True)
     target = join(root, f"{cache._PRIVATE}{uuid.uuid4().hex}")
     meta = {"key": None, "format": cache.FORMAT, "created": time.time(),
             "role": "training data", "prepared": "driver"}
@@ -228,6 +343,6 @@ def prepare_locally(vectors: DataFrame, root: str, size_hint: Optional[int] = No
         except OSError:
             pass
         raise
-    log.info("training data: %d rows prepared on the driver (one Arrow collect) and written "
-             "to %s in %.2f s", stats.count, target, time.perf_counter() - t0)
+    log.info("training data: %d rows prepared on the driver (%s) and written to %s in "
+             "%.2f s", stats.count, how, target, time.perf_counter() - t0)
     return stats, cache.Materialized(target, None, owned=True)

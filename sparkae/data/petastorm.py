@@ -28,7 +28,8 @@ from typing import Any, List, Optional
 import numpy as np
 
 from sparkae.data.batches import CsrRows
-from sparkae.data.converter import ROW_GROUP_BYTES, VECTOR_FIELDS, Unit, local_path
+from sparkae.data.converter import ROW_GROUP_BYTES, Unit, local_path
+from sparkae.data.vectors import VECTOR_FIELDS
 
 log = logging.getLogger("sparkae")
 

@@ -20,7 +20,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from sparkae.data.converter import FEATURES
+from sparkae.data.vectors import FEATURES
 from sparkae.nn.scaling import FeatureStats
 
 log = logging.getLogger("sparkae")

@@ -104,7 +104,8 @@ def _same_type(arrow_type: pa.DataType, spark_type: T.DataType) -> bool:
         return False
 
 
-def scan_pieces(df: DataFrame) -> List[Tuple[str, int, int]]:
+def scan_pieces(df: DataFrame, columns: Optional[List[str]] = None
+                ) -> List[Tuple[str, int, int]]:
     """The row groups of ``df`` when it is exactly a scan of local Parquet files (no
     projection, filter or partition columns, not cached) whose columns pyarrow reads as
     Spark does, unless :data:`DIRECT_CONF` is ``false``; else ``[]`` (Spark reads it).
@@ -113,6 +114,8 @@ def scan_pieces(df: DataFrame) -> List[Tuple[str, int, int]]:
     ----------
     df : DataFrame
         The table to score.
+    columns : list of str, optional
+        The columns that will be read (default: all); only those must read alike.
 
     Returns
     -------
@@ -138,6 +141,8 @@ def scan_pieces(df: DataFrame) -> List[Tuple[str, int, int]]:
     except Exception:  # noqa: BLE001 - Spark will read it
         return []
     for f in df.schema.fields:
+        if columns is not None and f.name not in columns:
+            continue
         i = schema.get_field_index(f.name)
         if i < 0 or not _same_type(schema.field(i).type, f.dataType):
             return []           # a partition column, or a type read otherwise

@@ -30,6 +30,7 @@ from typing import Any, Dict, List, Tuple
 import torch
 
 from sparkae.io.jars import local_cores, usable_cpus
+from sparkae.data import held
 from sparkae.data.converter import list_units, parquet_files
 from sparkae.spark_private import executor_infos, max_concurrent_tasks, run_distributor
 from sparkae.train.failures import RankFailedError, rank_failure
@@ -214,6 +215,9 @@ def _launch_distributed(job: TrainJob) -> Tuple[Dict[str, torch.Tensor], List[Di
     spark = SparkSession.getActiveSession()
     if spark is None:
         raise RuntimeError("num_workers > 1 needs an active SparkSession")
+    train = [job.train_path] if isinstance(job.train_path, str) else job.train_path
+    held.check_files(train + ([job.valid_path] if isinstance(job.valid_path, str)
+                              else list(job.valid_path or [])))
     rows = sum(u.rows for u in list_units(
         parquet_files(job.train_path) if isinstance(job.train_path, str) else job.train_path))
     if rows < job.num_workers:
