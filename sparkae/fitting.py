@@ -95,17 +95,10 @@ def prepare_input(dataset: DataFrame, values: Dict[str, Any],
     vectors, info = resolve(dataset, values["features_col"], values["features_cols"])
     spark = dataset.sparkSession
     loader = resolve_loader(values["data_loader"])
-    local = None
-    if validation_df is None and not values["keep_cache"] and loader == "arrow" and \
-            cache.is_local_master(spark):
-        local = prepare_locally(vectors, cache.cache_root(spark, values["cache_dir"]),
-                                info.size if info.kind == "columns" else None,
-                                source=(dataset, info), hold=in_process)
-    if local is not None:
-        stats, entry = local
-        described(info, stats)
-        return PreparedInput(info, stats, 0, training_data_from(entry, stats, info.size,
-                                                                _noisy(values), spark))
+    if not values["keep_cache"] and loader == "arrow" and cache.is_local_master(spark):
+        local = _prepare_on_driver(dataset, vectors, info, validation_df, values, in_process)
+        if local is not None:
+            return local
     stats = described(info, compute_stats(vectors, info))
     valid_vectors, valid_rows, vstats = None, 0, None
     if validation_df is not None:
@@ -121,6 +114,46 @@ def prepare_input(dataset: DataFrame, values: Dict[str, Any],
         loader=loader, noisy=_noisy(values),
         cache_fallback=cache_fallback(values))
     return PreparedInput(info, stats, valid_rows, data)
+
+
+def _prepare_on_driver(dataset: DataFrame, vectors: DataFrame, info: InputInfo,
+                       validation_df: Optional[DataFrame], values: Dict[str, Any],
+                       in_process: bool) -> Optional[PreparedInput]:
+    """:func:`prepare_input` through :func:`prepare_locally`, for the training rows and the
+    validation rows alike; None when either must go through Spark.
+
+    Raises
+    ------
+    ValueError
+        Validation rows of another width than the training rows.
+    """
+    spark = dataset.sparkSession
+    root = cache.cache_root(spark, values["cache_dir"])
+    hint = info.size if info.kind == "columns" else None
+    local = prepare_locally(vectors, root, hint, source=(dataset, info), hold=in_process)
+    if local is None:
+        return None
+    stats, entry = local
+    ventry, vstats = None, None
+    if validation_df is not None:
+        try:
+            vlocal = prepare_locally(prepare_like(validation_df, info, "validation_df"), root,
+                                     hint, source=(validation_df, info), hold=in_process)
+        except BaseException:
+            entry.release()
+            raise
+        if vlocal is None:            # the Spark path prepares both
+            entry.release()
+            return None
+        vstats, ventry = vlocal
+        if len(vstats.mean) != len(stats.mean):
+            entry.release()
+            ventry.release()
+            raise ValueError(f"validation_df: vectors have {len(vstats.mean)} features; the "
+                             f"training data has {len(stats.mean)}")
+    described(info, stats)
+    data = training_data_from(entry, stats, info.size, _noisy(values), spark, ventry)
+    return PreparedInput(info, stats, vstats.count if vstats is not None else 0, data)
 
 
 def _noisy(values: Dict[str, Any]) -> bool:

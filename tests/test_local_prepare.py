@@ -246,3 +246,33 @@ def test_held_rows_are_refused_to_ranks_in_other_processes(tmp_path):
         held.release(name)
     with pytest.raises(FileNotFoundError, match="is not held in this process"):
         list_units([name])
+
+
+def test_validation_rows_are_prepared_on_the_driver_too(spark, mnist_sample, tmp_path, caplog):
+    from sparkae.fitting import prepare_input
+
+    train, valid = mnist_sample.limit(500), mnist_sample.limit(700).subtract(
+        mnist_sample.limit(500))
+    cache = tmp_path / "cache"
+    ae = Autoencoder(hidden=[16], epochs=2, seed=5, stopping_rounds=0, data_loader="arrow",
+                     cache_dir=str(cache))
+    with caplog.at_level(logging.INFO, logger="sparkae"):
+        held_fit = ae.fit(train, validation_df=valid)
+    assert caplog.text.count("held in memory for the rank in this process") == 2
+    assert "materialized to" not in caplog.text
+    assert held_fit.summary.validation_rows == 200
+    assert all(h["validation_mse"] is not None for h in held_fit.summary.history)
+    written = prepare_input(train, ae.param_values(), valid, in_process=False)
+    try:
+        assert written.valid_rows == 200 and len(written.data.valid) == 1
+        from_files = ae.fit_prepared(written)
+    finally:
+        written.data.release()
+    assert not cache.exists() or os.listdir(cache) == []
+    for key, value in from_files._state.items():
+        np.testing.assert_array_equal(held_fit._state[key].numpy(), value.numpy(), err_msg=key)
+    narrow = spark.createDataFrame([(Vectors.dense([1.0, 2.0]),)] * 3, ["features"])
+    with pytest.raises(ValueError, match=r"validation_df: vectors have 2 features; the "
+                                         r"training data has 784"):
+        ae.fit(train, validation_df=narrow)
+    assert not cache.exists() or os.listdir(cache) == []

@@ -17,6 +17,9 @@ the row count and the values stored come from the footers first. The Spark conf
 one rank trains in this process, the rows are held in memory for it
 (:mod:`sparkae.data.held`) instead of written.
 
+A ``validation_df`` is prepared the same way (:func:`sparkae.fitting.prepare_input`); when
+either table must go through Spark, both do.
+
 Anything unusual sends the fit back to the Spark path, which checks it and reports it
 in its own words: null rows, vectors of different widths, sparse indices out of range,
 NaN or infinite values (imputed or refused there), fewer than 2 rows, more rows than the

@@ -146,14 +146,17 @@ def _layout(spark: Any, path: str, size: int, noisy: bool, loader: str) -> tuple
 
 
 def training_data_from(entry: cache.Materialized, stats: Any, size: int, noisy: bool,
-                       spark: Any) -> TrainingData:
-    """The training data of a table already materialized for the Arrow loader (by
-    :mod:`sparkae.data.local_prepare`), without validation rows; releases ``entry`` when
-    its layout cannot be read."""
+                       spark: Any, valid: Optional[cache.Materialized] = None) -> TrainingData:
+    """The training data of a table already materialized (or held in memory) for the Arrow
+    loader by :mod:`sparkae.data.local_prepare`, with the validation rows of ``valid``
+    when given; releases both when the layout cannot be read."""
+    handles = [entry] + ([valid] if valid is not None else [])
     try:
         sparse, density = _layout(spark, entry.path, size, noisy, "arrow")
     except BaseException:
-        entry.release()
+        for h in handles:
+            h.release()
         raise
-    return TrainingData(parquet_files(entry.path), None, "arrow", sparse, density, None,
-                        cache.fingerprint(stats), [entry])
+    return TrainingData(parquet_files(entry.path),
+                        parquet_files(valid.path) if valid is not None else None, "arrow",
+                        sparse, density, None, cache.fingerprint(stats), handles)
