@@ -135,22 +135,23 @@ def _prepare_on_driver(dataset: DataFrame, vectors: DataFrame, info: InputInfo,
         return None
     stats, entry = local
     ventry, vstats = None, None
-    if validation_df is not None:
-        try:
+    handles = [entry]
+    try:
+        if validation_df is not None:
             vlocal = prepare_locally(prepare_like(validation_df, info, "validation_df"), root,
                                      hint, source=(validation_df, info), hold=in_process)
-        except BaseException:
-            entry.release()
-            raise
-        if vlocal is None:            # the Spark path prepares both
-            entry.release()
-            return None
-        vstats, ventry = vlocal
-        if len(vstats.mean) != len(stats.mean):
-            entry.release()
-            ventry.release()
-            raise ValueError(f"validation_df: vectors have {len(vstats.mean)} features; the "
-                             f"training data has {len(stats.mean)}")
+            if vlocal is None:            # the Spark path prepares both
+                entry.release()
+                return None
+            vstats, ventry = vlocal
+            handles.append(ventry)
+            if len(vstats.mean) != len(stats.mean):
+                raise ValueError(f"validation_df: vectors have {len(vstats.mean)} features; "
+                                 f"the training data has {len(stats.mean)}")
+    except BaseException:
+        for h in handles:
+            h.release()
+        raise
     described(info, stats)
     data = training_data_from(entry, stats, info.size, _noisy(values), spark, ventry)
     return PreparedInput(info, stats, vstats.count if vstats is not None else 0, data)

@@ -176,10 +176,12 @@ def _parquet_input(spark, mnist_sample, tmp_path, layout):
 
 @pytest.mark.parametrize("layout", ["vector", "array"])
 def test_a_plain_parquet_scan_is_read_with_pyarrow_and_matches_spark(spark, mnist_sample,
-                                                                     tmp_path, layout):
+                                                                     tmp_path, layout, caplog):
     df, _ = _parquet_input(spark, mnist_sample, tmp_path, layout)
     vectors, info = resolve(df, "features", None)
-    stats, entry = prepare_locally(vectors, str(tmp_path / "cache"), source=(df, info))
+    with caplog.at_level(logging.INFO, logger="sparkae"):
+        stats, entry = prepare_locally(vectors, str(tmp_path / "cache"), source=(df, info))
+    assert "prepared on the driver (read with pyarrow)" in caplog.text
     _assert_same_stats(stats, compute_stats(vectors, info))
     got = _rows_of(entry, 784)
     want = np.array([r.features.toArray() for r in vectors.collect()], dtype=np.float32)

@@ -24,6 +24,8 @@ from typing import Dict, List, Tuple
 
 import pyarrow as pa
 
+from sparkae.data.vectors import FEATURES
+
 PREFIX = "held:"
 
 _LOCK = threading.Lock()
@@ -76,8 +78,6 @@ def groups(name: str) -> List[Tuple[int, int]]:
 def read_group(name: str, group: int) -> pa.Table:
     """Row group ``group`` of the held table ``name`` as a one-column (``features``)
     table, as pyarrow reads it from the Parquet file."""
-    from sparkae.data.prepare import FEATURES
-
     col, group_rows = _table(name)
     first, rows = split(len(col), group_rows)[group]
     return pa.table({FEATURES: col.slice(first, rows)})

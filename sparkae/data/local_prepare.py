@@ -105,12 +105,12 @@ def _collect(vectors: DataFrame) -> Optional[pa.StructArray]:
     return col
 
 
-def _footer_values(pieces: List[Tuple[str, int, int]], column: str) -> int:
-    """Values stored under ``column`` in the Parquet footers of ``pieces`` (every leaf
+def _footer_values(files: List[pq.ParquetFile], column: str) -> int:
+    """Values stored under ``column`` in the Parquet footers of ``files`` (every leaf
     below it: an upper bound of the values read), without reading any data."""
     total = 0
-    for path in sorted({p[0] for p in pieces}):
-        meta = pq.ParquetFile(path).metadata
+    for pf in files:
+        meta = pf.metadata
         for g in range(meta.num_row_groups):
             rg = meta.row_group(g)
             total += sum(rg.column(c).num_values for c in range(rg.num_columns)
@@ -141,11 +141,12 @@ def _read_direct(dataset: DataFrame, info: InputInfo, rows: int
     if info.kind not in ("vector", "array") or not info.column:
         return None
     pieces = scan_pieces(dataset, [info.column])
-    if not pieces or not 2 <= sum(p[2] for p in pieces) <= rows or \
-            _footer_values(pieces, info.column) > LOCAL_VALUES:
+    if not pieces or not 2 <= sum(p[2] for p in pieces) <= rows:
         return None
-    files = list(dict.fromkeys(p[0] for p in pieces))
-    chunks = [pq.read_table(f, columns=[info.column]).column(0) for f in files]
+    files = [pq.ParquetFile(f) for f in dict.fromkeys(p[0] for p in pieces)]
+    if _footer_values(files, info.column) > LOCAL_VALUES:
+        return None
+    chunks = [pf.read(columns=[info.column]).column(0) for pf in files]
     col = pa.chunked_array([c for chunk in chunks for c in chunk.chunks],
                            type=chunks[0].type).combine_chunks()
     return as_vectors(col) if info.kind == "array" else col
