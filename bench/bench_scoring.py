@@ -347,9 +347,10 @@ def _report_keys(r: Dict[str, Any]) -> None:
                    _ratio(c["sparkae"][k], torch_rate)] for k in c["sparkae"]]},
         {"title": f"Score job (id + outputs to Parquet, {c['rows']:,} rows) vs "
                   "predict_batch_udf writing the same Parquet",
-         "columns": ["input", "job rows/s", "reader", "predict_batch_udf rows/s",
+         "columns": ["input", "job rows/s", "reader", "writer", "predict_batch_udf rows/s",
                      "job / predict_batch_udf", "job / plain Torch"],
          "rows": [[k, c["job"][k]["rows_per_s"], c["job"][k]["reader"],
+                   c["job"][k].get("writer", "spark"),
                    c["predict_batch_udf_to_parquet"][k]["rows_per_s"],
                    _ratio(c["job"][k], c["predict_batch_udf_to_parquet"][k]),
                    _ratio(c["job"][k], torch_rate)] for k in c["job"]]},

@@ -277,7 +277,7 @@ def job_rate(spark, model_dir: str, path: str, out: str, n: int) -> Dict[str, An
     summary = score_job.run_score(spark, settings)
     secs = time.perf_counter() - t0
     return {"rows": n, "seconds": round(secs, 3), "rows_per_s": round(n / secs),
-            "reader": summary["reader"]}
+            "reader": summary["reader"], "writer": summary.get("writer", "spark")}
 
 
 def parquet_rate(df, out: str, n: int, columnar: bool = True) -> Dict[str, Any]:

@@ -181,14 +181,34 @@ class AutoencoderModel(Model, AutoencoderParams, persistence.DirectoryPersistenc
                       clip: Optional[bool] = None, **kwargs: Any) -> DataFrame:
         """Score the local Parquet table at ``path`` with workers reading its row groups
         (see :func:`sparkae.scoring.score_parquet`); as :meth:`score` otherwise."""
+        return scoring.score_parquet(spark, path, schema, *self._parquet_args(outputs, layer,
+                                                                             threshold),
+                                     clip=self._clips(clip), **self._skip(), **kwargs)
+
+    def score_parquet_files(self, spark: Any, staged: str, codec: str, path: str, schema: Any,
+                            outputs: List[str], layer: Optional[int] = None,
+                            threshold: Optional[float] = None, clip: Optional[bool] = None,
+                            **kwargs: Any) -> Dict[str, Optional[int]]:
+        """Score the local Parquet table at ``path`` into Parquet files under ``staged``,
+        read and written by the workers (see
+        :func:`sparkae.scoring.write_parquet_files`); returns the row counts."""
+        return scoring.write_parquet_files(
+            spark, staged, codec, path, schema,
+            *self._parquet_args(outputs, layer, threshold), clip=self._clips(clip),
+            **self._skip(), **kwargs)
+
+    def _parquet_args(self, outputs: List[str], layer: Optional[int],
+                      threshold: Optional[float]) -> tuple:
+        """``payload, key, info, outputs, layer, batch_size, threshold`` for the Parquet
+        scoring paths."""
         if self._payload is None:
             self._payload = scoring.pack(self._spec, self._state)
-        return scoring.score_parquet(
-            spark, path, schema, self._payload, self._key, self._info, outputs,
-            self.resolve_layer(layer), self.getOrDefault("scoring_batch_size"),
-            self.threshold if threshold is None else threshold,
-            skip_missing=self.getOrDefault("missing_values_handling") == "skip",
-            clip=self._clips(clip), **kwargs)
+        return (self._payload, self._key, self._info, outputs, self.resolve_layer(layer),
+                self.getOrDefault("scoring_batch_size"),
+                self.threshold if threshold is None else threshold)
+
+    def _skip(self) -> Dict[str, bool]:
+        return {"skip_missing": self.getOrDefault("missing_values_handling") == "skip"}
 
     def _transform(self, dataset: DataFrame) -> DataFrame:
         outputs = list(self.getOrDefault("outputs"))

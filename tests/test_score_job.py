@@ -249,6 +249,7 @@ def test_workers_read_parquet_row_groups_and_score_like_spark(spark, job_env, tm
     direct = score_job.run_score(spark, settings_for(root, tmp_path / "a", "2024-03-01",
                                                    outputs="reconstruction_mse,deep_features"))
     assert direct["reader"] == "pyarrow row groups"
+    assert direct["writer"] == "pyarrow in the workers"
     assert direct["rows"] == {"in": 403, "scored": 400, "skipped": 3}
     spark.conf.set(score_job.DIRECT_CONF, "false")
     try:
@@ -256,7 +257,11 @@ def test_workers_read_parquet_row_groups_and_score_like_spark(spark, job_env, tm
             root, tmp_path / "b", "2024-03-01", outputs="reconstruction_mse,deep_features"))
     finally:
         spark.conf.unset(score_job.DIRECT_CONF)
-    assert viaspark["reader"] == "spark"
+    assert viaspark["reader"] == "spark" and viaspark["writer"] == "spark"
+    # the workers' files read back through Spark exactly as Spark's own
+    ra, rb = (spark.read.parquet(str(tmp_path / d)) for d in ("a", "b"))
+    assert ra.schema == rb.schema
+    assert sorted(ra.collect(), key=lambda r: r.id) == sorted(rb.collect(), key=lambda r: r.id)
     a = pd.read_parquet(tmp_path / "a" / "run_date=2024-03-01").sort_values("id")
     b = pd.read_parquet(tmp_path / "b" / "run_date=2024-03-01").sort_values("id")
     assert a["id"].tolist() == b["id"].tolist()
@@ -284,3 +289,51 @@ def test_a_delta_input_without_delta_in_the_session_fails_clearly(spark, tmp_pat
     (log / "00000000000000000000.json").write_text("{}\n")
     with pytest.raises(ValueError, match="this SparkSession has no Delta Lake"):
         read_table(spark, str(tmp_path / "events"))
+
+
+def test_workers_write_the_scores_and_commit_only_the_accepted_attempts(spark, job_env,
+                                                                        tmp_path):
+    """With a local Parquet input and output the workers write the score files: the files
+    use the session's codec, nothing of the attempts' work folders stays, and only the
+    files of the task attempts Spark accepted are kept; a codec pyarrow does not write
+    alike (lz4) sends the write back to Spark."""
+    import pyarrow.parquet as pq
+    from sparkae.scoring import parquet_files
+
+    x, model, root = job_env
+    spark.conf.set("spark.sql.parquet.compression.codec", "gzip")
+    try:
+        summary = score_job.run_score(spark, settings_for(root, tmp_path / "gz", "2024-04-01"))
+    finally:
+        spark.conf.unset("spark.sql.parquet.compression.codec")
+    assert summary["writer"] == "pyarrow in the workers"
+    assert summary["rows"] == {"in": 403, "scored": 400, "skipped": 3}
+    day = tmp_path / "gz" / "run_date=2024-04-01"
+    names = sorted(os.listdir(day))
+    assert names[0] == "_SUCCESS" and all(n.startswith("part-") for n in names[1:])
+    assert sorted(os.listdir(tmp_path / "gz")) == ["_runs", "run_date=2024-04-01"]
+    meta = pq.ParquetFile(day / names[1]).metadata
+    assert meta.row_group(0).column(0).compression == "GZIP"
+    assert sum(pq.ParquetFile(day / n).metadata.num_rows for n in names[1:]) == 403
+    spark.conf.set("spark.sql.parquet.compression.codec", "lz4")
+    try:
+        assert score_job.run_score(spark, settings_for(root, tmp_path / "lz4", "2024-04-01")
+                                   )["writer"] == "spark"
+    finally:
+        spark.conf.unset("spark.sql.parquet.compression.codec")
+    # the driver's side of the commit: an attempt re-run by Spark after its first copy
+    # had moved its file in leaves two files for one partition; only the accepted stays
+    staged = tmp_path / "staged"
+    staged.mkdir()
+    for name in ("part-00000-7.parquet", "part-00000-9.parquet", "part-00001-8.parquet"):
+        pq.write_table(pq.read_table(day / names[1]), staged / name)
+    (staged / "_attempts" / "attempt_11").mkdir(parents=True)
+    schema = pq.read_schema(day / names[1])
+    parquet_files._finish(str(staged), ["part-00000-9.parquet", "part-00001-8.parquet"],
+                          schema, "snappy")
+    assert sorted(os.listdir(staged)) == ["_SUCCESS", "part-00000-9.parquet",
+                                          "part-00001-8.parquet"]
+    empty = tmp_path / "empty"
+    parquet_files._finish(str(empty), [], schema, "snappy")
+    assert pq.read_table(empty).schema.names == schema.names
+    assert pq.read_table(empty).num_rows == 0

@@ -4,7 +4,9 @@ Three destinations:
 
 - :class:`PathPartitions`, a Parquet directory laid out as ``<root>/<col>=<value>/``.
   A run writes into ``<root>/_staging/<col>=<value>.<id>/`` (Spark's readers skip names
-  that start with ``_``), and only after the write job has succeeded moves the directory
+  that start with ``_``) -- through Spark's writer, or through the Python workers
+  (:meth:`PathPartitions.write_with`, :mod:`sparkae.scoring.parquet_files`) -- and only
+  after the write job has succeeded moves the directory
   into place with two renames: the live partition (if any) to
   ``<root>/_replaced/<col>=<value>.<id>``, then the staged one to ``<root>/<col>=<value>``.
   A reader therefore sees the old partition, then (for the instant between the renames)
@@ -33,6 +35,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from typing import Any, Callable, Tuple
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -40,7 +43,7 @@ from pyspark.sql import types as T
 
 import sparkae.delta as delta
 from sparkae.tables import looks_like_table
-from sparkae.io.dirs import files_for
+from sparkae.io.dirs import LocalFiles, files_for
 from sparkae.io.uri import parse
 
 log = logging.getLogger("sparkae")
@@ -97,6 +100,23 @@ class PathPartitions:
         On any failure the live partitions are left as they were and the staged files
         are removed; the exception propagates.
         """
+        return self.write_with(lambda staged: df.write.parquet(staged), value)[0]
+
+    @property
+    def local(self) -> bool:
+        """Whether the table lives on the driver's (local or shared) file system, where
+        Python workers can write its files themselves."""
+        return isinstance(self.files, LocalFiles)
+
+    def write_with(self, produce: Callable[[str], Any], value: str) -> Tuple[bool, Any]:
+        """Partition ``value`` replaced whole by what ``produce(staged)`` writes into the
+        new directory ``staged`` (a Spark write, or the workers' files), as :meth:`write`.
+
+        Returns
+        -------
+        (bool, object)
+            Whether a previous copy was replaced, and what ``produce`` returned.
+        """
         created = not self.files.exists(self.root)
         self.recover(value)
         name = f"{self.column}={value}"
@@ -106,7 +126,7 @@ class PathPartitions:
         live = self.location(value)
         self.files.makedirs(_join(self.root, STAGING))
         try:
-            df.write.parquet(staged)   # default mode: fail if it exists
+            result = produce(staged)   # a Spark write fails if ``staged`` exists
             self._swap(staged, live, old)
         except BaseException:
             self.files.delete(staged)
@@ -119,7 +139,7 @@ class PathPartitions:
         replaced = self.files.exists(old)
         self.files.delete(old)
         self._tidy()
-        return replaced
+        return replaced, result
 
     def _tidy(self) -> None:
         """Remove the hidden work directories when nothing is left in them."""

@@ -7,7 +7,9 @@ writes ``id_cols`` + the score columns as the ``run_date`` partition of the outp
 :mod:`sparkae.jobs.partitions` (a Parquet folder, a catalog table or a Delta table: re-running
 a date replaces exactly that partition; a failed run leaves every partition as it was).
 Counts (rows in, scored, skipped and why, anomalies) are observed during the write
-itself, so the table is read once. A run summary JSON is written beside the output, with
+itself, so the table is read once. A plain local Parquet input is read by the Python
+workers (:mod:`sparkae.scoring.parquet`), and with a local Parquet output they write the
+score files too (:mod:`sparkae.scoring.parquet_files`), returning the counts. A run summary JSON is written beside the output, with
 the Delta versions read and written.
 """
 
@@ -33,7 +35,7 @@ from sparkae.io.uri import join, parse
 from sparkae.data.arrow_rows import SCORED, SKIP_REASONS
 from sparkae.estimator import AutoencoderModel
 from sparkae.jobs import score_settings
-from sparkae.jobs.partitions import make_output
+from sparkae.jobs.partitions import PathPartitions, make_output
 from sparkae.scoring.parquet import DIRECT_CONF
 from sparkae.tables import looks_like_table
 
@@ -157,22 +159,33 @@ def run_score(spark: SparkSession, settings: Dict[str, Any],
     scored = model.score(df, outputs, sc["layer"], threshold, clip, status_col=_STATUS,
                          carry=ids, direct=False)   # the job chooses the reader below, once
     pieces = direct_pieces(spark, src["path"], df, model, ids)
-    if pieces:
-        scored = model.score_parquet(spark, src["path"], df.schema, outputs, sc["layer"],
-                                      threshold, clip, status_col=_STATUS, carry=ids,
-                                      pieces=pieces)
-    log.info("reading the input with %s", "pyarrow in the Python workers (%d row groups)"
-             % len(pieces) if pieces else "Spark")
-    observation, observed = _observe(scored, outputs, threshold)
-    out = observed.select(*[F.col(f"`{c}`") for c in ids + outputs])
     o = settings["output"]
     target = make_output(spark, o["path"], o["format"], col, o["schema_mode"], o["optimize"])
+    codec = scoring.parquet_codec(spark)
+    # the workers write the files too when the output is a local Parquet folder
+    write_direct = (bool(pieces) and isinstance(target, PathPartitions) and target.local
+                    and codec is not None)
+    log.info("reading the input with %s; writing with %s",
+             "pyarrow in the Python workers (%d row groups)" % len(pieces) if pieces
+             else "Spark", "pyarrow in the Python workers" if write_direct else "Spark")
     log.info("scoring %s with %s into %s", src["path"], settings["model"]["path"],
              target.location(date))
     t1 = time.perf_counter()
-    replaced = target.write(out, date)
+    if write_direct:
+        replaced, m = target.write_with(
+            lambda staged: model.score_parquet_files(
+                spark, staged, codec, src["path"], df.schema, outputs, sc["layer"],
+                threshold, clip, carry=ids, pieces=pieces), date)
+    else:
+        if pieces:
+            scored = model.score_parquet(spark, src["path"], df.schema, outputs, sc["layer"],
+                                         threshold, clip, status_col=_STATUS, carry=ids,
+                                         pieces=pieces)
+        observation, observed = _observe(scored, outputs, threshold)
+        replaced = target.write(observed.select(*[F.col(f"`{c}`") for c in ids + outputs]),
+                                date)
+        m = observation.get
     score_s = time.perf_counter() - t1
-    m = observation.get
     skipped = {SKIP_REASONS[k]: int(m.get(f"s{k}") or 0) for k in SKIP_REASONS}
     rows_in = int(m.get("rows") or 0)
     summary = {
@@ -185,6 +198,7 @@ def run_score(spark: SparkSession, settings: Dict[str, Any],
         "outputs": outputs, "id_cols": ids, "threshold": threshold,
         "clip_to_training_range": clip,
         "reader": "pyarrow row groups" if pieces else "spark",
+        "writer": "pyarrow in the workers" if write_direct else "spark",
         "rows": {"in": rows_in, "scored": int(m.get(f"s{SCORED}") or 0),
                  "skipped": sum(skipped.values())},
         "skipped": {k: v for k, v in skipped.items() if v},

@@ -14,6 +14,8 @@ Modules, in the order a scoring call goes through them:
   ``arrow_udf`` or ``mapInArrow`` over a DataFrame.
 - :mod:`~sparkae.scoring.parquet`: :func:`score_parquet` -- workers read a local Parquet
   table's row groups themselves.
+- :mod:`~sparkae.scoring.parquet_files`: :func:`write_parquet_files` -- the same, with the
+  workers also writing the scored rows as Parquet files (the nightly job).
 - :mod:`~sparkae.scoring.broadcasts`: the driver's bounded registry of broadcast payloads.
 - :mod:`~sparkae.scoring.worker`: the workers' bounded network cache and per-batch call.
 - :mod:`~sparkae.scoring.encode`: one Arrow column in, the score columns out.
@@ -26,9 +28,11 @@ from sparkae.scoring.encode import OUTPUT_TYPES
 from sparkae.scoring.faults import DELAY_CONF, FAIL_CONF
 from sparkae.scoring.forward import PASS_ELEMENTS, SPARSE_DENSITY, Scorer, score_matrix
 from sparkae.scoring.parquet import parquet_pieces, score_parquet
+from sparkae.scoring.parquet_files import parquet_codec, write_parquet_files
 from sparkae.scoring.payload import pack, unpack
 from sparkae.scoring.transport import ENGINES, check_request, has_udt, score
 
 __all__ = ["OUTPUT_TYPES", "PASS_ELEMENTS", "SPARSE_DENSITY", "ENGINES", "FAIL_CONF",
            "DELAY_CONF", "Scorer", "pack", "unpack", "score", "score_parquet",
-           "parquet_pieces", "score_matrix", "check_request", "has_udt"]
+           "parquet_pieces", "parquet_codec", "write_parquet_files", "score_matrix",
+           "check_request", "has_udt"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass
 from typing import Any, Iterator, List, Optional, Tuple
 from urllib.parse import unquote, urlparse
 
@@ -180,6 +181,73 @@ def _slots(spark: Any) -> int:
         return int(spark.conf.get("spark.default.parallelism", "2") or 2)
 
 
+@dataclass(frozen=True)
+class PieceScorer:
+    """What a reading task runs: read row groups with pyarrow, score them, keep ``carry``.
+
+    Attributes
+    ----------
+    job : BatchScorer
+        The scoring call on the input column.
+    read : tuple of str
+        Columns read, the input column first.
+    carry : tuple of str
+        Columns of the table kept in the result.
+    names : tuple of str
+        Names of the result's columns: ``carry``, then the outputs (then the status).
+    read_rows : int
+        Rows per Arrow batch read (bounded memory).
+    """
+
+    job: BatchScorer
+    read: Tuple[str, ...]
+    carry: Tuple[str, ...]
+    names: Tuple[str, ...]
+    read_rows: int
+
+    def scored(self, listing: pa.RecordBatch) -> Iterator[pa.RecordBatch]:
+        """The scored batches of the ``(file, row_group)`` rows of ``listing``."""
+        for f, g in zip(listing.column(0).to_pylist(), listing.column(1).to_pylist()):
+            reader = pq.ParquetFile(f)
+            # one thread: the task holds one core, and more threads only compete with
+            # the other tasks of the executor
+            for part in reader.iter_batches(batch_size=self.read_rows, row_groups=[g],
+                                            columns=list(self.read), use_threads=False,
+                                            use_pandas_metadata=False):
+                _, arrays = self.job(part.column(0))
+                carried = [part.column(self.read.index(c)) for c in self.carry]
+                yield pa.RecordBatch.from_arrays(carried + arrays, names=list(self.names))
+
+
+def plan_pieces(spark: Any, path: str, schema: T.StructType, payload: bytes, key: str,
+                info: InputInfo, outputs: List[str], layer: int, batch_size: int = 1024,
+                threshold: Optional[float] = None, threads: Optional[int] = None, *,
+                skip_missing: bool = False, status_col: Optional[str] = None,
+                carry: Optional[List[str]] = None,
+                pieces: Optional[List[Tuple[str, int, int]]] = None,
+                clip: bool = False) -> Tuple[PieceScorer, List[T.StructField], DataFrame]:
+    """The work of :func:`score_parquet` (same parameters): the per-task scorer, the
+    Spark fields of its result and the listing of row groups to hand out, in tasks."""
+    if info.kind not in ("vector", "array"):
+        raise ValueError("score_parquet: features_cols input is scored through Spark")
+    pieces = pieces if pieces is not None else parquet_pieces(path)
+    if not pieces:
+        raise ValueError(f"score_parquet: '{path}' is not a plain local Parquet table")
+    carry = list(carry or [])
+    source = payload_source(spark, key, payload)
+    threads = threads or task_threads(spark)
+    job = BatchScorer(source, tuple(outputs), layer, threshold, batch_size, threads,
+                      status_col is not None, bool(skip_missing), fault_hook(spark),
+                      clip=bool(clip))
+    fields = [schema[c] for c in carry] + output_fields(outputs, status_col)
+    read = tuple(dict.fromkeys([info.column] + carry))    # the input may be carried too
+    piece = PieceScorer(job, read, tuple(carry), tuple(f.name for f in fields),
+                        _read_rows(spark))
+    tasks = max(1, min(len(pieces), _slots(spark) * 4))
+    listing = spark.createDataFrame([(f, g) for f, g, _ in pieces], "file string, row_group int")
+    return piece, fields, listing.repartition(tasks)
+
+
 def score_parquet(spark: Any, path: str, schema: T.StructType, payload: bytes, key: str,
                   info: InputInfo, outputs: List[str], layer: int, batch_size: int = 1024,
                   threshold: Optional[float] = None, threads: Optional[int] = None, *,
@@ -215,34 +283,13 @@ def score_parquet(spark: Any, path: str, schema: T.StructType, payload: bytes, k
     ValueError
         ``features_cols`` input, or ``path`` is not a plain local Parquet table.
     """
-    if info.kind not in ("vector", "array"):
-        raise ValueError("score_parquet: features_cols input is scored through Spark")
-    pieces = pieces if pieces is not None else parquet_pieces(path)
-    if not pieces:
-        raise ValueError(f"score_parquet: '{path}' is not a plain local Parquet table")
-    carry = list(carry or [])
-    column = info.column
-    source = payload_source(spark, key, payload)
-    threads = threads or task_threads(spark)
-    job = BatchScorer(source, tuple(outputs), layer, threshold, batch_size, threads,
-                      status_col is not None, bool(skip_missing), fault_hook(spark),
-                      clip=bool(clip))
-    fields = [schema[c] for c in carry] + output_fields(outputs, status_col)
-    names = [f.name for f in fields]
-    read_rows = _read_rows(spark)
-
-    read = list(dict.fromkeys([column] + carry))     # the input may be carried too
+    piece, fields, listing = plan_pieces(
+        spark, path, schema, payload, key, info, outputs, layer, batch_size, threshold,
+        threads, skip_missing=skip_missing, status_col=status_col, carry=carry,
+        pieces=pieces, clip=clip)
 
     def _score(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:
-            for f, g in zip(batch.column(0).to_pylist(), batch.column(1).to_pylist()):
-                reader = pq.ParquetFile(f)
-                for part in reader.iter_batches(batch_size=read_rows, row_groups=[g],
-                                                columns=read, use_pandas_metadata=False):
-                    _, arrays = job(part.column(0))
-                    carried = [part.column(read.index(c)) for c in carry]
-                    yield pa.RecordBatch.from_arrays(carried + arrays, names=names)
+            yield from piece.scored(batch)
 
-    tasks = max(1, min(len(pieces), _slots(spark) * 4))
-    listing = spark.createDataFrame([(f, g) for f, g, _ in pieces], "file string, row_group int")
-    return listing.repartition(tasks).mapInArrow(_score, T.StructType(fields))
+    return listing.mapInArrow(_score, T.StructType(fields))
