@@ -126,7 +126,7 @@ def run_entry(name: str, quick: bool, results_dir: Path = RESULTS_DIR) -> Dict[s
         "machine": _MACHINE, "versions": _VERSIONS, "load_avg_start": common.load_average(),
         "mnist_dir": str(common.mnist_dir()),
         "env": {k: os.environ.get(k) for k in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS",
-                                               "MKL_NUM_THREADS")},
+                                               "MKL_NUM_THREADS", "JAVA_TOOL_OPTIONS")},
     }
     log.info("=== bench %s%s ===", name, " (quick)" if quick else "")
     t0 = time.perf_counter()
@@ -167,6 +167,27 @@ def _stop_spark() -> None:
         pass
 
 
+#: JVM options of the test suite (scripts/test_jvm.sh): C1 only and the serial GC suit its
+#: short JVMs but slow a long Spark job, its JVM-bound baselines most.
+_TEST_JVM_OPTIONS = ("-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC")
+
+
+def _drop_test_jvm_options() -> None:
+    """Remove the test suite's JVM options from ``JAVA_TOOL_OPTIONS`` (a shell that sourced
+    scripts/test_jvm.sh): every JVM of a benchmark runs with its defaults."""
+    opts = os.environ.get("JAVA_TOOL_OPTIONS")
+    if not opts:
+        return
+    kept = [o for o in opts.split() if o not in _TEST_JVM_OPTIONS]
+    if len(kept) != len(opts.split()):
+        log.warning("JAVA_TOOL_OPTIONS: dropping the test suite's %s for the benchmarks",
+                    " ".join(_TEST_JVM_OPTIONS))
+        if kept:
+            os.environ["JAVA_TOOL_OPTIONS"] = " ".join(kept)
+        else:
+            del os.environ["JAVA_TOOL_OPTIONS"]
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench",
@@ -204,6 +225,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         logging.getLogger(name).setLevel(logging.INFO)
     if args.mnist:
         os.environ[common.MNIST_ENV] = args.mnist
+    _drop_test_jvm_options()
     os.environ.setdefault("DO_NOT_TRACK", "1")          # h2o-py: no usage telemetry
     os.environ.setdefault("PYARROW_IGNORE_TIMEZONE", "1")
 

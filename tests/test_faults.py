@@ -125,9 +125,11 @@ def _score_args(root, out, date):
             "--outputs", "reconstruction_mse,is_anomaly", "--set", "scoring.batch_size=64"]
 
 
-#: Slow batches (many small ones) so that the faults surely land mid-job.
+#: Slow batches (many small ones) so that the faults surely land mid-job, in one task per
+#: input file (the workers' reader sizes its tasks by bytes, as Spark's scan does: the
+#: sample's 16 small files would otherwise make one task per slot, all in one wave).
 SLOW = [f"{DELAY_CONF}=0.4", "spark.sql.execution.arrow.maxRecordsPerBatch=100",
-        "spark.task.maxFailures=4"]
+        "spark.task.maxFailures=4", "spark.sql.files.maxPartitionBytes=65536"]
 
 
 def _committed_scores(out, date):

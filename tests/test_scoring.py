@@ -442,6 +442,40 @@ def test_parquet_pieces_lists_row_groups_of_plain_local_tables_only(tmp_path):
     assert scoring.parquet_pieces(str(tmp_path / "bad")) == []
 
 
+def test_row_groups_are_shared_out_in_tasks_sized_like_sparks_file_scan(spark, tmp_path):
+    """Tasks are sized by bytes as Spark sizes a file scan's (each file counts its size
+    plus spark.sql.files.openCostInBytes; at most maxPartitionBytes per task), never more
+    than the row groups; the row groups are balanced over them by rows."""
+    from sparkae.scoring.parquet import assign_pieces, task_count
+
+    table = pa.table({"x": np.arange(4000, dtype=np.float64)})
+    for i in range(4):
+        pq.write_table(table, tmp_path / f"f{i}.parquet", row_group_size=1000)
+    pieces = scoring.parquet_pieces(str(tmp_path))
+    assert len(pieces) == 16
+    assert spark.sparkContext.defaultParallelism == 2
+    # 4 small files: 4 x (size + 4 MB) over the 2 slots: a task each
+    assert task_count(spark, pieces) == 2
+    spark.conf.set("spark.sql.files.maxPartitionBytes", "65536")   # a task per row group
+    try:
+        assert task_count(spark, pieces) == 16
+    finally:
+        spark.conf.unset("spark.sql.files.maxPartitionBytes")
+    spark.conf.set("spark.sql.files.openCostInBytes", "64m")     # 4 x (64 MB + size) ...
+    spark.conf.set("spark.sql.files.maxPartitionBytes", "64m")   # ... in tasks of 64 MB
+    try:
+        assert task_count(spark, pieces) == 5
+    finally:
+        spark.conf.unset("spark.sql.files.openCostInBytes")
+        spark.conf.unset("spark.sql.files.maxPartitionBytes")
+    uneven = [("a", 0, 500), ("a", 1, 300), ("b", 0, 300), ("b", 1, 200), ("c", 0, 100)]
+    tasks = assign_pieces(uneven, 2)
+    rows = {(f, g): r for f, g, r in uneven}
+    assert sorted(p for t in tasks for p in t) == sorted((f, g) for f, g, _ in uneven)
+    assert sorted(sum(rows[p] for p in t) for t in tasks) == [700, 700]
+    assert all(list(t) == sorted(t) for t in tasks)
+
+
 # -- bounded caches (fakes, no Spark) --------------------------------------------------------
 
 class FakeBroadcast:

@@ -102,11 +102,12 @@ def write_parquet_files(spark: Any, staged: str, codec: str, path: str, schema: 
         ``rows`` (read), ``s<code>`` (rows of each status code) and ``anomalies`` (None
         when neither ``is_anomaly`` nor a threshold with ``reconstruction_mse`` is there).
     """
-    piece, fields, listing = plan_pieces(spark, path, schema, payload, key, info, outputs,
+    piece, fields, numbers = plan_pieces(spark, path, schema, payload, key, info, outputs,
                                          layer, batch_size, threshold, status_col=_STATUS,
                                          **kwargs)
     arrow_schema = to_arrow_schema(T.StructType(fields[:-1]))
     keep = list(range(len(fields) - 1))          # all but the status column
+    dictionary = [f.name for f in fields[:len(kwargs.get("carry") or [])]]
     counted = "is_anomaly" in outputs or ("reconstruction_mse" in outputs
                                           and threshold is not None)
 
@@ -119,8 +120,8 @@ def write_parquet_files(spark: Any, staged: str, codec: str, path: str, schema: 
         work = join(staged, _ATTEMPTS, f"attempt_{attempt}")
         counts, anomalies, writer, sink = np.zeros(len(STATUSES), np.int64), 0, None, None
         try:
-            for listed in batches:
-                for batch in piece.scored(listed):
+            for numbers in batches:
+                for batch in piece.scored(numbers):
                     status = batch.column(batch.num_columns - 1).to_numpy(zero_copy_only=False)
                     counts += np.bincount(status.astype(np.int64),
                                           minlength=max(STATUSES) + 1)[STATUSES]
@@ -131,7 +132,9 @@ def write_parquet_files(spark: Any, staged: str, codec: str, path: str, schema: 
                         fs.makedirs(work, "output.path")
                         files, inner = fs.arrow_filesystem(join(work, name), "output.path")
                         sink = files.open_output_stream(inner)
-                        writer = pq.ParquetWriter(sink, arrow_schema, compression=codec)
+                        # dictionaries only for the carried ids: scores rarely repeat
+                        writer = pq.ParquetWriter(sink, arrow_schema, compression=codec,
+                                                  use_dictionary=dictionary)
                     writer.write_table(table)
             if writer is not None:
                 writer.close()
@@ -153,7 +156,7 @@ def write_parquet_files(spark: Any, staged: str, codec: str, path: str, schema: 
               "anomalies": anomalies if counted else None}],
             schema=to_arrow_schema(_RESULT))
 
-    results = listing.mapInArrow(_task, _RESULT).collect()
+    results = numbers.mapInArrow(_task, _RESULT).collect()
     _finish(staged, [r["file"] for r in results if r["file"]], arrow_schema, codec)
     totals: Dict[str, Optional[int]] = {"rows": sum(r["rows"] for r in results)}
     for k in STATUSES:
