@@ -197,6 +197,27 @@ class AutoencoderModel(Model, AutoencoderParams, persistence.DirectoryPersistenc
             *self._parquet_args(outputs, layer, threshold), clip=self._clips(clip),
             **self._skip(), **kwargs)
 
+    def batch_scorer(self, spark: Any, outputs: List[str], layer: Optional[int] = None,
+                     threshold: Optional[float] = None,
+                     clip: Optional[bool] = None) -> "scoring.BatchScorer":
+        """The per-batch scoring call of this model for ``outputs`` (Arrow input column ->
+        score columns), as the workers run it, for callers that score several models in
+        one pass (:func:`sparkae.scoring.score_with`); the request is checked here.
+
+        Raises
+        ------
+        ValueError
+            Unknown outputs, a bad layer, or ``is_anomaly`` without a threshold.
+        """
+        payload, key, _, outputs, layer, batch, threshold = self._parquet_args(
+            list(outputs), layer, threshold)
+        scoring.check_request(outputs, layer, len(self._spec["hidden"]), batch, threshold)
+        return scoring.BatchScorer(
+            scoring.payload_source(spark, key, payload), tuple(outputs), layer, threshold,
+            batch, scoring.task_threads(spark), False,
+            self.getOrDefault("missing_values_handling") == "skip",
+            scoring.fault_hook(spark), self._clips(clip))
+
     def _parquet_args(self, outputs: List[str], layer: Optional[int],
                       threshold: Optional[float]) -> tuple:
         """``payload, key, info, outputs, layer, batch_size, threshold`` for the Parquet

@@ -4,6 +4,7 @@ the column expressions that apply them at scoring time (sparkae.anomaly.model)."
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from sparkae.anomaly import stats
@@ -50,11 +51,28 @@ def test_robust_median_and_scale_with_fallbacks():
     assert stats.robust(np.ones(10)) == (1.0, 1.0)        # no spread at all: 1
 
 
-def test_the_scoring_udf_gives_each_rows_term_by_hand(spark):
-    """A member's part of anomaly_score as Spark computes it (the pandas UDF over the
-    member's reconstruction_mse and codings) against the formula worked by hand; a row
-    with a null input scores null."""
-    from sparkae.anomaly.model import member_term_udf
+class _Member:
+    """A member's scores given as they are (a stub of the network's forward pass: the
+    test targets how the ensemble combines them)."""
+
+    def __init__(self, errors, codes, feature_errors=None):
+        self.errors, self.codes, self.fe = errors, codes, feature_errors
+
+    def __call__(self, col):
+        names, arrays = ["reconstruction_mse", "deep_features"], [
+            pa.array(self.errors, pa.float64()), pa.array(self.codes, pa.list_(pa.float32()))]
+        if self.fe is not None:
+            names.append("feature_errors")
+            arrays.append(pa.array(self.fe, pa.list_(pa.float32())))
+        return names, arrays
+
+
+def test_the_ensemble_gives_each_rows_score_by_hand():
+    """The ensemble's score in the worker (members' terms averaged) against the formula
+    worked by hand; a row that any member scores null scores null, and so do its
+    is_anomaly and feature_errors; feature_errors are the members' weighted errors over
+    the width; deep_features are the first member's."""
+    from sparkae.anomaly.ensemble import EnsembleScorer
 
     rng = np.random.default_rng(2)
     codes = np.concatenate([rng.normal(size=(60, 3)), rng.normal(size=(60, 3)) + 4.0])
@@ -62,21 +80,35 @@ def test_the_scoring_udf_gives_each_rows_term_by_hand(spark):
     st = stats.member_stats(errors, codes, clusters=4, seed=3)
     assert len(st["centres"]) == 4 and all(len(c) == 3 for c in st["centres"])
     assert st["error_median"] == pytest.approx(np.median(errors))
-    rows = [(i, float(e), [float(v) for v in c]) for i, (e, c) in enumerate(zip(errors, codes))]
-    df = spark.createDataFrame(rows + [(120, None, [0.0, 0.0, 0.0]), (121, 1.0, None)],
-                               "id int, e double, codes array<double>")
-    got = (df.select("id", member_term_udf(st)("e", "codes").alias("t")).toPandas()
-           .sort_values("id")["t"].to_numpy())
-    z = (codes - np.array(st["code_mean"])) / np.array(st["code_sd"])
+    codes32 = codes.astype(np.float32).astype(np.float64)     # codings travel as float32
+    z = (codes32 - np.array(st["code_mean"])) / np.array(st["code_sd"])
     near = np.array([min(((r - np.array(c)) ** 2).sum() for c in st["centres"]) for r in z])
     want = ((errors - st["error_median"]) / st["error_scale"]
             + ((z ** 2).mean(1) - st["distance_median"]) / st["distance_scale"]
             + (near - st["centre_median"]) / st["centre_scale"])
-    assert np.allclose(got[:120], want, rtol=1e-9, atol=1e-9)
-    assert np.median(near) == pytest.approx(st["centre_median"], rel=1e-9)
-    assert np.isnan(got[120]) and np.isnan(got[121])
-    nulls = df.select(member_term_udf(st)("e", "codes").alias("t")).where("t is null").count()
-    assert nulls == 2
+    fe = rng.random((122, 5)).astype(np.float32)
+    e1 = [float(v) for v in errors] + [None, 1.0]
+    c1 = [list(map(float, c)) for c in codes] + [[0.0, 0.0, 0.0], None]
+    e2 = [float(v) for v in errors] + [1.0, 1.0]               # member 2: same terms
+    c2 = [list(map(float, c)) for c in codes] + [[0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]
+    outputs = ("anomaly_score", "is_anomaly", "feature_errors", "deep_features")
+    threshold = float(np.median(want))
+    job = EnsembleScorer((_Member(e1, c1, fe.tolist()), _Member(e2, c2, (2 * fe).tolist())),
+                         (st, st), outputs, threshold, (0.5, 0.25), ())
+    names, arrays = job(pa.array(range(122)))
+    got = dict(zip(names, arrays))
+    assert names == list(outputs)
+    score = got["anomaly_score"].to_numpy(zero_copy_only=False)
+    assert np.allclose(score[:120], want, rtol=1e-6, atol=1e-6)
+    assert got["anomaly_score"].is_null().to_pylist()[118:] == [False, False, True, True]
+    assert got["is_anomaly"].to_pylist()[:120] == [bool(v > threshold) for v in score[:120]]
+    assert got["is_anomaly"].to_pylist()[120:] == [None, None]
+    fe_got = got["feature_errors"].to_pylist()
+    assert fe_got[120:] == [None, None]
+    hand = (0.5 * fe[:120].astype(np.float64) + 0.25 * 2 * fe[:120].astype(np.float64)) / 5
+    assert np.allclose(np.array(fe_got[:120]), hand, rtol=1e-6)
+    assert got["deep_features"].to_pylist()[121] is None
+    assert np.allclose(np.array(got["deep_features"].to_pylist()[:120]), codes, atol=1e-6)
 
 
 def test_member_stats_without_clusters_has_no_centre_term():

@@ -23,8 +23,9 @@ The method (chosen by measurements across data sets, ``bench/anomaly_research.py
 5. the threshold is the ``1 - contamination`` quantile of the training rows' scores.
 
 The members share one preparation of the training sample (:func:`sparkae.fitting.prepare_input`,
-then :meth:`sparkae.Autoencoder.fit_prepared`) and are scored and saved through the
-Autoencoder's public API only.
+then :meth:`sparkae.Autoencoder.fit_prepared`) and are scored (together, in one pass:
+:meth:`sparkae.AutoencoderModel.batch_scorer`, :mod:`sparkae.anomaly.ensemble`) and saved
+through the Autoencoder's public API only.
 
 Evidence (``bench/anomaly_research.py``, the ``m_*`` candidates: the same five trained
 members scored by different rules; the runs are stored in

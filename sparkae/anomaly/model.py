@@ -8,17 +8,18 @@ import logging
 import time
 from typing import Any, Dict, List, Optional
 
-import numpy as np
-import pandas as pd
 from pyspark.ml import Model
 from pyspark.ml.util import MLReader, MLWriter
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
+from sparkae.anomaly.ensemble import ORDER, EnsembleScorer
 from sparkae.anomaly.params import AnomalyDetectorParams, validate
 from sparkae.io import fs
 from sparkae.model import AutoencoderModel
 from sparkae.persistence import DirectoryPersistence
+from sparkae.scoring import score_with
 from sparkae.spark_private import reset_uid
 
 log = logging.getLogger(__name__)
@@ -26,7 +27,6 @@ log = logging.getLogger(__name__)
 CLASS = "sparkae.anomaly.model.AnomalyDetectorModel"
 FORMAT_VERSION = 1
 DETECTOR_JSON = "detector.json"
-_TMP = "__sparkae_anomaly_"
 
 
 class AnomalyDetectorModel(Model, AnomalyDetectorParams, DirectoryPersistence):
@@ -92,33 +92,20 @@ class AnomalyDetectorModel(Model, AnomalyDetectorParams, DirectoryPersistence):
         if clash:
             raise ValueError(f"the DataFrame already has column(s) {', '.join(clash)} that "
                              "transform would add; rename or drop them first")
-        want_fe, want_df = "feature_errors" in outputs, "deep_features" in outputs
-        cur, tmp = dataset, []
-        for i, member in enumerate(self._members):
-            outs = ["reconstruction_mse", "deep_features"] + \
-                (["feature_errors"] if want_fe else [])
-            cur = member.transform(cur, {member.outputs: outs})
-            for name in outs:
-                cur = cur.withColumnRenamed(name, f"{_TMP}{name}_{i}")
-                tmp.append(f"{_TMP}{name}_{i}")
+        want_fe = "feature_errors" in outputs
+        spark = dataset.sparkSession
+        outs = ["reconstruction_mse", "deep_features"] + (["feature_errors"] if want_fe else [])
+        members = tuple(m.batch_scorer(spark, outs) for m in self._members)
+        names = [o for o in ORDER if o in outputs]
+        types = {"anomaly_score": T.DoubleType(), "is_anomaly": T.BooleanType(),
+                 "feature_errors": T.ArrayType(T.DoubleType()),
+                 "deep_features": T.ArrayType(T.FloatType())}
         k = len(self._members)
-        terms = [member_term_udf(st)(F.col(f"{_TMP}reconstruction_mse_{i}"),
-                                     F.col(f"{_TMP}deep_features_{i}"))
-                 for i, st in enumerate(self._stats)]
-        score = sum(terms[1:], terms[0]) / F.lit(float(k))
-        cur = cur.withColumn("anomaly_score", score.cast("double"))
-        if "is_anomaly" in outputs:
-            cur = cur.withColumn("is_anomaly", F.col("anomaly_score") > F.lit(self._threshold)
-                                 if self._threshold is not None else F.lit(None).cast("boolean"))
-        if want_fe:
-            arrays = F.struct(*[F.col(f"{_TMP}feature_errors_{i}").alias(f"m{i}")
-                                for i in range(k)])
-            weights = [1.0 / (k * st["error_scale"]) for st in self._stats]
-            cur = cur.withColumn("feature_errors", feature_errors_udf(weights)(arrays))
-        if want_df:
-            cur = cur.withColumn("deep_features", F.col(f"{_TMP}deep_features_0"))
-        drop = tmp + ([] if "anomaly_score" in outputs else ["anomaly_score"])
-        return cur.select(*[F.col(f"`{c}`") for c in cur.columns if c not in drop])
+        job = EnsembleScorer(members, tuple(dict(st) for st in self._stats), tuple(names),
+                             self._threshold,
+                             tuple(1.0 / (k * st["error_scale"]) for st in self._stats),
+                             tuple(T.StructField(o, types[o]) for o in names))
+        return score_with(dataset, job, self._members[0].input_info)
 
     def _transform(self, dataset: DataFrame) -> DataFrame:
         return self.score(dataset, list(self.getOrDefault("outputs")))
@@ -170,51 +157,6 @@ class AnomalyDetectorModel(Model, AnomalyDetectorParams, DirectoryPersistence):
                 "params": self.param_values(), "stats": self._stats,
                 "threshold": self._threshold, "width": self._width,
                 "members": len(self._members), "fit_info": self._fit_info}
-
-
-def member_term_udf(st: Dict[str, Any]) -> Any:
-    """A pandas UDF ``(reconstruction_mse, deep_features) -> double``: a member's part of
-    ``anomaly_score`` (:func:`sparkae.anomaly.stats.member_term` with the member's training
-    statistics ``st``), computed on each Arrow batch with NumPy; null when either input is
-    null."""
-    from pyspark.sql.functions import pandas_udf
-
-    from sparkae.anomaly.stats import as_matrix, member_term
-
-    @pandas_udf("double")
-    def term(err: pd.Series, codes: pd.Series) -> pd.Series:
-        ok = (err.notna() & codes.notna()).to_numpy()
-        out = pd.Series(np.nan, index=err.index, dtype="float64")   # NaN: null in Spark
-        if ok.any():
-            out[ok] = member_term(err[ok].to_numpy(np.float64), as_matrix(codes[ok]), st)
-        return out
-
-    return term
-
-
-def feature_errors_udf(weights: List[float]) -> Any:
-    """A pandas UDF ``struct<m0, m1, ...> -> array<double>``: the members' per-feature
-    squared errors (one array column each), member ``i``'s times ``weights[i]``, added and
-    divided by the width; null when any member's is null. NumPy per Arrow batch (Spark SQL's
-    ``zip_with`` is interpreted per element)."""
-    from pyspark.sql.functions import pandas_udf
-
-    from sparkae.anomaly.stats import as_matrix
-
-    w = [float(v) for v in weights]
-
-    @pandas_udf("array<double>")
-    def combine(members: pd.DataFrame) -> pd.Series:
-        cols = [members[c] for c in members.columns]
-        ok = np.logical_and.reduce([c.notna().to_numpy() for c in cols])
-        rows = iter(())
-        if ok.any():
-            total = sum(wi * as_matrix(c[ok]) for wi, c in zip(w, cols))
-            rows = iter(total / max(total.shape[1], 1))
-        return pd.Series([next(rows) if good else None for good in ok], index=members.index,
-                         dtype=object)
-
-    return combine
 
 
 def _join(path: str, *parts: str) -> str:

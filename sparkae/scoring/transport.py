@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Iterator, List, Optional, Tuple
+from typing import Any, Iterator, List, Optional, Tuple
 
 import pyarrow as pa
 from pyspark.sql import Column, DataFrame
@@ -205,6 +205,50 @@ def score(df: DataFrame, payload: bytes, key: str, info: InputInfo, outputs: Lis
     return _via_map_in_arrow(df, expr, name, keep, status_col, job)
 
 
+def score_with(df: DataFrame, job: Any, info: InputInfo, *, carry: Optional[List[str]] = None,
+               engine: Optional[str] = None) -> DataFrame:
+    """Add the columns of ``job`` to ``df`` in one pass of the Python workers: ``job``
+    maps the input column (as :func:`score` sends it) to ``(names, arrays)`` and has
+    ``outputs`` (the names) and ``fields`` (their Spark fields), e.g. an ensemble of
+    models scored together (:class:`sparkae.anomaly.ensemble.EnsembleScorer`).
+
+    Parameters
+    ----------
+    df : DataFrame
+        Table holding the input column(s) of ``info``; checked before any job.
+    job : callable
+        Run on each Arrow batch's input column in the workers.
+    info : InputInfo
+        The input description shared by whatever ``job`` scores.
+    carry : list of str, optional
+        Columns of ``df`` kept (default: all but the added ones).
+    engine : {"arrow_udf", "map_in_arrow"}, optional
+        As for :func:`score`.
+
+    Returns
+    -------
+    DataFrame
+        The ``carry`` columns, then ``job.outputs``.
+    """
+    engine = engine or ("arrow_udf" if hasattr(F, "arrow_udf") and not has_udt(df.schema)
+                        else "map_in_arrow")
+    if engine not in ENGINES:
+        raise ValueError(f"engine: got {engine!r}, expected one of {', '.join(ENGINES)}")
+    expr, name = input_expr(df, info, "scoring input")
+    keep = [c for c in (df.columns if carry is None else carry) if c not in job.outputs]
+    if engine == "arrow_udf":
+        return _via_arrow_udf(df, expr, keep, None, job)
+    return _via_map_in_arrow(df, expr, name, keep, None, job)
+
+
+def _fields(job: Any, status: Optional[str]) -> List[T.StructField]:
+    """Spark fields of ``job``'s columns (then the status column, named ``status``)."""
+    fields = getattr(job, "fields", None)
+    if fields is not None:
+        return list(fields)
+    return output_fields(job.outputs, status)
+
+
 def has_udt(dt: T.DataType) -> bool:
     """True when ``dt`` is or holds a user-defined type (a vector, say)."""
     if isinstance(dt, T.UserDefinedType):
@@ -221,7 +265,7 @@ def has_udt(dt: T.DataType) -> bool:
 def _via_arrow_udf(df: DataFrame, expr: Column, keep: List[str], status_col: Optional[str],
                    job: BatchScorer) -> DataFrame:
     """Only the input column crosses to Python; the scores come back as one struct."""
-    schema = T.StructType(output_fields(job.outputs, "status" if job.with_status else None))
+    schema = T.StructType(_fields(job, "status" if job.with_status else None))
 
     def _score(col: pa.Array) -> pa.Array:
         names, arrays = job(col)
@@ -242,7 +286,7 @@ def _via_map_in_arrow(df: DataFrame, expr: Column, name: Optional[str], keep: Li
     src = name if name in keep else _IN_COL
     cols = [F.col(f"`{c}`") for c in keep] + ([] if src == name else [expr.alias(_IN_COL)])
     feed = df.select(*cols)
-    fields = [df.schema[c] for c in keep] + output_fields(job.outputs, status_col)
+    fields = [df.schema[c] for c in keep] + _fields(job, status_col)
     out_names = [f.name for f in fields]
 
     def _score(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:

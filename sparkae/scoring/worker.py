@@ -30,6 +30,8 @@ WORKER_MODELS = 3
 _LOCK = threading.Lock()
 # payload token -> network of this worker, least recently used first.
 _SCORERS: "OrderedDict[str, Scorer]" = OrderedDict()
+# the most networks scored together so far (:func:`scorers_for`): the cache keeps as many
+_KEEP = [0]
 
 
 def _device(threads: int) -> torch.device:
@@ -63,9 +65,18 @@ def scorer_for(source: PayloadSource, threads: int) -> Scorer:
     scorer = Scorer(unpack(source.get()), _device(threads))
     with _LOCK:
         _SCORERS[source.token] = scorer
-        while len(_SCORERS) > WORKER_MODELS:
+        while len(_SCORERS) > max(WORKER_MODELS, _KEEP[0]):
             _SCORERS.popitem(last=False)
     return scorer
+
+
+def scorers_for(sources: List[PayloadSource], threads: int) -> List[Scorer]:
+    """The networks of ``sources`` scored together (an ensemble's members), rebuilt on
+    first use; from then on the worker's cache keeps at least that many networks, so the
+    members never evict each other."""
+    with _LOCK:
+        _KEEP[0] = max(_KEEP[0], len(sources))
+    return [scorer_for(s, threads) for s in sources]
 
 
 def cached_tokens() -> List[str]:
