@@ -112,6 +112,25 @@ def known_row_count(df: Any) -> Optional[int]:
         return None
 
 
+def listed_files(df: Any) -> Optional[Dict[str, Tuple[int, int]]]:
+    """The files of ``df``'s file scan as Spark listed them when the DataFrame was made,
+    ``{uri: (bytes, modification time in ms)}``; None when its analyzed plan is not one
+    relation over a file index (or under Spark Connect)."""
+    try:
+        plan = df._jdf.queryExecution().analyzed()
+        if plan.nodeName() != "LogicalRelation":
+            return None
+        files = plan.relation().location().allFiles()
+        out: Dict[str, Tuple[int, int]] = {}
+        for i in range(files.length()):
+            status = files.apply(i)
+            out[str(status.getPath().toString())] = (int(status.getLen()),
+                                                     int(status.getModificationTime()))
+        return out
+    except Exception:  # noqa: BLE001 - Spark Connect has no _jdf; other relations
+        return None
+
+
 def dummy_parent() -> Any:
     """The placeholder parent of class-level Params (what pyspark.ml's own mixins use)."""
     from pyspark.ml.param import Params

@@ -206,6 +206,44 @@ def test_a_filtered_scan_is_not_read_directly(spark, mnist_sample, tmp_path):
         spark.conf.unset("spark.sparkae.scoring.directParquet")
 
 
+def _dense_row(vector: dict, width: int) -> np.ndarray:
+    """One row of Spark's vector struct (as pyarrow gives it) as a dense array."""
+    if vector["type"] == 1:
+        return np.asarray(vector["values"], dtype=np.float64)
+    row = np.zeros(width)
+    row[vector["indices"]] = vector["values"]
+    return row
+
+
+def test_a_cached_scan_is_read_from_its_files_only_while_they_are_as_listed(
+        spark, mnist_sample, tmp_path):
+    """A fit reads a cached plain scan's files with pyarrow (the same rows as the cache)
+    while each file has the size and modification time Spark listed; a file changed since
+    sends it to the cache. Scoring keeps reading the cache."""
+    from sparkae.data.local_prepare import _read_direct
+    from sparkae.scoring.parquet import scan_pieces
+
+    df, path = _parquet_input(spark, mnist_sample, tmp_path, "vector")
+    cached = spark.read.parquet(path).cache()
+    try:
+        assert cached.count() == 600
+        _, info = resolve(cached, "features", None)
+        col = _read_direct(cached, info, 10_000)
+        assert col is not None and len(col) == 600
+        got = np.stack([_dense_row(v, 784) for v in col.to_pylist()])
+        want = np.array([r.features.toArray() for r in cached.select("features").collect()])
+        order = lambda m: m[np.lexsort(m.T[::-1])]  # noqa: E731
+        np.testing.assert_array_equal(order(got), order(want))
+        assert not scan_pieces(cached)                          # scoring reads the cache
+        part = sorted(f for f in os.listdir(path) if f.endswith(".parquet"))[0]
+        st = os.stat(os.path.join(path, part))
+        os.utime(os.path.join(path, part), ns=(st.st_atime_ns, st.st_mtime_ns + 5 * 10**9))
+        assert _read_direct(cached, info, 10_000) is None       # changed since listed
+        assert cached.count() == 600                            # the cache still answers
+    finally:
+        cached.unpersist()
+
+
 def test_a_one_rank_fit_holds_its_rows_in_memory_and_learns_what_the_files_teach(
         spark, mnist_sample, tmp_path, caplog):
     from sparkae.data import held

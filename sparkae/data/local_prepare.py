@@ -9,10 +9,13 @@ column once through Arrow, computes the statistics with NumPy (float64, as Spark
 ``Summarizer``: count, mean, sample standard deviation, minimum and maximum with the
 implicit zeros of sparse vectors) and writes the same Parquet layout with pyarrow.
 
-When the fit's DataFrame is exactly a scan of local Parquet files (no filter, projection
-or cache; :func:`sparkae.scoring.parquet.scan_pieces`) with a vector or numeric array
+When the fit's DataFrame is exactly a scan of local Parquet files (no filter or
+projection; :func:`sparkae.scoring.parquet.scan_pieces`) with a vector or numeric array
 feature column, the driver reads that column with pyarrow instead, without a Spark job:
-the row count and the values stored come from the footers first. The Spark conf
+the row count and the values stored come from the footers first. A cached scan is read
+from its files too when each has the size and modification time Spark listed (then the
+cache holds what they hold): the JVM's conversion of a cache of 60,000 x 784 vectors to
+Arrow took 1.2-2.0 s, pyarrow's read of the files 0.09 s. The Spark conf
 ``spark.sparkae.scoring.directParquet`` = ``false`` keeps Spark's reader. When the fit's
 one rank trains in this process, the rows are held in memory for it
 (:mod:`sparkae.data.held`) instead of written.
@@ -134,13 +137,14 @@ def _read_direct(dataset: DataFrame, info: InputInfo, rows: int
     """The input column of a plain scan of local Parquet files, read with pyarrow as
     Spark's vector struct (no Spark job: the JVM's row-by-row conversion to Arrow is most of
     a small fit's preparation); None when ``dataset`` is not such a scan
-    (:func:`sparkae.scoring.parquet.scan_pieces`), holds more than ``rows`` rows or more
+    (:func:`sparkae.scoring.parquet.scan_pieces`; a cached scan whose files are as Spark
+    listed them counts), holds more than ``rows`` rows or more
     than :data:`LOCAL_VALUES` values (from the footers, before any data is read)."""
     from sparkae.scoring.parquet import scan_pieces
 
     if info.kind not in ("vector", "array") or not info.column:
         return None
-    pieces = scan_pieces(dataset, [info.column])
+    pieces = scan_pieces(dataset, [info.column], cached=True)
     if not pieces or not 2 <= sum(p[2] for p in pieces) <= rows:
         return None
     files = [pq.ParquetFile(f) for f in dict.fromkeys(p[0] for p in pieces)]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
-from typing import Any, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 from urllib.parse import unquote, urlparse
 
 import pyarrow as pa
@@ -106,11 +106,12 @@ def _same_type(arrow_type: pa.DataType, spark_type: T.DataType) -> bool:
         return False
 
 
-def scan_pieces(df: DataFrame, columns: Optional[List[str]] = None
+def scan_pieces(df: DataFrame, columns: Optional[List[str]] = None, cached: bool = False
                 ) -> List[Tuple[str, int, int]]:
     """The row groups of ``df`` when it is exactly a scan of local Parquet files (no
-    projection, filter or partition columns, not cached) whose columns pyarrow reads as
-    Spark does, unless :data:`DIRECT_CONF` is ``false``; else ``[]`` (Spark reads it).
+    projection, filter or partition columns; not cached unless ``cached``) whose columns
+    pyarrow reads as Spark does, unless :data:`DIRECT_CONF` is ``false``; else ``[]``
+    (Spark reads it).
 
     Parameters
     ----------
@@ -118,6 +119,12 @@ def scan_pieces(df: DataFrame, columns: Optional[List[str]] = None
         The table to score.
     columns : list of str, optional
         The columns that will be read (default: all); only those must read alike.
+    cached : bool, default False
+        Also read a cached scan's files, when each is as Spark listed it when the
+        DataFrame was made (same size and modification time): then its cache holds what
+        the files hold. Scoring keeps a cache (it is what the user chose to read); a fit's
+        preparation reads its rows once, and pyarrow reads them 10-20 times faster than
+        the JVM converts the cache to Arrow (60,000 x 784: 0.09 s against 1.2-2.0 s).
 
     Returns
     -------
@@ -134,8 +141,13 @@ def scan_pieces(df: DataFrame, columns: Optional[List[str]] = None
         return []
     level = df.storageLevel
     if level.useMemory or level.useDisk or level.useOffHeap:
-        return []               # cached: the cache is what the user wants read
-    files = [_local_file(f) for f in df.inputFiles()]
+        listed = spark_private.listed_files(df) if cached else None
+        if not listed or not _as_listed(listed):
+            return []           # the cache is what the user wants read
+        uris = list(listed)
+    else:
+        uris = df.inputFiles()
+    files = [_local_file(f) for f in uris]
     if not files or any(f is None for f in files):
         return []
     try:
@@ -152,6 +164,20 @@ def scan_pieces(df: DataFrame, columns: Optional[List[str]] = None
     if any(pq.read_schema(f) != schema for f in {p[0] for p in pieces}):
         return []
     return pieces
+
+
+def _as_listed(listed: Dict[str, Tuple[int, int]]) -> bool:
+    """Whether every local file in ``listed`` (:func:`sparkae.spark_private.listed_files`)
+    still has the size and modification time Spark listed."""
+    for uri, (size, mtime_ms) in listed.items():
+        path = _local_file(uri)
+        try:
+            st = os.stat(path) if path is not None else None
+        except OSError:
+            return False
+        if st is None or st.st_size != size or st.st_mtime_ns // 1_000_000 != mtime_ms:
+            return False
+    return True
 
 
 def _read_rows(spark: Any) -> int:
