@@ -221,7 +221,7 @@ def test_a_cached_scan_is_read_from_its_files_only_while_they_are_as_listed(
     while each file has the size and modification time Spark listed; a file changed since
     sends it to the cache. Scoring keeps reading the cache."""
     from sparkae.data.local_prepare import _read_direct
-    from sparkae.scoring.parquet import scan_pieces
+    from sparkae.data.parquet_scan import scan_pieces
 
     df, path = _parquet_input(spark, mnist_sample, tmp_path, "vector")
     cached = spark.read.parquet(path).cache()

@@ -278,7 +278,7 @@ def test_a_plain_parquet_scan_is_read_by_the_workers_with_the_same_scores(spark,
     """A DataFrame that is exactly a scan of local Parquet files is scored with the workers
     reading its row groups: same columns, rows and scores as through Spark's reader; a
     filtered, cached or partitioned table is read by Spark."""
-    from sparkae.scoring.parquet import scan_pieces
+    from sparkae.data.parquet_scan import scan_pieces
 
     x, df, model = fitted
     info = InputInfo("vector" if col == "vec" else "array", col, [], 12)

@@ -10,7 +10,7 @@ column once through Arrow, computes the statistics with NumPy (float64, as Spark
 implicit zeros of sparse vectors) and writes the same Parquet layout with pyarrow.
 
 When the fit's DataFrame is exactly a scan of local Parquet files (no filter or
-projection; :func:`sparkae.scoring.parquet.scan_pieces`) with a vector or numeric array
+projection; :func:`sparkae.data.parquet_scan.scan_pieces`) with a vector or numeric array
 feature column, the driver reads that column with pyarrow instead, without a Spark job:
 the row count and the values stored come from the footers first. A cached scan is read
 from its files too when each has the size and modification time Spark listed (then the
@@ -53,6 +53,7 @@ import sparkae.spark_private as spark_private
 from sparkae.data import cache, held
 from sparkae.data.converter import ROW_GROUP_BYTES
 from sparkae.data.vectors import VECTOR_FIELDS, dense_matrix, vector_arrays
+from sparkae.data.parquet_scan import scan_pieces
 from sparkae.data.prepare import FEATURES, InputInfo
 from sparkae.io import fs
 from sparkae.io.uri import join, parse
@@ -137,11 +138,9 @@ def _read_direct(dataset: DataFrame, info: InputInfo, rows: int
     """The input column of a plain scan of local Parquet files, read with pyarrow as
     Spark's vector struct (no Spark job: the JVM's row-by-row conversion to Arrow is most of
     a small fit's preparation); None when ``dataset`` is not such a scan
-    (:func:`sparkae.scoring.parquet.scan_pieces`; a cached scan whose files are as Spark
+    (:func:`sparkae.data.parquet_scan.scan_pieces`; a cached scan whose files are as Spark
     listed them counts), holds more than ``rows`` rows or more
     than :data:`LOCAL_VALUES` values (from the footers, before any data is read)."""
-    from sparkae.scoring.parquet import scan_pieces
-
     if info.kind not in ("vector", "array") or not info.column:
         return None
     pieces = scan_pieces(dataset, [info.column], cached=True)

@@ -36,7 +36,7 @@ from sparkae.data.arrow_rows import SCORED, SKIP_REASONS
 from sparkae.estimator import AutoencoderModel
 from sparkae.jobs import score_settings
 from sparkae.jobs.partitions import PathPartitions, make_output
-from sparkae.scoring.parquet import DIRECT_CONF
+from sparkae.data.parquet_scan import DIRECT_CONF
 from sparkae.tables import looks_like_table
 
 log = logging.getLogger("sparkae")

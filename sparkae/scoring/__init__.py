@@ -29,7 +29,8 @@ from sparkae.scoring.encode import OUTPUT_TYPES
 from sparkae.scoring.faults import DELAY_CONF, FAIL_CONF
 from sparkae.scoring.faults import from_session as fault_hook
 from sparkae.scoring.forward import PASS_ELEMENTS, SPARSE_DENSITY, Scorer, score_matrix
-from sparkae.scoring.parquet import parquet_pieces, score_parquet, task_threads
+from sparkae.data.parquet_scan import parquet_pieces
+from sparkae.scoring.parquet import score_parquet, task_threads
 from sparkae.scoring.parquet_files import parquet_codec, write_parquet_files
 from sparkae.scoring.payload import pack, unpack
 from sparkae.scoring.worker import BatchScorer

@@ -29,7 +29,8 @@ from sparkae.data.prepare import InputInfo, input_column
 from sparkae.scoring.broadcasts import payload_source
 from sparkae.scoring.encode import OUTPUT_TYPES, output_fields
 from sparkae.scoring.faults import from_session as fault_hook
-from sparkae.scoring.parquet import scan_pieces, score_parquet, task_threads
+from sparkae.data.parquet_scan import scan_pieces
+from sparkae.scoring.parquet import score_parquet, task_threads
 from sparkae.scoring.payload import read_spec
 from sparkae.scoring.worker import BatchScorer
 
