@@ -101,6 +101,28 @@ def test_known_row_count(spark):
         cached.unpersist()
 
 
+def test_listed_files(spark, tmp_path):
+    """A file scan's files as Spark listed them: URI, bytes and modification time (ms) as
+    the file system has them; None for a plan that is not one file relation."""
+    import os
+
+    spark.range(20).selectExpr("id", "id * 2 AS x").coalesce(2).write.parquet(
+        str(tmp_path / "t"))
+    scan = spark.read.parquet(str(tmp_path / "t"))
+    listed = spark_private.listed_files(scan)
+    names = sorted(n for n in os.listdir(tmp_path / "t") if n.endswith(".parquet"))
+    assert listed is not None and len(listed) == len(names) >= 1
+    for uri, (size, mtime_ms) in listed.items():
+        path = uri[len("file:"):]
+        st = os.stat(path)
+        assert os.path.basename(path) in names
+        assert (size, mtime_ms) == (st.st_size, st.st_mtime_ns // 1_000_000)
+    assert spark_private.listed_files(scan.cache()) == listed     # the cache's plan too
+    scan.unpersist()
+    assert spark_private.listed_files(scan.where("id > 3")) is None
+    assert spark_private.listed_files(spark.range(3)) is None
+
+
 # -- pyspark.ml -----------------------------------------------------------------------------
 
 def test_dummy_parent():
