@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from sparkae.anomaly.stats import member_term
+from sparkae.data.arrow_rows import encode_list
 from sparkae.scoring.worker import BatchScorer, scorers_for
 
 #: ``transform``'s outputs, in the order they are added.
@@ -29,18 +30,6 @@ def _matrix(lists: pa.Array) -> np.ndarray:
     """Equal-length lists (no nulls) as one float64 matrix, a row each."""
     values = lists.flatten().to_numpy(zero_copy_only=False)
     return np.asarray(values, dtype=np.float64).reshape(len(lists), -1)
-
-
-def _lists(matrix: np.ndarray, ok: np.ndarray, value_type: pa.DataType) -> pa.Array:
-    """A list array with the rows of ``matrix`` (one per True of ``ok``, in order) where
-    ``ok``, null elsewhere."""
-    n, width = len(ok), matrix.shape[1] if matrix.ndim == 2 else 0
-    counts = np.where(ok, width, 0)
-    offsets = np.zeros(n + 1, dtype=np.int32)
-    np.cumsum(counts, out=offsets[1:])
-    values = pa.array(np.ascontiguousarray(matrix, dtype=value_type.to_pandas_dtype()).ravel(),
-                      type=value_type)
-    return pa.ListArray.from_arrays(pa.array(offsets), values, mask=pa.array(~ok))
 
 
 @dataclass(frozen=True)
@@ -105,8 +94,8 @@ class EnsembleScorer:
             keep = pa.array(ok)
             parts = [w * _matrix(fe.filter(keep)) for w, fe in zip(self.weights, errors)]
             combined = sum(parts[1:], parts[0]) if parts else np.zeros((int(ok.sum()), 0))
-            out["feature_errors"] = _lists(combined / max(combined.shape[1], 1), ok,
-                                           pa.float64())
+            out["feature_errors"] = encode_list(combined / max(combined.shape[1], 1), ok,
+                                                pa.float64())
         if "deep_features" in self.outputs:
             out["deep_features"] = first_codes
         names = list(self.outputs)

@@ -10,10 +10,10 @@ of its time in those jobs (measured on 300 rows, 2 members: 13.7 s warm, 29.5 s 
 which the k-means jobs alone took 2-4.6 s a member).
 
 At scoring time :func:`member_term` applies them to each Arrow batch of rows, in the
-Python workers (:class:`sparkae.anomaly.ensemble.EnsembleScorer`, all members in one pass). Spark SQL
-higher-order functions over the codings (``transform``/``zip_with`` per centre), the
-first way, are interpreted per element: scoring 100,000 rows with five 64-unit members
-ran for over 9 minutes on one core without finishing.
+Python workers (:class:`sparkae.anomaly.ensemble.EnsembleScorer`, all members in one
+pass). Spark SQL higher-order functions over the codings (``transform``/``zip_with``
+per centre), the first way, are interpreted per element: scoring 100,000 rows with five
+64-unit members ran for over 9 minutes on one core without finishing.
 """
 
 from __future__ import annotations

@@ -203,13 +203,16 @@ def encode_values(values: np.ndarray, ok: np.ndarray, arrow_type: pa.DataType) -
     return pa.array(full, type=arrow_type, mask=~ok)
 
 
-def encode_list(values: np.ndarray, ok: np.ndarray) -> pa.Array:
-    """A ``list<float>`` Arrow column from a (scored rows x k) matrix; null where not ``ok``."""
+def encode_list(values: np.ndarray, ok: np.ndarray,
+                value_type: pa.DataType = pa.float32()) -> pa.Array:
+    """A ``list<value_type>`` Arrow column (default ``list<float>``) from a (scored rows x k)
+    matrix; null where not ``ok``."""
     k = values.shape[1] if values.ndim == 2 else 0
     offsets = np.concatenate([[0], np.cumsum(ok.astype(np.int64) * k)])
     if offsets[-1] >= 2**31:
         raise ValueError(f"a score batch holds {offsets[-1]} list values, more than an Arrow "
                          "list can; lower spark.sql.execution.arrow.maxRecordsPerBatch")
-    flat = pa.array(np.ascontiguousarray(values, dtype=np.float32).reshape(-1))
+    flat = pa.array(np.ascontiguousarray(values, dtype=value_type.to_pandas_dtype())
+                    .reshape(-1), type=value_type)
     return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), flat,
                                     mask=pa.array(~ok))
