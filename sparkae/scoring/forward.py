@@ -65,14 +65,16 @@ def _outputs(net: AutoencoderNet, acts: List[torch.Tensor], z: Callable[[], torc
         out["deep_features"] = acts[layer - 1].cpu().numpy()
     if needs_full_width(outputs):
         y = net.decode_from_last(acts[-1])
-        err = (y - z()) ** 2
+        if "reconstruction" in outputs:
+            out["reconstruction"] = net.scaler.unscale(y).cpu().numpy()
+        # in place: y is the decoder's own new tensor; ``(y - z) ** 2`` made two more of
+        # them per pass and took longer than the output layer on one thread
+        err = y.sub_(z()).square_()
         mse = err.mean(dim=1).double().cpu().numpy()
         if "reconstruction_mse" in outputs:
             out["reconstruction_mse"] = mse
         if "feature_errors" in outputs:
             out["feature_errors"] = err.cpu().numpy()
-        if "reconstruction" in outputs:
-            out["reconstruction"] = net.scaler.unscale(y).cpu().numpy()
         if "is_anomaly" in outputs:
             out["is_anomaly"] = mse > threshold
     return out
