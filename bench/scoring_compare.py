@@ -145,10 +145,10 @@ def predict_udf(payload: bytes, batch_size: int = 1024):
         net = unpack(payload)
 
         def predict(x: np.ndarray) -> Dict[str, np.ndarray]:
-            with torch.no_grad():
+            with torch.inference_mode():   # the errors in place, as sparkae computes them
                 z = net.scaler(torch.from_numpy(x))
                 acts = net.hidden_activations(z)
-                mse = ((net.decode_from_last(acts[-1]) - z) ** 2).mean(dim=1).double()
+                mse = net.decode_from_last(acts[-1]).sub_(z).square_().mean(dim=1).double()
             return {"deep_features": acts[0].numpy(), "reconstruction_mse": mse.numpy()}
         return predict
 
@@ -236,7 +236,7 @@ for batch in [int(b) for b in sys.argv[5].split(",")]:
                 z = net.scaler(torch.from_numpy(x8[i:i + batch].astype(np.float32)))
                 acts = net.hidden_activations(z)
                 codes = acts[0].numpy()
-                mse = ((net.decode_from_last(acts[-1]) - z) ** 2).mean(dim=1).numpy()
+                mse = net.decode_from_last(acts[-1]).sub_(z).square_().mean(dim=1).numpy()
         best = max(best, len(x8) / (time.perf_counter() - t0))
     out[batch] = round(best)
 print(json.dumps(out))
