@@ -21,7 +21,9 @@ every scoring rule reads the same errors and codes (:func:`member_outputs`). Ter
   split into large and small clusters (the largest clusters until they hold ``alpha`` = 90 %
   of the rows, or up to a size ratio of ``beta`` = 5 between neighbours); the squared
   distance to the nearest *large* centre (a small group of anomalies gets no centre of its
-  own).
+  own);
+- ``ifo``: an isolation forest (scikit-learn's defaults, seeded) on the standardised codes,
+  as Deep Isolation Forest (Xu et al. 2023) isolates rows in learnt representations.
 
 :func:`scored` turns a list of terms and a way of combining members into a candidate.
 """
@@ -115,6 +117,10 @@ def term(name: str, err: np.ndarray, cz: np.ndarray, seed: int) -> np.ndarray:
         k = auto_centres(len(cz)) if name[2:] == "A" else int(name[2:])
         km = KMeans(k, n_init=1, random_state=seed).fit(cz)
         return km.transform(cz).min(1) ** 2
+    if name == "ifo":    # an isolation forest on the codes (Deep Isolation Forest's idea)
+        from sklearn.ensemble import IsolationForest
+
+        return -IsolationForest(random_state=seed).fit(cz).score_samples(cz)
     if name.startswith("cblof"):
         k = auto_centres(len(cz)) if name[5:] == "A" else int(name[5:])
         km = KMeans(k, n_init=1, random_state=seed).fit(cz)
