@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Create (or refresh) the project's virtual environment when it is missing or stale.
 #   scripts/bootstrap.sh [EXTRAS]      e.g. scripts/bootstrap.sh dev
-# Torch: the pinned CPU build (SPARKAE_TORCH_SPEC, default torch==2.13.0) is installed
-# first when no torch is present, so the torch>=2.2 requirement installs nothing more.
-# Set SPARKAE_TORCH_INDEX to a CPU wheel index (e.g. the PyTorch CPU index) if your pip
-# would otherwise pick a CUDA build.
+# Torch: the pinned build (SPARKAE_TORCH_SPEC, default torch==2.13.0) is installed first
+# when no torch is present, so the torch>=2.2 requirement installs nothing more. From PyPI
+# on Linux that is the CUDA build (torch + nvidia-* libraries, about 4.5 GB; it runs on
+# CPUs too). Set SPARKAE_TORCH_INDEX to a CPU wheel index (e.g. the PyTorch CPU index)
+# where one is reachable to install the CPU build instead.
 # Installer: uv where it can be installed, else pip (scripts/installer.sh;
 # SPARKAE_INSTALLER=pip for pip alone).
 set -euo pipefail

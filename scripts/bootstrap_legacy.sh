@@ -2,8 +2,9 @@
 # Create (or refresh) the legacy environment: PySpark 3.5, numpy < 2, pyarrow < 15,
 # pandas < 2.3 and Petastorm 0.12.1, the stack Petastorm still works on.
 #   scripts/bootstrap_legacy.sh            -> .venv-legacy (or SPARKAE_LEGACY_VENV)
-# Torch: the pinned CPU build (SPARKAE_TORCH_SPEC, default torch==2.13.0) goes in first,
-# so nothing later pulls another build. SPARKAE_TORCH_INDEX names a CPU wheel index.
+# Torch: the pinned build (SPARKAE_TORCH_SPEC, default torch==2.13.0; from PyPI on Linux the
+# CUDA one) goes in first, so nothing later pulls another build. SPARKAE_TORCH_INDEX names a
+# CPU wheel index.
 # Installer: uv where it can be installed, else pip (scripts/installer.sh).
 # When the main environment (SPARKAE_VENV, default .venv) already holds a torch that meets
 # SPARKAE_TORCH_SPEC on the same Python, that torch and the distributions it depends on are
