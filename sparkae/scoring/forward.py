@@ -67,8 +67,9 @@ def _outputs(net: AutoencoderNet, acts: List[torch.Tensor], z: Callable[[], torc
         y = net.decode_from_last(acts[-1])
         if "reconstruction" in outputs:
             out["reconstruction"] = net.scaler.unscale(y).cpu().numpy()
-        # in place: y is the decoder's own new tensor; ``(y - z) ** 2`` made two more of
-        # them per pass and took longer than the output layer on one thread
+        # in place: y is the decoder's own new tensor (taken for ``reconstruction`` above);
+        # ``(y - z) ** 2`` made two more full-width tensors per pass (0.076 s against
+        # 0.029 s per 50,000 rows of [100] on one thread, docs/DESIGN.md section 7)
         err = y.sub_(z()).square_()
         mse = err.mean(dim=1).double().cpu().numpy()
         if "reconstruction_mse" in outputs:
