@@ -236,12 +236,11 @@ def readme_table(results_dir: str) -> str:
 
 def write_readme(readme: str, results_dir: str) -> None:
     """Replace the block between :data:`README_START` and :data:`README_END` in ``readme``."""
-    with open(readme) as f:
-        text = f.read()
-    a, b = text.index(README_START) + len(README_START), text.index(README_END)
-    text = text[:a] + "\n" + readme_table(results_dir) + "\n" + text[b:]
-    with open(readme, "w") as f:
-        f.write(text)
+    from pathlib import Path
+
+    from bench.readme_blocks import replace_block
+
+    replace_block(Path(readme), README_START, README_END, readme_table(results_dir))
 
 
 if __name__ == "__main__":

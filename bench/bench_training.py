@@ -1,22 +1,17 @@
 """Training throughput: ``Autoencoder.fit`` vs a plain in-memory Torch loop, 1 vs 2 ranks,
-sparse vs dense batches for a wide sparse table (arrow vs petastorm, which needs the legacy
-environment, is ``bench/bench_loaders.py``).
+sparse vs dense batches (arrow vs petastorm: ``bench/bench_loaders.py``, legacy stack).
 
-- Digits: 60,000 shifted copies of the bundled digits (784 columns), hidden [100] tanh,
-  Adam, 2 cores: sparkae's training loop and whole fit (1 rank, default and 1 Torch
-  thread) against the best plain Torch loop (fresh processes over threads x OpenMP wait
-  policy), at batch 64 and 256, standardize h2o and none, with the test MSE over every
-  input feature and, at batch 256, the matrix-multiply reference
-  (:mod:`bench.training_compare`); and ``num_workers=2`` (TorchDistributor local mode, 1
-  thread per rank, the global batch of 64 split between the ranks) beside 1 rank.
-- Sparse vs dense: a 100,000-column table at 0.1% density, the same materialized Parquet
-  trained with CSR batches and the exact loss (``sparkae.nn.sparse``), with CSR batches and
-  reconstruction sampling (``sparkae.nn.sampling``, k = the stored entries per row; lazy
-  row-wise updates, ``sparkae.train.lazy``) and with dense batches, each in a fresh process
-  (no Spark) so that its peak resident memory is its own: the whole process's peak RSS and
-  the peak above the process's RSS after its imports (the training's own memory). Two more
-  fresh processes read and batch the same epoch without a model (sparse and dense), the
-  data path's own memory.
+- Digits: 60,000 shifted digits (784 columns), [100] tanh, Adam, 2 cores: sparkae's loop
+  and whole fit (1 rank, default and 1 Torch thread) against the best plain Torch loop
+  (fresh processes over threads x OpenMP wait policy), at batch 64 and 256, standardize
+  h2o and none, with the test MSE over every feature and, at batch 256, the matmul
+  reference (:mod:`bench.training_compare`); and ``num_workers=2`` (TorchDistributor
+  local mode, 1 thread per rank, the global batch of 64 split) beside 1 rank.
+- Sparse vs dense: a 100,000-column table at 0.1% density trained with CSR batches and
+  the exact loss (``sparkae.nn.sparse``), with reconstruction sampling (k = the stored
+  entries per row, lazy updates: ``sparkae.nn.sampling``, ``sparkae.train.lazy``) and with
+  dense batches, each in a fresh process without Spark, so that its peak RSS (whole, and
+  above its RSS after imports) is its own; two more read and batch the epoch alone.
 """
 
 from __future__ import annotations
@@ -365,8 +360,8 @@ def run(quick: bool = False) -> Dict[str, Any]:
                   f"({os.environ.get('OMP_WAIT_POLICY') or 'unset'}), and in a fresh process "
                   "with the policy unset (its own Spark session, after a warm-up fit), as a "
                   "user's process has it; the fastest setting counts and is named. Its "
-                  "loop rate is the epochs' "
-                  "own (rows / epoch seconds, from the fit summary; the first epoch reads and "
+                  "loop rate is the epochs' own (rows / epoch seconds, from the fit summary; "
+                  "the first epoch reads and "
                   "scales the rows once, later epochs gather them from memory), its whole fit "
                   "the wall time of fit(). The plain loop's rows are scaled before its timer "
                   "starts. " + training_compare.STEADY_NOTE + "Test MSE is over all 784 pixels of the test set for both. A "
@@ -374,13 +369,13 @@ def run(quick: bool = False) -> Dict[str, Any]:
                   "the private Parquet, and the first epoch's load of the rows into memory) "
                   "does not grow with the epochs, so the whole fit is also measured at the "
                   "Autoencoder's default 10 epochs (its own table, the proposed replacement "
-                  "of the 3-epoch whole-fit target). The "
-                  "'loop FLOP rate vs torch.mm' column is the loop's rows/s times the matrix "
+                  "of the 3-epoch whole-fit target). The 'loop FLOP rate vs torch.mm' "
+                  "column is the loop's rows/s times the matrix "
                   "multiplies' FLOP per row over a plain torch.mm loop at the same shapes "
                   "(best configuration). Every number carries the load average at its end: "
                   "on shared cores, compare ratios measured back to back, not absolute "
-                  "rows/s. 2 ranks are 2 processes "
-                  "with 1 thread each (the same 2 cores), plus TorchDistributor's fixed start "
+                  "rows/s. 2 ranks are 2 processes with 1 thread each (the same 2 cores), "
+                  "plus TorchDistributor's fixed start "
                   "(process start, rendezvous) and one gradient all-reduce per step. Sparse batches with the exact loss "
                   "save the input side only: the decoder's output (batch x kept columns), the "
                   "weights and Adam's state stay dense, so time and peak memory are the "

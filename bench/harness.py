@@ -199,12 +199,13 @@ def main(argv: Optional[List[str]] = None) -> int:
                              "'anomaly_scale' and 'h2o_large', which run only by "
                              f"name; target: {ALL_TARGET_MIN:g} minutes on 2 "
                              "cores), 'smoke' (the quick CI subset), 'list', or 'report' "
-                             "(regenerate BENCHMARKS.md only)")
+                             "(regenerate BENCHMARKS.md and README's generated blocks only)")
     parser.add_argument("--quick", action="store_true", help="small sizes (smoke implies it)")
     parser.add_argument("--mnist", metavar="DIR", help="directory of the official MNIST test "
                         f"set (default ${common.MNIST_ENV} or {common.DEFAULT_MNIST_DIR})")
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
-    parser.add_argument("--report", type=Path, default=REPORT, help="the markdown to write")
+    parser.add_argument("--report", type=Path, default=REPORT, help="the markdown to write (README.md's "
+                        "generated blocks are rewritten only with the default)")
     parser.add_argument("--charts-dir", type=Path, default=CHARTS_DIR)
     parser.add_argument("--no-report", action="store_true", help="do not regenerate the report")
     parser.add_argument("--omp-wait-policy", choices=["passive", "active", "default"],
@@ -231,6 +232,8 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     from bench import report
 
+    # README's generated blocks follow the checked-in report only, not one written elsewhere
+    readme = common.ROOT / "README.md" if args.report.resolve() == REPORT.resolve() else None
     names, quick = list(args.names), args.quick
     if names == ["list"]:
         smoke, in_all = set(smoke_members()), set(all_members())
@@ -240,7 +243,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             print(name + (f"  ({', '.join(tags)})" if tags else ""))
         return 0
     if names == ["report"]:
-        print(report.write_report(args.results_dir, args.report, args.charts_dir))
+        print(report.write_report(args.results_dir, args.report, args.charts_dir, readme))
         return 0
     if names == ["smoke"]:
         names, quick = smoke_members(), True
@@ -258,7 +261,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         for name in names:
             records.append(run_entry(name, quick, args.results_dir))
             if not args.no_report:
-                report.write_report(args.results_dir, args.report, args.charts_dir)
+                report.write_report(args.results_dir, args.report, args.charts_dir, readme)
     finally:
         _stop_spark()
     total = time.perf_counter() - t0
@@ -268,7 +271,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         log.info("bench all: %.1f min (target %g min) -> %s", total / 60, ALL_TARGET_MIN,
                  run_path)
         if not args.no_report:          # the overview states this run's total
-            report.write_report(args.results_dir, args.report, args.charts_dir)
+            report.write_report(args.results_dir, args.report, args.charts_dir, readme)
     width = max(len(r["entry"]) for r in records) if records else 0
     for r in records:
         extra = r.get("error") or r.get("reason") or ""

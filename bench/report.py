@@ -23,6 +23,8 @@ import os
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
+from bench.chart import draw_chart
+
 log = logging.getLogger("bench")
 
 HEADER = """# Benchmarks
@@ -156,67 +158,6 @@ def _flatten(obj: Any, prefix: str = "", out: Optional[List[Tuple[str, Any]]] = 
     else:
         out.append((prefix, obj))
     return out
-
-
-# -- charts --------------------------------------------------------------------------------
-
-def draw_chart(spec: Dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    kind = spec.get("kind", "bar")
-    if kind == "scatter":
-        panels = spec["panels"]
-        fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.6), squeeze=False)
-        for ax, panel in zip(axes[0], panels):
-            sc = ax.scatter(panel["x"], panel["y"], c=panel["c"], cmap="tab10", s=4, alpha=0.7,
-                            vmin=-0.5, vmax=9.5, linewidths=0)
-            ax.set_title(panel.get("title", ""), fontsize=10)
-            ax.set_xticks([])
-            ax.set_yticks([])
-        cbar = fig.colorbar(sc, ax=list(axes[0]), ticks=range(10), fraction=0.03)
-        cbar.set_label(spec.get("clabel", "label"))
-        fig.suptitle(spec.get("title", ""), fontsize=11)
-    else:
-        fig, ax = plt.subplots(figsize=(7.5, 4.2))
-        series = spec.get("series", {})
-        if kind == "bar":
-            cats = [str(c) for c in spec["categories"]]
-            x = np.arange(len(cats))
-            width = 0.8 / max(1, len(series))
-            for i, (label, values) in enumerate(series.items()):
-                vals = [np.nan if v is None else v for v in values]
-                ax.bar(x + (i - (len(series) - 1) / 2) * width, vals, width, label=label)
-            ax.set_xticks(x)
-            ax.set_xticklabels(cats, rotation=0 if len(cats) < 7 else 30, fontsize=9)
-            if spec.get("log"):
-                ax.set_yscale("log")
-        else:
-            for label, values in series.items():
-                xs = spec["x"] if not isinstance(values, dict) else values["x"]
-                ys = values if not isinstance(values, dict) else values["y"]
-                ax.plot(xs, [np.nan if v is None else v for v in ys], marker="o", label=label)
-            if spec.get("logx"):
-                ax.set_xscale("log")
-            if spec.get("logy"):
-                ax.set_yscale("log")
-            ax.set_xlabel(spec.get("xlabel", ""))
-        for y in spec.get("hlines", []):
-            ax.axhline(y["y"], color=y.get("color", "grey"), linestyle="--", linewidth=1,
-                       label=y.get("label"))
-        ax.set_ylabel(spec.get("ylabel", ""))
-        ax.set_title(spec.get("title", ""), fontsize=11)
-        ax.grid(axis="y", alpha=0.3)
-        if series:
-            ax.legend(fontsize=8)
-    if kind != "scatter":          # the shared colorbar does not fit tight_layout
-        fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
 
 
 # -- sections ------------------------------------------------------------------------------
@@ -406,11 +347,25 @@ def _anchor(title: str) -> str:
     return a.replace(" ", "-")
 
 
-def write_report(results_dir: Path, report_path: Path, charts_dir: Path) -> Path:
+def write_report(results_dir: Path, report_path: Path, charts_dir: Path,
+                 readme: Optional[Path] = None) -> Path:
+    """Write the report; with ``readme``, also its generated blocks (the benchmark summary
+    and the anomaly table, :mod:`bench.readme_blocks`) from the same records."""
     text = render(Path(results_dir), Path(report_path), Path(charts_dir))
     Path(report_path).parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(str(report_path) + ".tmp")
     tmp.write_text(text)
     os.replace(tmp, report_path)
     log.info("wrote %s", report_path)
+    if readme is not None:
+        from bench import bench_anomaly, readme_blocks
+        from bench.harness import discover
+
+        chosen = select(load_records(Path(results_dir)))
+        names = sorted(set(discover()) | set(chosen))
+        rel = os.path.relpath(Path(report_path).resolve(), Path(readme).resolve().parent)
+        if readme_blocks.write_summary(Path(readme), chosen, names, rel, fmt, _anchor,
+                                       _all_time(chosen, names, Path(results_dir))):
+            log.info("wrote the benchmark summary in %s", readme)
+        bench_anomaly.write_readme(str(readme), str(results_dir))
     return Path(report_path)

@@ -52,3 +52,39 @@ def test_run_record_and_overview_against_target(tmp_path):
     assert "`load`, `loaders` run only by name" in line
     # the run record is not mistaken for an entry's result
     assert "all" not in report.select(report.load_records(tmp_path))
+
+
+def test_readme_summary_block_comes_from_the_records_and_lists_the_misses(tmp_path):
+    from bench import readme_blocks
+
+    results = tmp_path / "results"
+    results.mkdir()
+    rec = json.loads(_record(results, "torch", 1.5).read_text())
+    rec["result"] = {"summary": "sparkae at **0.9x** plain Torch.",
+                     "targets": [{"name": "loop vs plain", "value": 0.81, "target": ">= 0.9",
+                                  "met": False},
+                                 {"name": "fixed cost", "value": 0.26, "target": "<= 0.5",
+                                  "met": True}]}
+    (results / "torch-20260101-000000.json").write_text(json.dumps(rec))
+    readme = tmp_path / "README.md"
+    before = "# x\n\nhand-written\n\n"
+    after = "\n\n## next\nmore\n"
+    readme.write_text(before + readme_blocks.SUMMARY_START + "\nstale 1.23x\n"
+                      + readme_blocks.SUMMARY_END + after)
+    report.write_report(results, tmp_path / "BENCHMARKS.md", tmp_path / "charts", readme)
+    text = readme.read_text()
+    assert text.startswith(before) and text.endswith(readme_blocks.SUMMARY_END + after)
+    assert "stale 1.23x" not in text
+    block = text[text.index(readme_blocks.SUMMARY_START):text.index(readme_blocks.SUMMARY_END)]
+    assert "(BENCHMARKS.md#" in block and "`torch-20260101-000000.json`" in block
+    assert "targets met: 1 of 2" in block and "sparkae at **0.9x** plain Torch." in block
+    assert "  - missed: loop vs plain: measured 0.81, required >= 0.9" in block
+    assert "fixed cost" not in block                    # met targets are not listed
+    assert "**Time of `python -m bench all`**" in block
+
+    # a README without the markers is left exactly as it was
+    plain = tmp_path / "OTHER.md"
+    plain.write_text("no markers\n")
+    assert readme_blocks.replace_block(plain, readme_blocks.SUMMARY_START,
+                                       readme_blocks.SUMMARY_END, "x") is False
+    assert plain.read_text() == "no markers\n"
