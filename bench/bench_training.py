@@ -364,7 +364,7 @@ def run(quick: bool = False) -> Dict[str, Any]:
                   "the first epoch reads and "
                   "scales the rows once, later epochs gather them from memory), its whole fit "
                   "the wall time of fit(). The plain loop's rows are scaled before its timer "
-                  "starts. " + training_compare.STEADY_NOTE + "Test MSE is over all 784 pixels of the test set for both. A "
+                  "starts. " + training_compare.STEADY_NOTE + training_compare.REPEAT_NOTE + "Test MSE is over all 784 pixels of the test set for both. A "
                   "fit's fixed cost (collecting the cached rows from Spark, their statistics, "
                   "the private Parquet, and the first epoch's load of the rows into memory) "
                   "does not grow with the epochs, so the whole fit is also measured at the "

@@ -9,7 +9,8 @@ every cell of mini-batch size (:data:`BATCHES`) x ``standardize`` (:data:`STANDA
   under each OpenMP wait policy the plain loop runs under: in this process, under the
   harness's policy (PASSIVE unless told otherwise), and in a fresh process with
   ``OMP_WAIT_POLICY`` unset, as a user's process has it (:func:`fresh_sparkae_runs`; its
-  own Spark session, a warm-up fit first); the best setting counts, named;
+  own Spark session, a warm-up fit first); the best setting counts, named, and runs
+  once more (:data:`FASTEST_RUNS`), its faster run counting;
   its training loop's rows/s are the epochs' own (``model.summary.rows_per_s``: rows over
   the epochs' seconds), its whole fit's the rows trained over the wall time of ``fit``
   (scaling statistics, materialization, job start and training); its loop after the
@@ -19,7 +20,7 @@ every cell of mini-batch size (:data:`BATCHES`) x ``standardize`` (:data:`STANDA
 - the plain loop (:func:`bench.torch_baselines.torch_train`: the rows scaled once in
   memory, then shuffled mini-batches; the scaling is not timed) in a fresh process for
   every thread count and OpenMP wait policy (:data:`bench.torch_baselines.OMP_CONFIGS`);
-  the best counts, named.
+  the best counts, named, and runs once more, its faster run counting.
 
 Each sparkae fit and each plain run records the load average when it ends; the plain runs
 of a cell run between that cell's sparkae fits in this process and those in a fresh one.
@@ -33,6 +34,7 @@ against in FLOP/s.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from typing import Any, Dict, List, Optional, Sequence
@@ -84,14 +86,14 @@ sys.path.insert(0, sys.argv[1])
 logging.basicConfig(level=logging.WARNING)
 from bench import common, training_compare
 path, rows, epochs, batch, standardize = sys.argv[3], *map(int, sys.argv[4:7]), sys.argv[7]
-test_limit, cache = int(sys.argv[8]), sys.argv[9]
+test_limit, cache, settings = int(sys.argv[8]), sys.argv[9], json.loads(sys.argv[10])
 common.warm_up()
 test = common.test_arrays(test_limit or None)
 df = common.spark().read.parquet(path).cache()
 df.count()
 test_df = common.to_df(test.images, test.labels)
 out = {}
-for threads in training_compare.SPARKAE_THREADS:
+for threads in settings:
     out[training_compare.setting_name(threads)] = training_compare.sparkae_run(
         df, test_df, test, rows, epochs, batch, standardize, threads, cache)
 common.spark().stop()
@@ -100,15 +102,18 @@ print(json.dumps(out))
 
 
 def fresh_sparkae_runs(path: str, rows: int, epochs: int, batch: int, standardize: str,
-                       test_limit: Optional[int], cache: str) -> Dict[str, Any]:
-    """sparkae's fits of one cell (:data:`SPARKAE_THREADS`) in a fresh process with
-    ``OMP_WAIT_POLICY`` unset: ``{setting_name(threads, "default"): sparkae_run's
-    result}``; empty (logged) when the process fails."""
+                       test_limit: Optional[int], cache: str,
+                       settings: Sequence[Optional[int]] = SPARKAE_THREADS) -> Dict[str, Any]:
+    """sparkae's fits of one cell (``num_threads`` of each of ``settings``) in a fresh
+    process with ``OMP_WAIT_POLICY`` unset: ``{setting_name(threads, "default"):
+    sparkae_run's result, marked fresh}``; empty (logged) when the process fails."""
     runs = torch_baselines.fresh_process_runs(
-        _SPARKAE_CHILD, [path, rows, epochs, batch, standardize, test_limit or 0, cache],
+        _SPARKAE_CHILD, [path, rows, epochs, batch, standardize, test_limit or 0, cache,
+                         json.dumps(list(settings))],
         configs=[("default", 0)], what="sparkae fit, OMP_WAIT_POLICY unset",
         allow_failure=True)
-    return {setting: run for out in runs.values() for setting, run in out.items()}
+    return {setting: dict(run, fresh=True) for out in runs.values()
+            for setting, run in out.items()}
 
 
 def plain_runs(rows: int, epochs: int, batch: int, standardize: str,
@@ -156,6 +161,13 @@ STEADY_NOTE = ("The 'loop after the first epoch' column is the rows/s of the epo
                "first epoch also reads them from the materialized Parquet and scales them "
                "into memory, work the plain loop does before its timer starts; that load "
                "counts in the whole fit. It is proposed as the loop target's measure. ")
+
+
+#: The report's note on the second run of each side's fastest configuration.
+REPEAT_NOTE = ("In each cell the fastest plain configuration and the fastest sparkae setting "
+               "run a second time and the faster run of each counts (both rates are in the "
+               "result's 'rates'), so that one run slowed by other work on the machine does "
+               "not decide a ratio. ")
 
 
 def steady_rate(epoch_rates: Sequence[float]) -> Optional[float]:
@@ -215,6 +227,7 @@ def compare(spark, path: str, rows: int, epochs: int, cache: str,
                         df, test_df, test, rows, epochs, batch, std, threads, cache)
                 cell["sparkae"].update(fresh_sparkae_runs(path, rows, epochs, batch, std,
                                                           test_limit, cache))
+                _rerun_fastest(cell, path, df, test_df, test, rows, epochs, test_limit, cache)
                 cell["judged"] = judge(cell, batch)
                 log.info("training %s: %s", name, cell["judged"])
                 cells[name] = cell
@@ -222,6 +235,51 @@ def compare(spark, path: str, rows: int, epochs: int, cache: str,
         df.unpersist()
         test_df.unpersist()
     return {"cells": cells, "test_set": test.source, "test_rows": len(test.images)}
+
+
+#: Runs of each side's fastest configuration in a cell, the first pass included: the
+#: plain loop's best configuration and sparkae's best setting run again and the faster
+#: run of each counts, so that a run slowed by other work on the machine does not decide
+#: a ratio (both sides get the same second chance).
+FASTEST_RUNS = 2
+
+
+def _keep_faster(runs: Dict[str, Any], name: str, again: Optional[Dict[str, Any]],
+                 key: str) -> None:
+    """Keep the faster of ``runs[name]`` and ``again`` (by ``key``); record both rates."""
+    rates = runs[name].get("rates") or [runs[name][key]]
+    if again is None:
+        return
+    rates = rates + [again[key]]
+    if again[key] > runs[name][key]:
+        runs[name] = dict(again)
+    runs[name]["rates"] = rates
+
+
+def _rerun_fastest(cell: Dict[str, Any], path: str, df, test_df, test: common.TestSet,
+                   rows: int, epochs: int, test_limit: Optional[int], cache: str) -> None:
+    """Run the cell's fastest plain configuration and fastest sparkae setting again
+    (:data:`FASTEST_RUNS` in all) and keep the faster run of each."""
+    batch, std = cell["batch"], cell["standardize"]
+    plain = cell["plain"]
+    for _ in range(FASTEST_RUNS - 1):
+        best = max(plain, key=lambda k: plain[k]["rows_per_s"])
+        policy, threads = (part.split("=", 1)[1] for part in best.split())
+        again = torch_baselines.fresh_process_runs(
+            _PLAIN_CHILD, [rows, epochs, batch, std, int(batch in GEMM_BATCHES),
+                           test_limit or 0], configs=[(policy, int(threads))],
+            what="plain Torch training loop (fastest again)", allow_failure=True)
+        _keep_faster(plain, best, again.get(best), "rows_per_s")
+        ours = cell["sparkae"]
+        name = max(ours, key=lambda k: ours[k]["loop_rows_per_s"])
+        threads_setting = ours[name]["num_threads"]
+        if ours[name].get("fresh"):
+            again = fresh_sparkae_runs(path, rows, epochs, batch, std, test_limit, cache,
+                                       settings=[threads_setting]).get(name)
+        else:
+            again = sparkae_run(df, test_df, test, rows, epochs, batch, std, threads_setting,
+                                cache)
+        _keep_faster(ours, name, again, "loop_rows_per_s")
 
 
 #: Epochs of the whole-fit comparison at the Autoencoder's default length
