@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 from typing import Any, Callable, Dict, List
 
 import numpy as np
 
 from bench import common
+from bench.readme_blocks import replace_block
 
 TITLE = "Anomaly detection: AnomalyDetector vs PyOD"
 log = logging.getLogger("bench")
@@ -236,10 +238,6 @@ def readme_table(results_dir: str) -> str:
 
 def write_readme(readme: str, results_dir: str) -> None:
     """Replace the block between :data:`README_START` and :data:`README_END` in ``readme``."""
-    from pathlib import Path
-
-    from bench.readme_blocks import replace_block
-
     replace_block(Path(readme), README_START, README_END, readme_table(results_dir))
 
 

@@ -247,15 +247,24 @@ def section(name: str, rec: Dict[str, Any], charts_dir: Path, report_path: Path)
     return "\n".join(out)
 
 
-def render(results_dir: Path, report_path: Path, charts_dir: Path,
-           entries: Optional[List[str]] = None) -> str:
-    """The markdown of the report (charts are written as a side effect)."""
+def shown_records(results_dir: Path, entries: Optional[List[str]] = None
+          ) -> Tuple[Dict[str, Dict[str, Any]], List[str]]:
+    """The records the report shows (:func:`select`) and the entry names it lists: every
+    entry of ``entries`` (default: every discovered entry) and every entry with a record."""
     chosen = select(load_records(results_dir))
     if entries is None:
         from bench.harness import discover
 
         entries = discover()
-    names = sorted(set(entries) | set(chosen))
+    return chosen, sorted(set(entries) | set(chosen))
+
+
+def render(results_dir: Path, report_path: Path, charts_dir: Path,
+           entries: Optional[List[str]] = None,
+           records: Optional[Tuple[Dict[str, Dict[str, Any]], List[str]]] = None) -> str:
+    """The markdown of the report (charts are written as a side effect); ``records``, when
+    given, is :func:`shown_records`'s answer, read once by the caller."""
+    chosen, names = records or shown_records(results_dir, entries)
     out = [HEADER]
     rows = []
     for name in names:
@@ -351,7 +360,8 @@ def write_report(results_dir: Path, report_path: Path, charts_dir: Path,
                  readme: Optional[Path] = None) -> Path:
     """Write the report; with ``readme``, also its generated blocks (the benchmark summary
     and the anomaly table, :mod:`bench.readme_blocks`) from the same records."""
-    text = render(Path(results_dir), Path(report_path), Path(charts_dir))
+    records = shown_records(Path(results_dir))
+    text = render(Path(results_dir), Path(report_path), Path(charts_dir), records=records)
     Path(report_path).parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(str(report_path) + ".tmp")
     tmp.write_text(text)
@@ -359,10 +369,8 @@ def write_report(results_dir: Path, report_path: Path, charts_dir: Path,
     log.info("wrote %s", report_path)
     if readme is not None:
         from bench import bench_anomaly, readme_blocks
-        from bench.harness import discover
 
-        chosen = select(load_records(Path(results_dir)))
-        names = sorted(set(discover()) | set(chosen))
+        chosen, names = records
         rel = os.path.relpath(Path(report_path).resolve(), Path(readme).resolve().parent)
         if readme_blocks.write_summary(Path(readme), chosen, names, rel, fmt, _anchor,
                                        _all_time(chosen, names, Path(results_dir))):
