@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pandas as pd
@@ -98,6 +99,30 @@ def test_a_run_failing_mid_write_leaves_every_partition_as_it_was(spark, job_env
     assert spark.read.parquet(str(out)).count() == 806
     score_job.run_score(spark, settings_for(root, out, "2024-02-01"))   # the rerun completes
     assert spark.read.parquet(str(out)).count() == 806
+
+
+def test_a_task_still_running_after_its_job_failed_writes_nothing(spark, job_env, tmp_path):
+    """Spark fails a job without waiting for its other tasks' Python workers: here
+    partition 1 fails on its first batch while partition 0 waits 1.5 s before each of its
+    batches, then writes and moves its file into a staging directory the driver has
+    already removed (as a run in CI once left one behind)."""
+    x, model, root = job_env
+    out = tmp_path / "scores"
+    score_job.run_score(spark, settings_for(root, out, "2024-02-01"))
+    before = snapshot(out)
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "100")
+    spark.conf.set(scoring.FAIL_CONF, "1:1")
+    spark.conf.set(scoring.DELAY_CONF, "1.5")
+    try:
+        with pytest.raises(Exception, match="injected failure"):
+            score_job.run_score(spark, settings_for(root, out, "2024-02-03"))
+    finally:
+        for conf in (scoring.FAIL_CONF, scoring.DELAY_CONF,
+                     "spark.sql.execution.arrow.maxRecordsPerBatch"):
+            spark.conf.unset(conf)
+    time.sleep(4.5)                     # partition 0's worker has written its batches by now
+    assert snapshot(out) == before
+    assert sorted(os.listdir(out)) == ["_runs", "run_date=2024-02-01"]
 
 
 def test_a_failed_or_killed_swap_restores_the_previous_partition(spark, job_env, tmp_path,
@@ -327,12 +352,14 @@ def test_workers_write_the_scores_and_commit_only_the_accepted_attempts(spark, j
     staged.mkdir()
     for name in ("part-00000-7.parquet", "part-00000-9.parquet", "part-00001-8.parquet"):
         pq.write_table(pq.read_table(day / names[1]), staged / name)
-    (staged / "_attempts" / "attempt_11").mkdir(parents=True)
+    (staged / "_attempts").mkdir()
+    (staged / "_attempts" / "part-00002-11.parquet").write_bytes(b"PAR1")  # still writing
     schema = pq.read_schema(day / names[1])
     parquet_files._finish(str(staged), ["part-00000-9.parquet", "part-00001-8.parquet"],
                           schema, "snappy")
     assert sorted(os.listdir(staged)) == ["_SUCCESS", "part-00000-9.parquet",
                                           "part-00001-8.parquet"]
+    assert sorted(os.listdir(tmp_path)) == ["gz", "lz4", "staged"]   # no staged.attempts
     empty = tmp_path / "empty"
     parquet_files._finish(str(empty), [], schema, "snappy")
     assert pq.read_table(empty).schema.names == schema.names

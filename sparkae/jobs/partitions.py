@@ -11,7 +11,9 @@ Three destinations:
   ``<root>/_replaced/<col>=<value>.<id>``, then the staged one to ``<root>/<col>=<value>``.
   A reader therefore sees the old partition, then (for the instant between the renames)
   none, then the new one; never a partial or doubled one. A failed write leaves only
-  hidden staging files, which are deleted; a run killed between the two renames leaves
+  hidden staging files, which are moved aside in one rename (so that a task of the failed
+  job still running cannot write into them) and deleted; a run killed between the two
+  renames leaves
   the old partition under ``_replaced``, and the next run (or :meth:`recover`) puts it
   back. Renames are atomic on local and HDFS file systems, not on object stores (S3,
   GCS): write to a catalog table there.
@@ -129,7 +131,7 @@ class PathPartitions:
             result = produce(staged)   # a Spark write fails if ``staged`` exists
             self._swap(staged, live, old)
         except BaseException:
-            self.files.delete(staged)
+            self._discard(staged)
             if not self.files.exists(live) and self.files.exists(old):
                 self.files.rename(old, live)
             self._tidy()
@@ -140,6 +142,17 @@ class PathPartitions:
         self.files.delete(old)
         self._tidy()
         return replaced, result
+
+    def _discard(self, staged: str) -> None:
+        """Delete a failed run's ``staged`` directory. On local file systems it is first
+        moved aside in one rename, so that a task of the failed job still running (Spark
+        does not wait for a killed task's Python worker) finds no directory to write into
+        and cannot recreate one (see :mod:`sparkae.scoring.parquet_files`)."""
+        if self.local and self.files.exists(staged):
+            failed = f"{staged}.failed"
+            self.files.rename(staged, failed)
+            staged = failed
+        self.files.delete(staged)
 
     def _tidy(self) -> None:
         """Remove the hidden work directories when nothing is left in them."""

@@ -26,15 +26,19 @@ _BATCHES: Dict[Tuple[int, int, int], int] = {}
 
 @dataclass(frozen=True)
 class BatchFault:
-    """The hook run before each Arrow batch: wait ``delay`` seconds, then raise when the
-    batch is the ``fail_at = (partition, batch)`` one."""
+    """The hook run before each Arrow batch: raise at once when the batch is the
+    ``fail_at = (partition, batch)`` one, else wait ``delay`` seconds (so that with both
+    set, the other tasks are still running when the job fails)."""
 
     fail_at: Optional[Tuple[int, int]]
     delay: float
 
     def __call__(self) -> None:
+        self._fail()
         if self.delay > 0:
             time.sleep(self.delay)
+
+    def _fail(self) -> None:
         if self.fail_at is None:
             return
         from pyspark import TaskContext

@@ -8,13 +8,17 @@ scored rows with pyarrow, and only its file's name and its counts reach the driv
 
 The commit is all or nothing inside the caller's staging directory ``staged``:
 
-- A task attempt writes ``staged/_attempts/attempt_<id>/part-<partition>-<id>.parquet``.
-  Only once that file is complete does it move it to ``staged/`` (Spark's readers skip
-  ``_`` names; the move is one rename).
-- The driver keeps exactly the files named by the task results that Spark accepted,
-  one per partition. It deletes every other ``part-`` file, for example the one an
-  attempt moved in just before its executor died, when Spark ran that partition again.
-  It also deletes ``_attempts``.
+- The driver creates ``staged/_attempts/`` before the job. A task attempt writes
+  ``staged/_attempts/part-<partition>-<id>.parquet`` there and, only once that file is
+  complete, moves it to ``staged/`` (Spark's readers skip ``_`` names; the move is one
+  rename). A task creates no directory: once the driver has moved ``_attempts`` or
+  ``staged`` away, an attempt still running (Spark stops a failed job's other tasks
+  without waiting for their Python workers) can neither open its file nor move it in.
+- The driver first moves ``_attempts`` out of ``staged`` (to ``<staged>.attempts``, then
+  deletes it), so that no attempt can add a file after it looks. It then keeps exactly the
+  files named by the task results that Spark accepted, one per partition, and deletes
+  every other ``part-`` file, for example the one an attempt moved in just before its
+  executor died, when Spark ran that partition again.
 - A run with no rows still writes one file, holding the schema.
 
 The caller moves ``staged`` into place (:class:`sparkae.jobs.partitions.PathPartitions`),
@@ -117,7 +121,7 @@ def write_parquet_files(spark: Any, staged: str, codec: str, path: str, schema: 
         ctx = TaskContext.get()
         attempt = ctx.taskAttemptId()
         name = f"part-{ctx.partitionId():05d}-{attempt}.parquet"
-        work = join(staged, _ATTEMPTS, f"attempt_{attempt}")
+        work = join(staged, _ATTEMPTS, name)
         counts, anomalies, writer, sink = np.zeros(len(STATUSES), np.int64), 0, None, None
         try:
             for numbers in batches:
@@ -128,9 +132,8 @@ def write_parquet_files(spark: Any, staged: str, codec: str, path: str, schema: 
                     if counted:
                         anomalies += _anomalies(batch, outputs, threshold)
                     table = pa.Table.from_batches([batch]).select(keep).cast(arrow_schema)
-                    if writer is None:
-                        fs.makedirs(work, "output.path")
-                        files, inner = fs.arrow_filesystem(join(work, name), "output.path")
+                    if writer is None:   # no makedirs: see the module docstring
+                        files, inner = fs.arrow_filesystem(work, "output.path")
                         sink = files.open_output_stream(inner)
                         # dictionaries only for the carried ids: scores rarely repeat
                         writer = pq.ParquetWriter(sink, arrow_schema, compression=codec,
@@ -139,7 +142,7 @@ def write_parquet_files(spark: Any, staged: str, codec: str, path: str, schema: 
             if writer is not None:
                 writer.close()
                 sink.close()
-                fs.rename(join(work, name), join(staged, name), "output.path")
+                fs.rename(work, join(staged, name), "output.path")
         except BaseException:
             for closing in (writer, sink):
                 try:
@@ -149,13 +152,13 @@ def write_parquet_files(spark: Any, staged: str, codec: str, path: str, schema: 
                     pass
             fs.delete(work, "output.path")
             raise
-        fs.delete(work, "output.path")
         yield pa.RecordBatch.from_pylist(
             [{"file": name if writer is not None else None, "rows": int(counts.sum()),
               **{f"s{k}": int(c) for k, c in zip(STATUSES, counts)},
               "anomalies": anomalies if counted else None}],
             schema=to_arrow_schema(_RESULT))
 
+    fs.makedirs(join(staged, _ATTEMPTS), "output.path")
     results = numbers.mapInArrow(_task, _RESULT).collect()
     _finish(staged, [r["file"] for r in results if r["file"]], arrow_schema, codec)
     totals: Dict[str, Optional[int]] = {"rows": sum(r["rows"] for r in results)}
@@ -169,11 +172,15 @@ def _finish(staged: str, files: List[str], arrow_schema: pa.Schema, codec: str) 
     """Keep exactly ``files`` (the accepted tasks') in ``staged``; a file with the schema
     when there are none; ``_SUCCESS`` as Spark's writer leaves it."""
     keep = set(files)
+    # first the fence: an attempt still running can no longer move a file in
+    if fs.exists(join(staged, _ATTEMPTS), "output.path"):
+        spent = staged.rstrip("/") + ".attempts"
+        fs.rename(join(staged, _ATTEMPTS), spent, "output.path")
+        fs.delete(spent, "output.path")
     for n in fs.listdir(staged, "output.path"):
         if n.startswith("part-") and n not in keep:
             log.info("removing %s: written by a task attempt Spark did not keep", n)
             fs.delete(join(staged, n), "output.path")
-    fs.delete(join(staged, _ATTEMPTS), "output.path")
     if not keep:
         fs.makedirs(staged, "output.path")
         files_, inner = fs.arrow_filesystem(join(staged, "part-00000-empty.parquet"),
