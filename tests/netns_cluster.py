@@ -10,7 +10,8 @@ any other address cannot leave. Every process of host X runs as
 
 which gives it the host name ``sae-X``, its own ``/etc/hosts`` (the three hosts), its own
 ``/tmp`` (``<base>/X/tmp``) and working directory ``/srv`` (``<base>/X/work``, also its
-``HOME``), and the checkout (the software, its ``.venv`` included) read-only.
+``HOME``), and the checkout (the software, its ``.venv`` included) read-only, at its own
+path (also when that path lies in the machine's ``/tmp``: it is mounted into the host's).
 No local path is shared between hosts but that read-only software (and the JVM and the
 Ivy cache, read as they are). The test process itself stays in the machine's namespace
 and reads the hosts' files under ``<base>`` and their sockets in ``/proc/PID/net`` of an
@@ -56,13 +57,22 @@ VENV = Path(sys.prefix)
 #: Where each host's working directory appears inside it.
 WORKDIR = "/srv"
 
-#: Run on host X (``sh -c _WRAP sh NAME DIR CHECKOUT CMD...``): its host name, its working
-#: directory, its /etc/hosts, the checkout read-only, then its /tmp (last: DIR may be under
-#: the machine's /tmp), and exec CMD there.
+#: Where the checkout lies inside /tmp (``fresh/sparkae`` for ``/tmp/fresh/sparkae``), or
+#: "" when it lies elsewhere.
+IN_TMP = (os.path.relpath(ROOT.resolve(), "/tmp")
+          if str(ROOT.resolve()).startswith("/tmp/") else "")
+
+#: Run on host X (``sh -c _WRAP sh NAME DIR CHECKOUT IN_TMP CMD...``): its host name, its
+#: working directory, its /etc/hosts, the checkout read-only, then its /tmp (last: DIR may
+#: be under the machine's /tmp), and exec CMD there. A checkout inside /tmp is mounted at
+#: the same place in the host's /tmp first (``DIR/tmp/IN_TMP``, carried over by the
+#: recursive bind), so the host sees it where the machine does.
 _WRAP = (f'hostname "$1" && mount --bind "$2/work" {WORKDIR} '
          '&& mount --bind "$2/hosts" /etc/hosts '
          '&& mount --bind "$3" "$3" && mount -o remount,bind,ro "$3" '
-         f'&& mount --bind "$2/tmp" /tmp && cd {WORKDIR} && shift 3 && exec "$@"')
+         '&& if [ -n "$4" ]; then mount --bind "$3" "$2/tmp/$4" '
+         '&& mount -o remount,bind,ro "$2/tmp/$4"; fi '
+         f'&& mount --rbind "$2/tmp" /tmp && cd {WORKDIR} && shift 4 && exec "$@"')
 
 
 def _sh(*argv: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess:
@@ -80,11 +90,13 @@ def namespace_support() -> Optional[str]:
             return f"'{tool}' is not installed (iproute2, util-linux and a JDK are needed)"
     if not os.path.isdir(WORKDIR):
         return f"{WORKDIR} does not exist (each host's working directory is mounted there)"
-    for what, path in (("the checkout", ROOT), ("its virtual environment", VENV)):
-        real = os.path.realpath(path)
-        if real == "/tmp" or real.startswith("/tmp/"):
-            return (f"{what} lies under /tmp ({real}), which each test host mounts privately, "
-                    "so the hosts cannot see it; clone the project outside /tmp")
+    root, venv = os.path.realpath(ROOT), os.path.realpath(VENV)
+    if root == "/tmp":
+        return "the checkout is /tmp itself, which each test host mounts privately"
+    if (venv == "/tmp" or venv.startswith("/tmp/")) and not venv.startswith(root + "/"):
+        return (f"the virtual environment lies under /tmp ({venv}) outside the checkout; "
+                "each test host mounts /tmp privately and sees only the checkout there: "
+                "put the environment inside the checkout or outside /tmp")
     probe = f"saeprobe-{os.getpid()}"   # not PREFIX: a run's clean-up must leave it alone
     try:
         made = _sh("ip", "netns", "add", probe, check=False)
@@ -261,6 +273,8 @@ class Hosts:
             for sub in ("tmp", "work"):
                 (d / sub).mkdir(parents=True, exist_ok=True)
             (d / "tmp").chmod(0o1777)
+            if IN_TMP:       # where the checkout is mounted in the host's /tmp
+                (d / "tmp" / IN_TMP).mkdir(parents=True, exist_ok=True)
             (d / "hosts").write_text(hosts_file)
             # an anchor in each namespace: /proc/<anchor>/net shows the namespace's sockets
             self.anchors[h] = subprocess.Popen(
@@ -346,7 +360,7 @@ class Hosts:
         """``argv`` wrapped to run on ``host`` (its namespaces and mounts)."""
         return ["ip", "netns", "exec", self.ns(host), "unshare", "--mount", "--uts",
                 "--propagation", "private", "sh", "-c", _WRAP, "sh", self.hostname(host),
-                str(self.dir(host)), str(ROOT), *map(str, argv)]
+                str(self.dir(host)), str(ROOT), IN_TMP, *map(str, argv)]
 
     def start(self, host: str, name: str, argv: Sequence[str],
               env: Optional[Dict[str, str]] = None) -> subprocess.Popen:
