@@ -5,6 +5,8 @@ development set (:mod:`sparkae.anomaly.datasets`), unsupervised, and ranked by A
 PyOD's IForest, ECOD and PCA. ``python -m bench.anomaly_research [--quick] [--methods a,b]``
 prints the table and writes ``bench/results/anomaly_research/anomaly_research-<stamp>.json``;
 ``--summarize`` merges every stored run into ``anomaly_research_summary.json`` there.
+``--sets odds-<name>`` reads the real ODDS set ``<name>`` from the folder that
+``SPARKAE_ODDS_DIR`` names (:mod:`bench.bench_anomaly_odds`).
 
 Candidates (names in the table):
 
@@ -240,6 +242,12 @@ def seeded(name: str, seed: int):
     synthetic draw)."""
     from sparkae.anomaly import datasets as ds
 
+    if name.startswith("odds-"):     # a real ODDS set (bench.bench_anomaly_odds); no draw
+        from bench.bench_anomaly_odds import load_sets
+
+        found = {s["name"]: s for s in load_sets(os.environ["SPARKAE_ODDS_DIR"])}
+        s = found[name[len("odds-"):]]
+        return ds.AnomalySet(x=s["x"], y=s["y"], name=name)
     if seed == 0:
         return ds.DEVELOPMENT_SETS[name]()
     builders = {"wdbc": ds.wdbc, "wine": ds.wine,
