@@ -136,6 +136,7 @@ METHODS: Dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "m_rec_dist_km10_kmA": scored(["rec", "dist", "km10", "kmA"]),
     "m_rec_km10_kmA": scored(["rec", "km10", "kmA"]),
     "m_kmA": scored(["kmA"]),
+    "m_rec_dist_kmA_s0": scored(["rec", "dist", "kmA"], min_steps=0),   # 10 epochs only
     "m_cblofA": scored(["cblofA"]),
     "w_rec": scored(["rec"], widths="pyod"),
     "w_rec_dist": scored(["rec", "dist"], widths="pyod"),
