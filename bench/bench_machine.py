@@ -16,7 +16,6 @@ and the plain forward in fresh processes under every thread count and OpenMP wai
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -37,20 +36,6 @@ for t in (1, 2):
     torch_baselines.torch_train(x[:500], [100], epochs=1)
     out[t] = torch_baselines.torch_train(x[:3000], [100], epochs=1)["rows_per_s"]
 print(json.dumps(out))
-"""
-
-#: The plain training loop on the bundled sample, in a fresh process (THREADS from argv[2]):
-#: a warm-up epoch on 500 rows, then the timed loop; prints its rows/s.
-_PLAIN_TRAIN = """
-import json, sys
-sys.path.insert(0, sys.argv[1])
-import torch
-torch.set_num_threads(int(sys.argv[2]))
-from bench import common, torch_baselines
-hidden, epochs = json.loads(sys.argv[3]), int(sys.argv[4])
-x, _ = common.sample_arrays()
-torch_baselines.torch_train(x[:500], hidden, epochs=1)
-print(json.dumps(torch_baselines.torch_train(x, hidden, epochs=epochs)["rows_per_s"]))
 """
 
 TITLE = "vs the machine: achieved GFLOP/s against measured matrix-multiply rate"
@@ -122,17 +107,15 @@ def run(quick: bool = False) -> Dict[str, Any]:
             best_t = max(fits, key=lambda t: fits[t][0].summary.rows_per_s)
             model, fit_s = fits[best_t]
             sp_train = model.summary.rows_per_s
-            plain_all = torch_baselines.fresh_process_runs(
-                _PLAIN_TRAIN, [json.dumps(list(hidden)), epochs],
-                configs=[("default", 2)] if quick else torch_baselines.OMP_CONFIGS,
-                what="plain Torch training loop")
-            plain_cfg = max(plain_all, key=plain_all.get)
-            plain = {"rows_per_s": plain_all[plain_cfg]}
+            plain_cfg, plain_all = torch_baselines.sample_train_best(hidden, epochs,
+                                                                     quick=quick)
+            plain = plain_all[plain_cfg]
             label = "[" + ", ".join(map(str, hidden)) + "]"
             settings[label] = {"sparkae num_threads": best_t or "default",
                                "plain Torch": plain_cfg,
                                "plain Torch rows/s by configuration":
-                                   {k: common.fmt(v) for k, v in plain_all.items()}}
+                                   {k: common.fmt(v["rows_per_s"])
+                                    for k, v in plain_all.items()}}
             sdf = spark.read.parquet(path)
             common.score_to_noop(model, sdf)                      # warm this model's workers
             sp_score = score_rows / common.score_to_noop(model, sdf)

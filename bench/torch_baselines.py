@@ -232,3 +232,41 @@ def matmul_gflops(n: int = 2048, threads: int = CORES, seconds: float = 2.0,
         return best / 1e9
     finally:
         torch.set_num_threads(old)
+
+
+#: The plain loop on the bundled sample in a fresh process (:func:`sample_train_best`):
+#: argv = ROOT THREADS HIDDEN(json) EPOCHS BATCH TEST_LIMIT (-1: no test MSE, 0: the whole
+#: test set); a warm-up epoch on 500 rows first; prints rows/s, seconds [, test_mse].
+_SAMPLE_CHILD = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+import torch
+torch.set_num_threads(int(sys.argv[2]))
+from bench import common, torch_baselines
+hidden, epochs, batch = json.loads(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+test_limit = int(sys.argv[6])
+x, _ = common.sample_arrays()
+torch_baselines.torch_train(x[:500], hidden, epochs=1, batch_size=batch)
+run = torch_baselines.torch_train(x, hidden, epochs=epochs, batch_size=batch)
+out = {"rows_per_s": run["rows_per_s"], "seconds": run["seconds"]}
+if test_limit >= 0:
+    test = common.test_arrays(test_limit or None)
+    out["test_mse"] = common.pixel_mse(
+        test.images, torch_baselines.torch_reconstruct(run["net"], test.images))
+print(json.dumps(out))
+"""
+
+
+def sample_train_best(hidden: Sequence[int], epochs: int, batch: int = 64,
+                      test_limit: Optional[int] = -1, quick: bool = False
+                      ) -> Tuple[str, Dict[str, Any]]:
+    """The plain loop on the bundled sample in its best configuration: one fresh process per
+    thread count and OpenMP wait policy (:data:`OMP_CONFIGS`; ``quick``: the default policy
+    on 2 threads only, for smoke runs). ``test_limit``: -1 for no test MSE, None for the
+    whole MNIST test set, else its first rows. Returns the fastest configuration's name and
+    every configuration's ``{rows_per_s, seconds[, test_mse]}``."""
+    limit = 0 if test_limit is None else test_limit
+    runs = fresh_process_runs(_SAMPLE_CHILD, [json.dumps(list(hidden)), epochs, batch, limit],
+                              configs=[("default", CORES)] if quick else OMP_CONFIGS,
+                              what="plain Torch training loop (bundled sample)")
+    return max(runs, key=lambda k: runs[k]["rows_per_s"]), runs
