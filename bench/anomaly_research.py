@@ -41,6 +41,7 @@ question, the summary and the command line; the candidates' code is in
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -238,16 +239,21 @@ def worst_gaps(table: Dict[str, Dict[str, Dict[str, float]]], sets: Sequence[str
     return out
 
 
+@functools.lru_cache(maxsize=1)
+def _odds_sets(folder: str) -> Dict[str, Dict[str, object]]:
+    """The ODDS sets in ``folder`` by name, read once per run."""
+    from bench.bench_anomaly_odds import load_sets
+
+    return {s["name"]: s for s in load_sets(folder)}
+
+
 def seeded(name: str, seed: int):
     """Development set ``name`` drawn with ``seed`` (its anomalies' sample, or the
     synthetic draw)."""
     from sparkae.anomaly import datasets as ds
 
     if name.startswith("odds-"):     # a real ODDS set (bench.bench_anomaly_odds); no draw
-        from bench.bench_anomaly_odds import load_sets
-
-        found = {s["name"]: s for s in load_sets(os.environ["SPARKAE_ODDS_DIR"])}
-        s = found[name[len("odds-"):]]
+        s = _odds_sets(os.environ["SPARKAE_ODDS_DIR"])[name[len("odds-"):]]
         return ds.AnomalySet(x=s["x"], y=s["y"], name=name)
     if seed == 0:
         return ds.DEVELOPMENT_SETS[name]()

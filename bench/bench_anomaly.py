@@ -112,25 +112,35 @@ def _measure(fn: Callable[[], np.ndarray], y: np.ndarray) -> Dict[str, float]:
     return {"auroc": common.auroc(scores, y), "auprc": _auprc(scores, y), "seconds": secs}
 
 
+#: Every system compared, sparkae's first.
+SYSTEMS = ["AnomalyDetector", "Autoencoder (chapter)"] + PYOD
+
+
+def measure_set(name: str, x: np.ndarray, y: np.ndarray,
+                res: Dict[str, Dict[str, Dict[str, float]]]) -> None:
+    """Fit and score every system of :data:`SYSTEMS` on all rows of ``x``; put each one's
+    AUROC, AUPRC and seconds in ``res[system][name]``."""
+    df = _to_df(x)
+    for s in SYSTEMS[:2]:
+        res[s][name] = _measure(lambda s=s: _sparkae(s, df), y)
+    df.unpersist()
+    for s in PYOD:
+        res[s][name] = _measure(lambda s=s: pyod_scores(s, x), y)
+    log.info("%s: %s", name, ", ".join(f"{s} {res[s][name].get('auroc', float('nan')):.4f}"
+                                       for s in SYSTEMS))
+
+
 def development(quick: bool) -> Dict[str, Any]:
     from sparkae.anomaly.datasets import DEVELOPMENT_SETS
 
     common.set_torch_threads()
     names = SETS_QUICK if quick else SETS_FULL
-    systems = ["AnomalyDetector", "Autoencoder (chapter)"] + PYOD
-    res: Dict[str, Dict[str, Dict[str, float]]] = {s: {} for s in systems}
+    res: Dict[str, Dict[str, Dict[str, float]]] = {s: {} for s in SYSTEMS}
     common.warm_up()
     for sname in names:
         data = DEVELOPMENT_SETS[sname]()
-        df = _to_df(data.x)
-        for s in systems[:2]:
-            res[s][sname] = _measure(lambda s=s: _sparkae(s, df), data.y)
-        df.unpersist()
-        for s in PYOD:
-            res[s][sname] = _measure(lambda s=s: pyod_scores(s, data.x), data.y)
-        log.info("%s: %s", sname, ", ".join(f"{s} {res[s][sname].get('auroc', float('nan')):.4f}"
-                                            for s in systems))
-    return {"sets": names, "systems": systems, "results": res}
+        measure_set(sname, data.x, data.y, res)
+    return {"sets": names, "systems": list(SYSTEMS), "results": res}
 
 
 def run(quick: bool = False) -> Dict[str, Any]:
