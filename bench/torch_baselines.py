@@ -49,37 +49,51 @@ def torch_network(images: np.ndarray, hidden: Sequence[int], seed: int = 123,
 
 def torch_train(images: np.ndarray, hidden: Sequence[int], epochs: int = 10,
                 batch_size: int = 64, seed: int = 123, lr: float = 1e-3,
-                standardize: str = "h2o") -> Dict[str, Any]:
+                standardize: str = "h2o", device: str = "cpu") -> Dict[str, Any]:
     """A plain in-memory Torch loop: the same network, Adam (Torch's fused kernel where it
     has one, as sparkae takes it: a plain loop's best configuration), MSE in the scaled space,
     shuffled mini-batches; the rows are scaled once before the loop (not timed). Returns
-    the trained net, seconds (loop only) and rows/s. In-process: the benchmarks run it in
-    fresh processes under each thread count and OpenMP wait policy
-    (:func:`fresh_process_runs`)."""
+    the trained net (on the CPU), seconds (loop only), each epoch's seconds and rows/s.
+    In-process: the benchmarks run it in fresh processes under each thread count and
+    OpenMP wait policy (:func:`fresh_process_runs`). On a GPU (``device="cuda"``) the
+    scaled rows, the shuffle and the steps stay on the device."""
     import torch
 
     from sparkae.train.optim import fused_adam
 
-    net = torch_network(images, hidden, seed, standardize)
+    dev = torch.device(device)
+    net = torch_network(images, hidden, seed, standardize).to(dev)
     params = list(net.parameters())
     opt = torch.optim.Adam(params, lr=lr, **fused_adam(params))
-    x = torch.from_numpy(images.astype(np.float32))
+    x = torch.from_numpy(images.astype(np.float32)).to(dev)
     with torch.no_grad():
         z_all = net.scaler(x)
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator(device=dev).manual_seed(seed)
     net.train()
-    t0 = time.perf_counter()
+    epoch_s = []
     for _ in range(epochs):
-        perm = torch.randperm(len(z_all), generator=gen)
+        t0 = time.perf_counter()
+        perm = torch.randperm(len(z_all), generator=gen, device=dev)
         for i in range(0, len(perm), batch_size):
             z = z_all[perm[i:i + batch_size]]
             opt.zero_grad(set_to_none=True)
             loss = torch.mean((net.reconstruct(z) - z) ** 2)
             loss.backward()
             opt.step()
-    secs = time.perf_counter() - t0
+        _sync(dev)
+        epoch_s.append(time.perf_counter() - t0)
+    secs = sum(epoch_s)
     net.eval()
-    return {"net": net, "seconds": secs, "rows_per_s": len(images) * epochs / secs}
+    return {"net": net.cpu(), "seconds": secs, "epoch_seconds": epoch_s,
+            "rows_per_s": len(images) * epochs / secs}
+
+
+def _sync(device) -> None:
+    """Wait for ``device``'s queued work (a GPU's kernels run after the call returns)."""
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def torch_reconstruct(net, images: np.ndarray, batch_size: int = 1024) -> np.ndarray:
@@ -95,23 +109,27 @@ def torch_reconstruct(net, images: np.ndarray, batch_size: int = 1024) -> np.nda
 
 
 def torch_score_rate(net, images: np.ndarray, batch_size: int = 1024,
-                     repeats: int = 1) -> float:
+                     repeats: int = 1, device: str = "cpu") -> float:
     """Rows/s of a plain Torch forward computing what ``transform`` computes by default
     (codings of the coding layer and the per-row reconstruction MSE), uint8 -> float32
-    conversion included."""
+    conversion included; on a GPU each batch goes to the device and its outputs come back
+    as NumPy arrays."""
     import torch
 
     from sparkae.nn.models import coding_layer
 
+    dev = torch.device(device)
+    net = net.to(dev)
     layer = coding_layer(net.hidden)
     t0 = time.perf_counter()
     with torch.no_grad():
         for _ in range(repeats):
             for i in range(0, len(images), batch_size):
-                z = net.scaler(torch.from_numpy(images[i:i + batch_size].astype(np.float32)))
+                x = torch.from_numpy(images[i:i + batch_size].astype(np.float32))
+                z = net.scaler(x.to(dev))
                 acts = net.hidden_activations(z)
-                codes = acts[layer - 1].numpy()
-                mse = ((net.decode_from_last(acts[-1]) - z) ** 2).mean(dim=1).numpy()
+                codes = acts[layer - 1].cpu().numpy()
+                mse = ((net.decode_from_last(acts[-1]) - z) ** 2).mean(dim=1).cpu().numpy()
     del codes, mse
     return len(images) * repeats / (time.perf_counter() - t0)
 

@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from sparkae.data import batches
 from sparkae.data.batches import CsrRows, RowIds, assemble
 from sparkae.data.converter import ParquetBatches
 from sparkae.data.vectors import decode_vectors
@@ -82,9 +83,12 @@ def _scaler(x: np.ndarray, standardize: str = "h2o"):
     return spec, scaling
 
 
+@pytest.mark.parametrize("whole", [False, True], ids=["ids-per-batch", "ids-per-epoch"])
 @pytest.mark.parametrize("world,batch,skip", [(1, 16, False), (2, 7, True), (3, 64, False),
                                               (1, 1, True)])
-def test_memory_epochs_are_the_streamed_batches_scaled(tmp_path, world, batch, skip):
+def test_memory_epochs_are_the_streamed_batches_scaled(tmp_path, world, batch, skip, whole):
+    """Kept rows give the streamed batches scaled, whether the row ids of an epoch go to
+    the device batch by batch (CPU) or in one copy once loaded (a GPU's way)."""
     x = _table(tmp_path / "t", _rows(160, 3, nan_rows=9))
     spec, scaling = _scaler(x)
     net = build_network(spec)
@@ -95,6 +99,7 @@ def test_memory_epochs_are_the_streamed_batches_scaled(tmp_path, world, batch, s
         kept = MemoryEpochs(ParquetBatches(str(tmp_path / "t"), WIDTH, batch, seed=4,
                                            rank=rank, world_size=world),
                             net.scaler, skip_missing=skip)
+        kept.whole_epoch_ids = whole
         assert kept.width == spec["kept"] and len(kept) == streamed.steps
         for epoch in range(3):
             got = list(kept.epoch(epoch))
@@ -223,3 +228,22 @@ def test_the_epoch_memory_param_reaches_the_ranks(small_dense, caplog):
     assert weights[0].keys() == weights[None].keys()
     for key in weights[0]:
         assert torch.equal(weights[0][key], weights[None][key]), key
+
+
+def test_rows_scattered_on_a_device_equal_the_host_scatter():
+    """The scatter a GPU runs (batches.scatter_on) gives scatter_rows exactly, here on the
+    CPU: NaN kept, empty rows, int32 columns and float32 values as CsrRows holds them."""
+    rng = np.random.default_rng(3)
+    lengths = np.array([3, 0, 5, 1, 0, 7])
+    cols = np.concatenate([np.sort(rng.choice(9, k, replace=False)) for k in lengths])
+    vals = rng.random(len(cols)).astype(np.float32)
+    vals[4] = np.nan
+    got = batches.scatter_on(lengths, cols.astype(np.int32), vals, 9, torch.device("cpu"))
+    want = batches.scatter_rows(lengths, cols, vals, 9)
+    assert got.dtype == torch.float32 and got.shape == (6, 9)
+    np.testing.assert_array_equal(got.numpy(), want)
+    block = batches.CsrRows.from_lengths(lengths, cols, vals, 9)
+    np.testing.assert_array_equal(block.dense_on(torch.device("cpu")).numpy(), want)
+    empty = batches.scatter_on(np.zeros(0, np.int64), np.zeros(0, np.int32),
+                               np.zeros(0, np.float32), 9, torch.device("cpu"))
+    assert empty.shape == (0, 9)

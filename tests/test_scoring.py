@@ -22,7 +22,8 @@ from sparkae.data import arrow_rows
 from sparkae.data.prepare import InputInfo
 from sparkae.scoring import broadcasts, faults, worker
 from sparkae.scoring.broadcasts import PayloadSource
-from sparkae.scoring.forward import Scorer
+from sparkae.data.batches import to_device
+from sparkae.scoring.forward import Scorer, scatter_block
 from sparkae.nn.models import build_network
 from sparkae.train.summary import TrainingSummary
 
@@ -192,6 +193,27 @@ def test_sparse_first_layer_equals_the_dense_forward(kept):
     dense = scorer.score(arrow_rows.RowBlock(status=block.status, size=30, dense=x), ALL, 2,
                          THRESHOLD, batch_size=7)
     assert_close(dense, ref)
+
+
+def test_vectors_scattered_on_the_device_equal_the_dense_rows():
+    """A GPU worker scatters vectors' stored entries on its device (scatter_block); the same
+    code on the CPU gives RowBlock.to_dense exactly, missing values and empty rows included."""
+    col = vec_array([("s", 5, [1, 4], [1.5, 2.0]), None, ("d", [1.0, 0.0, np.nan, 4.0, 5.0]),
+                     ("s", 5, [], []), ("s", 5, [0], [-3.0])])
+    block = arrow_rows.decode_rows(col, 5)
+    for lo, hi in [(0, 4), (1, 3), (2, 4), (3, 3)]:
+        got = scatter_block(block, lo, hi, torch.device("cpu"))
+        assert got.dtype == torch.float32
+        np.testing.assert_array_equal(got.numpy(), block.to_dense(lo, hi))
+
+
+def test_to_device_keeps_values_and_dtype_on_the_cpu():
+    x = np.arange(12, dtype=np.int64).reshape(3, 4)
+    x.setflags(write=False)              # Arrow's buffers are read-only
+    for src in (x, torch.from_numpy(x.copy())):
+        t = to_device(src, torch.device("cpu"))
+        assert t.dtype == torch.int64 and t.device.type == "cpu"
+        np.testing.assert_array_equal(t.numpy(), x)
 
 
 def test_unrequested_outputs_are_not_computed():

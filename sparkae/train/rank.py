@@ -16,6 +16,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 import torch
 
+from sparkae.data.batches import to_device
 from sparkae.data.converter import ParquetBatches, read_unit_arrow
 from sparkae.data.memory import MemoryEpochs, budget_bytes, table_bytes
 from sparkae.io import fs
@@ -73,8 +74,7 @@ def _unit_reader(loader: str) -> Callable:
 def _to_device(batch: Any, device: torch.device) -> Any:
     if device.type == "cpu":
         return batch
-    t = batch if isinstance(batch, torch.Tensor) else torch.from_numpy(batch)
-    return t.to(device, non_blocking=True)
+    return to_device(batch, device)
 
 
 def _in_memory(job: TrainJob, reader: ParquetBatches, net: torch.nn.Module,
