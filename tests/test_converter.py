@@ -249,3 +249,28 @@ def test_reading_batches_does_not_import_pandas(tmp_path):
                          timeout=300, cwd=str(ROOT))
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.strip().splitlines()[-1] == "False", out.stdout
+
+
+def test_units_read_by_several_threads_batch_as_one_thread_reads_them(tmp_path):
+    """A GPU rank reads its units with several threads (each with its own open files);
+    every epoch's batches equal those of one reading thread, over two files and ranks."""
+    from sparkae.data import converter
+
+    x = _matrix(200, seed=5)
+    sparse_rows = np.zeros(200, dtype=bool)
+    sparse_rows[::2] = True
+    for i, part in enumerate((slice(0, 110), slice(110, 200))):
+        pq.write_table(_struct_table(x[part], sparse_rows[part]),
+                       str(tmp_path / f"part-{i}.parquet"), row_group_size=15)
+    for rank in (0, 1):
+        kw = dict(batch_size=11, shuffle=True, seed=2, rank=rank, world_size=2)
+        one = ParquetBatches(str(tmp_path), SIZE, **kw)
+        many = ParquetBatches(str(tmp_path), SIZE, read_threads=4, **kw)
+        for epoch in (0, 1, 2):
+            a, b = list(one.epoch(epoch)), list(many.epoch(epoch))
+            assert len(a) == len(b) > 3
+            for p, q in zip(a, b):
+                np.testing.assert_array_equal(p, q)
+    assert converter.read_threads("cpu", 16) == 1
+    assert converter.read_threads("cuda", 16) == converter.GPU_READ_THREADS
+    assert converter.read_threads("cuda", 2) == 1 and converter.read_threads("cuda", 1) == 1

@@ -11,6 +11,8 @@ as dense NumPy batches or, for wide sparse input, ``torch.sparse_csr`` batches.
 from __future__ import annotations
 
 import logging
+import os
+import threading
 from collections import OrderedDict, deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -35,6 +37,8 @@ log = logging.getLogger("sparkae")
 ROW_GROUP_BYTES = 16 * 1024 * 1024
 #: Row groups a rank's background reader reads ahead of the one being batched.
 READ_AHEAD = 2
+#: Most threads reading a GPU rank's units (:func:`read_threads`).
+GPU_READ_THREADS = 4
 
 
 def materialize(vectors: DataFrame, directory: str,
@@ -107,13 +111,23 @@ _OPEN: "OrderedDict[str, pq.ParquetFile]" = OrderedDict()
 _OPEN_MAX = 16
 
 
+#: Threads that read units side by side keep their own open files (a ParquetFile serves
+#: one reader at a time); set by :func:`_own_open_files`.
+_THREAD = threading.local()
+
+
+def _own_open_files() -> None:
+    _THREAD.files = OrderedDict()
+
+
 def _parquet(path: str) -> pq.ParquetFile:
-    pf = _OPEN.pop(path, None)
+    cache = getattr(_THREAD, "files", _OPEN)
+    pf = cache.pop(path, None)
     if pf is None:
         pf = pq.ParquetFile(fs.open_input(path, "cache_dir"), pre_buffer=True)
-    _OPEN[path] = pf
-    while len(_OPEN) > _OPEN_MAX:
-        _OPEN.popitem(last=False)
+    cache[path] = pf
+    while len(cache) > _OPEN_MAX:
+        cache.popitem(last=False)
     return pf
 
 
@@ -177,6 +191,17 @@ UnitReader = Callable[[Unit, int, str], CsrRows]
 Batch = Union[np.ndarray, torch.Tensor]
 
 
+def read_threads(device_type: str, cores: Optional[int] = None) -> int:
+    """Threads that read a rank's units: 1 on the CPU (its cores train), else up to
+    :data:`GPU_READ_THREADS` of the process's cores (pyarrow and NumPy's casts leave the
+    interpreter free, so units decode in parallel while the GPU trains)."""
+    if device_type == "cpu":
+        return 1
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+    return max(1, min(GPU_READ_THREADS, cores - 1))
+
+
 class ParquetBatches:
     """Stream a rank's share of a materialized feature table, one epoch at a time.
 
@@ -206,13 +231,17 @@ class ParquetBatches:
         Drop rows holding NaN from sparse batches (the loop does it for dense ones).
     window : int
         Units shuffled together (memory holds about this many row groups).
+    read_threads : int
+        Units read at once in the background (Arrow reader). One suits a rank whose
+        cores train; a GPU rank's idle cores read several (:func:`read_threads`).
     """
 
     def __init__(self, path: Union[str, List[str]], size: int, batch_size: int,
                  shuffle: bool = True, seed: int = 0, rank: int = 0, world_size: int = 1,
                  role: str = "features", sparse: bool = False,
                  reader: Optional[UnitReader] = None, skip_missing: bool = False,
-                 window: int = 2) -> None:
+                 window: int = 2, read_threads: int = 1) -> None:
+        self.read_threads = max(1, int(read_threads))
         self.size, self.batch_size = size, batch_size
         self.shuffle, self.seed, self.role = shuffle, seed, role
         self.rank, self.world_size = rank, world_size
@@ -242,7 +271,8 @@ class ParquetBatches:
 
     def read_ahead(self, indices: List[int]) -> Iterator[CsrRows]:
         """:meth:`read` each unit of ``indices``, in order. With the Arrow reader, a
-        background thread reads up to :data:`READ_AHEAD` units ahead of the one yielded
+        background thread (:attr:`read_threads` of them) reads up to :data:`READ_AHEAD`
+        units (or as many as threads) ahead of the one yielded
         (pyarrow and NumPy leave the interpreter free, so reading overlaps training); close
         the iterator (``close()``, when it has one) if it is left before its end."""
         if len(indices) <= 1 or self.reader is not read_unit_arrow:
@@ -250,9 +280,12 @@ class ParquetBatches:
         return self._read_in_background(indices)
 
     def _read_in_background(self, indices: List[int]) -> Iterator[CsrRows]:
-        with ThreadPoolExecutor(1, thread_name_prefix="sparkae-read") as pool:
+        ahead = max(READ_AHEAD, self.read_threads)
+        own = _own_open_files if self.read_threads > 1 else None
+        with ThreadPoolExecutor(self.read_threads, thread_name_prefix="sparkae-read",
+                                initializer=own) as pool:
             todo = iter(indices)
-            pending = deque(pool.submit(self.read, i) for i in islice(todo, READ_AHEAD))
+            pending = deque(pool.submit(self.read, i) for i in islice(todo, ahead))
             while pending:
                 block = pending.popleft().result()
                 following = next(todo, None)

@@ -17,7 +17,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 import torch
 
 from sparkae.data.batches import to_device
-from sparkae.data.converter import ParquetBatches, read_unit_arrow
+from sparkae.data.converter import ParquetBatches, read_threads, read_unit_arrow
 from sparkae.data.memory import MemoryEpochs, budget_bytes, table_bytes
 from sparkae.io import fs
 from sparkae.nn.models import build_network
@@ -149,7 +149,8 @@ def _run_rank(job: TrainJob, rank: int, world_size: int, wrap: Optional[Callable
     reader = ParquetBatches(job.train_path, size, rank_batch, shuffle=True, seed=job.seed,
                             rank=rank, world_size=world_size, role="training data",
                             sparse=job.sparse, reader=_unit_reader(job.loader),
-                            skip_missing=job.config.skip_missing)
+                            skip_missing=job.config.skip_missing,
+                            read_threads=read_threads(device.type))
     memory = _in_memory(job, reader, net, device)
     valid = None
     if job.valid_path:
