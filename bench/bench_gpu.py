@@ -268,7 +268,7 @@ def _result(info: Dict[str, Any], rows: int, epochs: int, training: List[Dict[st
     score_table += [[f"plain Torch forward, {k}", round(v), f(v / plain_best, 3)]
                     for k, v in scoring["plain"].items()]
     gpu = info.get("gpu", info["device"])
-    ranks = ("one GPU: the 2-rank (nccl) run needs a second GPU and did not run"
+    ranks = ("One GPU: the 2-rank (nccl) run needs a second GPU and did not run"
              if info.get("gpus", 0) < 2 else f"{info['gpus']} GPUs")
     b256 = next(c for c in training if c["batch"] == 256) if any(
         c["batch"] == 256 for c in training) else training[0]
