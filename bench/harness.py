@@ -5,8 +5,9 @@ dict``. Optional module attributes: ``TITLE`` (section title in BENCHMARKS.md) a
 ``SMOKE = True`` (part of ``python -m bench smoke``, which runs its members with
 ``quick=True`` and must finish in under 2 minutes) and ``IN_ALL = False`` (left out of
 ``python -m bench all``, run only by name: the load soak test, the loaders comparison,
-which needs the legacy environment, and the long comparisons at scale, ``anomaly_scale``
-and ``h2o_large``). ``all`` must finish in
+which needs the legacy environment, the long comparisons at scale, ``anomaly_scale``
+and ``h2o_large``, the ODDS sets of ``anomaly_odds`` (not shipped) and ``gpu`` (a GPU
+machine)). ``all`` must finish in
 :data:`ALL_TARGET_MIN` minutes on the 2-core benchmark machine; it runs its members in name
 order except :data:`RUN_LAST`, and writes a record of the whole run (each entry's status
 and seconds, the total) to ``<results>/runs/all-<YYYYmmdd-HHMMSS>[-quick].json``, which the
@@ -195,8 +196,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("names", nargs="+", metavar="NAME",
                         help="an entry (bench/bench_NAME.py), 'all' (every entry except "
                              "those marked IN_ALL = False: the 'load' soak test, the "
-                             "'loaders' comparison (legacy environment) and the long "
-                             "'anomaly_scale' and 'h2o_large', which run only by "
+                             "'loaders' comparison (legacy environment), the long "
+                             "'anomaly_scale' and 'h2o_large', 'anomaly_odds' (ODDS "
+                             "files) and 'gpu' (a GPU machine), which run only by "
                              f"name; target: {ALL_TARGET_MIN:g} minutes on 2 "
                              "cores), 'smoke' (the quick CI subset), 'list', or 'report' "
                              "(regenerate BENCHMARKS.md and README's generated blocks only)")
