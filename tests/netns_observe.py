@@ -139,7 +139,11 @@ class Observer:
     def _copy_ray_logs(self, host: str) -> None:
         tmp = self.hosts.dir(host) / "tmp"
         for logs in list(tmp.glob("ray*/session_*/logs")):
-            for src in list(logs.rglob("*")):
+            try:
+                found = list(logs.rglob("*"))
+            except OSError:   # the session's directory went away (Ray stopped): copied so far
+                continue
+            for src in found:
                 try:
                     st = src.stat()
                 except OSError:
