@@ -76,7 +76,7 @@ def measure(device: str, quick: bool = False) -> Dict[str, Any]:
         test = scoring_compare.digits(test_rows, seed=2)
         train_path = os.path.join(work, "train")
         scoring_compare.write_rows(train_path, x, 0, 0, "sparse")
-        spec, scaling = _spec(x)
+        spec, scaling = torch_baselines.network_spec(x, HIDDEN)
         training = [_train_cell(train_path, x, test, spec, scaling, batch, epochs, device)
                     for batch in TRAIN_BATCHES]
         state = training[-1]["state"]
@@ -109,19 +109,7 @@ def _warm(device: str) -> None:
     a = torch.randn(1024, 784, device=device)
     w = torch.randn(100, 784, device=device, requires_grad=True)
     (torch.tanh(a @ w.t()) ** 2).mean().backward()
-    torch_baselines._sync(torch.device(device))
-
-
-def _spec(x: np.ndarray):
-    from sparkae.nn.scaling import FeatureStats, compute_scaling
-
-    xf = x.astype(np.float64)
-    stats = FeatureStats(count=len(xf), mean=xf.mean(0), std=xf.std(0, ddof=1),
-                         min=xf.min(0), max=xf.max(0))
-    scaling = compute_scaling(stats, "h2o", True)
-    spec = {"input_size": int(x.shape[1]), "kept": int(len(scaling.keep)), "hidden": HIDDEN,
-            "activation": "tanh", "output_activation": "linear"}
-    return spec, scaling.tensors()
+    torch_baselines.sync(torch.device(device))
 
 
 def _sparkae_fit(path: str, spec, scaling, batch: int, epochs: int, device: str

@@ -25,25 +25,34 @@ from bench.common import CORES, ROOT
 log = logging.getLogger("bench")
 
 
-def torch_network(images: np.ndarray, hidden: Sequence[int], seed: int = 123,
-                  standardize: str = "h2o"):
-    """sparkae's network class with the ``standardize`` scaling (default H2O's) computed
-    from ``images`` in NumPy (the same :func:`sparkae.nn.scaling.compute_scaling`),
-    untrained, seeded."""
-    import torch
-
-    from sparkae.nn.models import build_network
+def network_spec(images: np.ndarray, hidden: Sequence[int], standardize: str = "h2o"
+                 ) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """The spec of sparkae's network for ``images`` (tanh, linear output) and its
+    ``standardize`` scaling (default H2O's), computed in NumPy by the same
+    :func:`sparkae.nn.scaling.compute_scaling`, as the scaler's tensors."""
     from sparkae.nn.scaling import FeatureStats, compute_scaling
 
     x = images.astype(np.float64)
     stats = FeatureStats(count=len(x), mean=x.mean(0), std=x.std(0, ddof=1), min=x.min(0),
                          max=x.max(0))
     scaling = compute_scaling(stats, standardize, True)
+    spec = {"input_size": x.shape[1], "kept": int(len(scaling.keep)), "hidden": list(hidden),
+            "activation": "tanh", "output_activation": "linear"}
+    return spec, scaling.tensors()
+
+
+def torch_network(images: np.ndarray, hidden: Sequence[int], seed: int = 123,
+                  standardize: str = "h2o"):
+    """sparkae's network class with the ``standardize`` scaling (default H2O's) computed
+    from ``images`` (:func:`network_spec`), untrained, seeded."""
+    import torch
+
+    from sparkae.nn.models import build_network
+
+    spec, scaling = network_spec(images, hidden, standardize)
     torch.manual_seed(seed)
-    net = build_network({"input_size": x.shape[1], "kept": int(len(scaling.keep)),
-                         "hidden": list(hidden), "activation": "tanh",
-                         "output_activation": "linear"})
-    net.scaler.set_statistics(**scaling.tensors())
+    net = build_network(spec)
+    net.scaler.set_statistics(**scaling)
     return net
 
 
@@ -80,7 +89,7 @@ def torch_train(images: np.ndarray, hidden: Sequence[int], epochs: int = 10,
             loss = torch.mean((net.reconstruct(z) - z) ** 2)
             loss.backward()
             opt.step()
-        _sync(dev)
+        sync(dev)
         epoch_s.append(time.perf_counter() - t0)
     secs = sum(epoch_s)
     net.eval()
@@ -88,7 +97,7 @@ def torch_train(images: np.ndarray, hidden: Sequence[int], epochs: int = 10,
             "rows_per_s": len(images) * epochs / secs}
 
 
-def _sync(device) -> None:
+def sync(device) -> None:
     """Wait for ``device``'s queued work (a GPU's kernels run after the call returns)."""
     import torch
 

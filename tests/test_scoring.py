@@ -20,6 +20,7 @@ from pyspark.sql import functions as F
 from sparkae import Autoencoder, AutoencoderModel, scoring
 from sparkae.data import arrow_rows
 from sparkae.data.prepare import InputInfo
+from sparkae.data.vectors import decode_vectors
 from sparkae.scoring import broadcasts, faults, worker
 from sparkae.scoring.broadcasts import PayloadSource
 from sparkae.data.batches import to_device
@@ -142,6 +143,14 @@ def test_decode_rejects_other_widths_and_bad_indices():
         arrow_rows.decode_rows(pa.array([[1.0]]), 2)
     with pytest.raises(ValueError, match=r"an index outside \[0, 4\)"):
         arrow_rows.decode_rows(vec_array([("s", 4, [7], [1.0])]), 4)
+    # a sparse vector written by hand with more indices than values, alone and beside a
+    # dense row (Spark never writes one)
+    for rows in ([("s", 4, [0, 2], [1.0])], [("d", [1.0] * 4), ("s", 4, [0, 2], [1.0])]):
+        with pytest.raises(ValueError, match="scoring input: sparse vectors hold 2 indices "
+                                             "for 1 values"):
+            arrow_rows.decode_rows(vec_array(rows), 4)
+        with pytest.raises(ValueError, match="features: sparse vectors hold 2 indices"):
+            decode_vectors(vec_array(rows), 4)
 
 
 def test_encode_outputs_with_nulls():

@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from sparkae.data.arrow_numpy import numpy_view
+from sparkae.data.vectors import entry_columns
 
 #: Row status codes (the nightly job counts them). NaN (missing) values are scored with
 #: the model's mean imputation unless the model skips rows with missing values.
@@ -174,15 +175,7 @@ def _decode_vectors(col: pa.Array, null: np.ndarray, size: int, skip_missing: bo
         raise _width_error(role, int(widths[bad[0]]), size)
     if not sparse.any():        # dense vectors only: their values are the rows, in order
         return _dense_block(vals.reshape(-1, size), null, size, skip_missing)
-    if sparse.all():            # sparse vectors only: the indices are the columns
-        cols = _numpy(indices.flatten(), np.int64)
-        if len(cols) != len(vals):
-            raise ValueError(f"{role}: a sparse vector has {len(cols)} indices for "
-                             f"{len(vals)} values in this batch; each index needs one value")
-    else:                       # dense rows count their entries; sparse rows' indices
-        starts = np.cumsum(lengths) - lengths
-        cols = np.arange(len(vals), dtype=np.int64) - np.repeat(starts, lengths)
-        cols[np.repeat(sparse, lengths)] = _numpy(indices.flatten(), np.int64)
+    cols = entry_columns(sparse, lengths, indices, role)
     if len(cols) and (cols.min() < 0 or cols.max() >= size):
         raise ValueError(f"{role}: a sparse vector has an index outside [0, {size})")
     nonfinite = ~np.isfinite(vals)

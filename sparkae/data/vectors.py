@@ -27,9 +27,42 @@ FEATURES = "features"
 VECTOR_FIELDS = ("type", "size", "indices", "values")
 
 
+def entry_columns(sparse: np.ndarray, lengths: np.ndarray, indices: pa.Array,
+                  role: str = "features") -> np.ndarray:
+    """The column (int64) of every stored entry of Spark vectors, rows in order: a sparse
+    row's indices, ``0 .. n-1`` for a dense row's ``n`` values. ``sparse`` marks the sparse
+    rows, ``lengths`` counts each row's values, ``indices`` is the struct's indices field.
+
+    Raises
+    ------
+    ValueError
+        The sparse rows hold another number of indices than of values.
+    """
+    total = int(lengths.sum())
+    if len(sparse) and sparse.all():   # every row sparse (Spark's usual choice): no mask
+        cols = numpy_view(indices.flatten()).astype(np.int64)
+        _one_index_per_value(len(cols), total, role)
+        return cols
+    starts = np.cumsum(lengths) - lengths
+    cols = np.arange(total, dtype=np.int64) - np.repeat(starts, lengths)
+    if sparse.any():
+        at = np.repeat(sparse, lengths)
+        idx = numpy_view(indices.flatten())
+        _one_index_per_value(len(idx), int(np.count_nonzero(at)), role)
+        cols[at] = idx
+    return cols
+
+
+def _one_index_per_value(indices: int, values: int, role: str) -> None:
+    if indices != values:
+        raise ValueError(f"{role}: sparse vectors hold {indices} indices for {values} values; "
+                         "each index needs one value")
+
+
 def vector_arrays(types: pa.Array, sizes: pa.Array, indices: pa.Array, values: pa.Array,
                   dtype: Any = np.float32) -> Tuple[np.ndarray, ...]:
-    """The fields of Spark vectors (``VectorUDT``'s struct) as flat NumPy arrays, unchecked:
+    """The fields of Spark vectors (``VectorUDT``'s struct) as flat NumPy arrays, unchecked
+    but for one index per sparse value (:func:`entry_columns`):
     ``(lengths, cols, vals, widths)`` = stored entries per row, the column of every stored
     entry, its value (as ``dtype``) and each row's vector size."""
     lengths = pc.list_value_length(values)
@@ -38,17 +71,14 @@ def vector_arrays(types: pa.Array, sizes: pa.Array, indices: pa.Array, values: p
     lengths = lengths.astype(np.int64)
     vals = numpy_view(values.flatten()).astype(dtype, copy=False)
     sparse = numpy_view(types) == 0
-    if len(sparse) and sparse.all():   # every row sparse (Spark's usual choice): no mask
+    cols = entry_columns(sparse, lengths, indices)
+    if len(sparse) and sparse.all():
         widths = numpy_view(sizes).astype(np.int64)
-        cols = numpy_view(indices.flatten()).astype(np.int64)
     else:
-        starts = np.cumsum(lengths) - lengths
-        cols = np.arange(len(vals), dtype=np.int64) - np.repeat(starts, lengths)
         widths = lengths.copy()
         if sparse.any():
             # (the sparse rows' sizes are set; a filter's pa.array(mask) imports pandas)
             widths[sparse] = numpy_view(sizes, nulls_undefined=True)[sparse]
-            cols[np.repeat(sparse, lengths)] = numpy_view(indices.flatten())
     return lengths, cols, vals, widths
 
 
