@@ -16,7 +16,9 @@ Spark's part of a fit or a scoring run is the CPU entries' subject):
   network the worker rebuilds on its GPU) on Arrow batches of 10,000 rows (Spark's
   ``maxRecordsPerBatch``) of ``array<float>``, dense-vector and sparse-vector rows, with
   ``deep_features`` + ``reconstruction_mse``, against a plain Torch forward of the same
-  outputs from uint8 rows in memory (each batch to the GPU and back), over 200,000 rows.
+  outputs from uint8 rows in memory (each batch to the GPU and back), over 200,000 rows;
+  the array and dense-vector rows also with their NaN / infinity check on the worker's
+  CPU as they are decoded (before ``Scorer.check_on_device`` moved it to the GPU).
 
 Ranks: a 2-rank (nccl) run needs a second GPU; on a one-GPU machine the entry says so.
 """
@@ -215,6 +217,14 @@ def _scoring(work: str, spec, state, n: int, device: str) -> Dict[str, Any]:
         for bs in SCORE_BATCHES:
             out["sparkae"][f"{lay} batch={bs}"] = max(
                 _worker_rate(batches, scorer, layer, bs) for _ in range(REPEATS))
+        if lay != "sparse" and scorer.check_on_device:
+            # the same rows checked for NaN / inf on the worker's CPU as they are decoded
+            # (what every worker did before Scorer.check_on_device): the change, measured
+            scorer.check_on_device = False
+            out["sparkae"][f"{lay} batch={SCORE_BATCHES[0]}, checked on the CPU"] = max(
+                _worker_rate(batches, scorer, layer, SCORE_BATCHES[0])
+                for _ in range(REPEATS))
+            scorer.check_on_device = True
     net = unpack(payload)
     for bs in PLAIN_SCORE_BATCHES:
         torch_baselines.torch_score_rate(net, x[:bs], bs, device=device)   # warm-up

@@ -39,10 +39,18 @@ class RowBlock:
         SCORED rows are held in ``dense`` / the sparse components (NaN values included,
         when missing rows are scored).
     dense : ndarray of float32 (scored rows x size), or None
-        Set for list input.
+        Set for list input and dense vectors. In a block decoded without the finite
+        check (``checked`` false) it holds every non-null row as the input gave it
+        (float32, or float64 for dense vectors and lists of doubles).
     lengths, cols, vals : ndarray, or None
-        Sparse components of the scored rows (stored entries per row; column index and
-        value of every entry, rows in order), set for vector input.
+        Sparse components of the scored rows (stored entries per row, int64; column
+        index, int32, and value, float32, of every entry, rows in order), set for vector
+        input.
+    checked : bool
+        Whether the rows holding NaN or infinite values have their status; false only for
+        dense rows decoded with ``check_finite=False``, until :meth:`mark_nonfinite`.
+    skip_missing : bool
+        Rows with missing values get :data:`MISSING` (the ``skip_missing`` of the decode).
     """
 
     status: np.ndarray
@@ -51,6 +59,8 @@ class RowBlock:
     lengths: Optional[np.ndarray] = None
     cols: Optional[np.ndarray] = None
     vals: Optional[np.ndarray] = None
+    checked: bool = True
+    skip_missing: bool = False
     _starts: Optional[np.ndarray] = field(default=None, init=False, repr=False)
 
     @property
@@ -75,6 +85,27 @@ class RowBlock:
         out[rows * self.size + self.cols[e0:e1]] = self.vals[e0:e1]
         return out.reshape(hi - lo, self.size)
 
+    def mark_nonfinite(self, nan: np.ndarray, inf: np.ndarray) -> np.ndarray:
+        """Complete a block decoded with ``check_finite=False`` once the caller knows which
+        held rows hold NaN (``nan``) and infinite (``inf``) values (one flag per row of
+        ``dense``): their status becomes what :func:`decode_rows` would have given them,
+        and ``dense`` keeps only the scored rows. Returns the mask of the held rows that
+        are scored (results computed for every held row are cut down with it)."""
+        if self.checked:
+            raise ValueError("mark_nonfinite: this block's rows were checked when decoded")
+        nan, inf = np.asarray(nan, dtype=bool), np.asarray(inf, dtype=bool)
+        if len(nan) != self.rows or len(inf) != self.rows:
+            raise ValueError(f"mark_nonfinite: {len(nan)} and {len(inf)} flags for "
+                             f"{self.rows} held rows")
+        null = self.status == NULL_ROW
+        present = np.flatnonzero(~null)
+        self.status = _row_status(null, present[inf], present[nan], self.skip_missing)
+        keep = self.status[present] == SCORED
+        if not keep.all():
+            self.dense = self.dense[keep]
+        self.checked = True
+        return keep
+
     @property
     def starts(self) -> np.ndarray:
         """Offsets of every scored row's entries (length rows + 1), for CSR batches."""
@@ -93,7 +124,7 @@ def _width_error(role: str, found: int, size: int) -> ValueError:
 
 
 def decode_rows(col: pa.Array, size: int, skip_missing: bool = False,
-                role: str = "scoring input") -> RowBlock:
+                role: str = "scoring input", check_finite: bool = True) -> RowBlock:
     """Decode one Arrow column of feature rows into a :class:`RowBlock`.
 
     Parameters
@@ -107,6 +138,14 @@ def decode_rows(col: pa.Array, size: int, skip_missing: bool = False,
         scoring them (with the model's imputation).
     role : str
         Prefix of error messages.
+    check_finite : bool, default True
+        Find the rows holding NaN or infinite values here (NumPy, on this CPU). False
+        leaves that to the caller for dense rows without null values (lists of floats or
+        doubles, dense vectors): the block holds every non-null row as given, uncast and
+        uncopied where Arrow's buffer allows, and the caller calls
+        :meth:`RowBlock.mark_nonfinite` (a GPU worker finds those rows on the GPU while it
+        scores; :class:`sparkae.scoring.forward.Scorer`). Sparse vectors are always
+        checked here.
 
     Raises
     ------
@@ -117,9 +156,9 @@ def decode_rows(col: pa.Array, size: int, skip_missing: bool = False,
         col = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
     null = ~_numpy(col.is_valid(), bool)
     if pa.types.is_struct(col.type):
-        return _decode_vectors(col, null, size, skip_missing, role)
+        return _decode_vectors(col, null, size, skip_missing, role, check_finite)
     if pa.types.is_list(col.type) or pa.types.is_large_list(col.type):
-        return _decode_lists(col, null, size, skip_missing, role)
+        return _decode_lists(col, null, size, skip_missing, role, check_finite)
     raise TypeError(f"{role}: cannot score an Arrow column of type {col.type}; expected a "
                     "Spark vector struct or a list of numbers")
 
@@ -133,8 +172,19 @@ def _row_status(null: np.ndarray, inf_rows: np.ndarray, nan_rows: np.ndarray,
     return status
 
 
+def _unchecked(flat: pa.Array, null: np.ndarray, size: int,
+               skip_missing: bool) -> Optional[RowBlock]:
+    """The block of :func:`decode_rows`'s ``check_finite=False``: the non-null rows' values
+    ``flat`` as they are, when they are floats without nulls (else None: decode as usual)."""
+    if flat.null_count or flat.type not in (pa.float32(), pa.float64()):
+        return None
+    return RowBlock(status=_row_status(null, null[:0], null[:0], False), size=size,
+                    dense=numpy_view(flat).reshape(-1, size), checked=False,
+                    skip_missing=skip_missing)
+
+
 def _decode_lists(col: pa.Array, null: np.ndarray, size: int, skip_missing: bool,
-                  role: str) -> RowBlock:
+                  role: str, check_finite: bool = True) -> RowBlock:
     lengths = _numpy(pc.list_value_length(col).fill_null(size), np.int64)
     bad = np.flatnonzero(lengths != size)
     if len(bad):
@@ -142,6 +192,9 @@ def _decode_lists(col: pa.Array, null: np.ndarray, size: int, skip_missing: bool
     flat = col.flatten()  # values of the non-null rows, slicing offsets applied
     if not (pa.types.is_floating(flat.type) or pa.types.is_integer(flat.type)):
         raise TypeError(f"{role}: cannot score a list of {flat.type}; expected numbers")
+    block = None if check_finite else _unchecked(flat, null, size, skip_missing)
+    if block is not None:
+        return block
     x = _numpy(flat.cast(pa.float32()), np.float32).reshape(-1, size)  # nulls -> NaN
     return _dense_block(x, null, size, skip_missing)
 
@@ -153,19 +206,20 @@ def _dense_block(x: np.ndarray, null: np.ndarray, size: int,
     bad = ~np.isfinite(x)
     if not bad.any():
         return RowBlock(status=_row_status(null, present[:0], present[:0], False), size=size,
-                        dense=np.ascontiguousarray(x))
+                        dense=np.ascontiguousarray(x), skip_missing=skip_missing)
     inf_rows = present[np.isinf(x).any(axis=1)]
     nan_rows = present[np.isnan(x).any(axis=1)]
     status = _row_status(null, inf_rows, nan_rows, skip_missing)
     return RowBlock(status=status, size=size,
-                    dense=np.ascontiguousarray(x[status[present] == SCORED]))
+                    dense=np.ascontiguousarray(x[status[present] == SCORED]),
+                    skip_missing=skip_missing)
 
 
 def _decode_vectors(col: pa.Array, null: np.ndarray, size: int, skip_missing: bool,
-                    role: str) -> RowBlock:
+                    role: str, check_finite: bool = True) -> RowBlock:
     types, sizes, indices, values = col.flatten()  # parent nulls merged into the children
     lengths = _numpy(pc.list_value_length(values).fill_null(0), np.int64)
-    vals = _numpy(values.flatten(), np.float32)
+    flat = values.flatten()
     sparse = _numpy(types.fill_null(1), np.int8) == 0
     widths = np.where(null, size, lengths)
     if sparse.any():
@@ -174,8 +228,11 @@ def _decode_vectors(col: pa.Array, null: np.ndarray, size: int, skip_missing: bo
     if len(bad):
         raise _width_error(role, int(widths[bad[0]]), size)
     if not sparse.any():        # dense vectors only: their values are the rows, in order
-        return _dense_block(vals.reshape(-1, size), null, size, skip_missing)
-    cols = entry_columns(sparse, lengths, indices, role)
+        block = None if check_finite else _unchecked(flat, null, size, skip_missing)
+        return block if block is not None else _dense_block(
+            _numpy(flat, np.float32).reshape(-1, size), null, size, skip_missing)
+    vals = _numpy(flat, np.float32)
+    cols = entry_columns(sparse, lengths, indices, role, np.int32)
     if len(cols) and (cols.min() < 0 or cols.max() >= size):
         raise ValueError(f"{role}: a sparse vector has an index outside [0, {size})")
     nonfinite = ~np.isfinite(vals)
@@ -189,7 +246,8 @@ def _decode_vectors(col: pa.Array, null: np.ndarray, size: int, skip_missing: bo
     if not keep.all():
         entry_keep = np.repeat(keep, lengths)
         lengths, cols, vals = lengths[keep], cols[entry_keep], vals[entry_keep]
-    return RowBlock(status=status, size=size, lengths=lengths, cols=cols, vals=vals)
+    return RowBlock(status=status, size=size, lengths=lengths, cols=cols, vals=vals,
+                    skip_missing=skip_missing)
 
 
 def encode_values(values: np.ndarray, ok: np.ndarray, arrow_type: pa.DataType) -> pa.Array:

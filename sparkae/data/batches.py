@@ -13,6 +13,7 @@ input side.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Iterable, Iterator, List, Optional, TypeVar
 
@@ -20,23 +21,49 @@ import numpy as np
 import torch
 
 
-def to_device(x, device: torch.device) -> torch.Tensor:
-    """``x`` (a NumPy array or a CPU tensor) on ``device``. To a GPU it goes through pinned
-    memory without waiting: ``.to("cuda")`` of pageable memory copies and then waits for
-    every kernel queued so far, which once per batch leaves the GPU idle while Python
-    prepares the next step (measured on an H200: the training loop at 0.59x a plain loop
-    at batch 256, bench/bench_gpu.py). The pinned block is reused only after its copy."""
+def to_device(x, device: torch.device, dtype: Optional[np.dtype] = None) -> torch.Tensor:
+    """``x`` (a NumPy array or a CPU tensor) on ``device``; a NumPy ``x`` is cast to
+    ``dtype`` when one is given. To a GPU it goes through pinned memory without waiting:
+    ``.to("cuda")`` of pageable memory copies and then waits for every kernel queued so
+    far, which once per batch leaves the GPU idle while Python prepares the next step
+    (measured on an H200: the training loop at 0.59x a plain loop at batch 256,
+    bench/bench_gpu.py); the cast happens in the copy into the pinned block (one pass over
+    ``x``). The pinned block is reused only after its copy. On the CPU the tensor may share
+    ``x``'s memory (an Arrow buffer's too, which is read-only): read it, never write it."""
+    if not isinstance(x, torch.Tensor):
+        x = np.asarray(x)
     if device.type != "cuda":
-        return x.to(device) if isinstance(x, torch.Tensor) else torch.from_numpy(x).to(device)
+        if isinstance(x, torch.Tensor):
+            return x.to(device)
+        if dtype is not None:
+            x = np.asarray(x, dtype=dtype)
+        if x.flags.writeable:
+            return torch.from_numpy(x).to(device)
+        with warnings.catch_warnings():   # read only, as the docstring says
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            return torch.from_numpy(x).to(device)
     if isinstance(x, torch.Tensor):
         if x.device.type != "cpu" or x.layout != torch.strided:
             return x.to(device)
         return x.pin_memory().to(device, non_blocking=True)
     # copied into a pinned block (Arrow's read-only buffers included: no writable copy first)
-    pinned = torch.empty(x.shape, dtype=torch.from_numpy(np.empty(0, x.dtype)).dtype,
+    kind = np.dtype(dtype if dtype is not None else x.dtype)
+    pinned = torch.empty(x.shape, dtype=torch.from_numpy(np.empty(0, kind)).dtype,
                          pin_memory=True)
     pinned.numpy()[...] = x
     return pinned.to(device, non_blocking=True)
+
+
+def index_on(x: np.ndarray, device: torch.device) -> torch.Tensor:
+    """An integer array (int32 column indices included) as an int64 tensor on ``device``:
+    on a GPU it travels as it is (half the bytes of int64 for int32) and is widened there;
+    on the CPU NumPy widens it (Arrow's read-only buffers are never handed to Torch)."""
+    x = np.asarray(x)
+    if device.type == "cpu":
+        if x.dtype != np.int64 or not x.flags.writeable:
+            x = x.astype(np.int64)
+        return torch.from_numpy(x)
+    return to_device(x, device).long()
 
 
 def scatter_rows(lengths: np.ndarray, cols: np.ndarray, vals: np.ndarray,
@@ -58,12 +85,10 @@ def scatter_on(lengths: np.ndarray, cols: np.ndarray, vals: np.ndarray, size: in
     there (on a GPU: fewer bytes to copy than the dense rows of sparse data, and no
     scatter on the host's CPU)."""
     n, nnz = len(lengths), len(cols)
-    rows = torch.repeat_interleave(torch.arange(n, device=device),
-                                   to_device(np.asarray(lengths, dtype=np.int64), device),
+    rows = torch.repeat_interleave(torch.arange(n, device=device), index_on(lengths, device),
                                    output_size=nnz)
     out = torch.zeros((n, size), dtype=torch.float32, device=device)
-    out[rows, to_device(np.asarray(cols, dtype=np.int64), device)] = \
-        to_device(vals, device).to(torch.float32)
+    out[rows, index_on(cols, device)] = to_device(vals, device).to(torch.float32)
     return out
 
 

@@ -28,10 +28,12 @@ VECTOR_FIELDS = ("type", "size", "indices", "values")
 
 
 def entry_columns(sparse: np.ndarray, lengths: np.ndarray, indices: pa.Array,
-                  role: str = "features") -> np.ndarray:
-    """The column (int64) of every stored entry of Spark vectors, rows in order: a sparse
-    row's indices, ``0 .. n-1`` for a dense row's ``n`` values. ``sparse`` marks the sparse
-    rows, ``lengths`` counts each row's values, ``indices`` is the struct's indices field.
+                  role: str = "features", dtype: Any = np.int64) -> np.ndarray:
+    """The column (``dtype``, default int64) of every stored entry of Spark vectors, rows
+    in order: a sparse row's indices, ``0 .. n-1`` for a dense row's ``n`` values.
+    ``sparse`` marks the sparse rows, ``lengths`` counts each row's values, ``indices`` is
+    the struct's indices field. With ``np.int32`` (Spark's own index type) the indices of
+    an all-sparse batch are a view of Arrow's buffer, not a copy.
 
     Raises
     ------
@@ -40,7 +42,7 @@ def entry_columns(sparse: np.ndarray, lengths: np.ndarray, indices: pa.Array,
     """
     total = int(lengths.sum())
     if len(sparse) and sparse.all():   # every row sparse (Spark's usual choice): no mask
-        cols = numpy_view(indices.flatten()).astype(np.int64)
+        cols = numpy_view(indices.flatten()).astype(dtype, copy=False)
         _one_index_per_value(len(cols), total, role)
         return cols
     starts = np.cumsum(lengths) - lengths
@@ -50,7 +52,7 @@ def entry_columns(sparse: np.ndarray, lengths: np.ndarray, indices: pa.Array,
         idx = numpy_view(indices.flatten())
         _one_index_per_value(len(idx), int(np.count_nonzero(at)), role)
         cols[at] = idx
-    return cols
+    return cols.astype(dtype, copy=False)
 
 
 def _one_index_per_value(indices: int, values: int, role: str) -> None:
@@ -60,18 +62,19 @@ def _one_index_per_value(indices: int, values: int, role: str) -> None:
 
 
 def vector_arrays(types: pa.Array, sizes: pa.Array, indices: pa.Array, values: pa.Array,
-                  dtype: Any = np.float32) -> Tuple[np.ndarray, ...]:
+                  dtype: Any = np.float32, col_dtype: Any = np.int64
+                  ) -> Tuple[np.ndarray, ...]:
     """The fields of Spark vectors (``VectorUDT``'s struct) as flat NumPy arrays, unchecked
     but for one index per sparse value (:func:`entry_columns`):
     ``(lengths, cols, vals, widths)`` = stored entries per row, the column of every stored
-    entry, its value (as ``dtype``) and each row's vector size."""
+    entry (as ``col_dtype``), its value (as ``dtype``) and each row's vector size."""
     lengths = pc.list_value_length(values)
     # (fill_null builds a pyarrow scalar, which imports pandas: only where there are nulls)
     lengths = numpy_view(lengths.fill_null(0) if lengths.null_count else lengths)
     lengths = lengths.astype(np.int64)
     vals = numpy_view(values.flatten()).astype(dtype, copy=False)
     sparse = numpy_view(types) == 0
-    cols = entry_columns(sparse, lengths, indices)
+    cols = entry_columns(sparse, lengths, indices, dtype=col_dtype)
     if len(sparse) and sparse.all():
         widths = numpy_view(sizes).astype(np.int64)
     else:
@@ -104,8 +107,9 @@ def dense_matrix(types: pa.Array, values: pa.Array, size: Optional[int] = None,
 
 
 def _decode_parts(types: pa.Array, sizes: pa.Array, indices: pa.Array, values: pa.Array,
-                  size: int, role: str):
-    lengths, cols, vals, widths = vector_arrays(types, sizes, indices, values)
+                  size: int, role: str, col_dtype: Any = np.int64):
+    lengths, cols, vals, widths = vector_arrays(types, sizes, indices, values,
+                                                col_dtype=col_dtype)
     bad = np.flatnonzero(widths != size)
     if len(bad):
         raise ValueError(f"{role}: a vector has {int(widths[bad[0]])} features where the model "
@@ -147,7 +151,8 @@ def decode_table(table: pa.Table, size: int, role: str = "features") -> Block:
     """A row block from a table in either layout (struct ``features`` column, or the flat
     ``type``/``size``/``indices``/``values`` columns): a :class:`DenseRows` block when
     every row is a dense vector of width ``size`` (:func:`dense_matrix`), else a
-    :class:`CsrRows` block."""
+    :class:`CsrRows` block (its int32 columns taken from the indices without a copy when
+    every row is sparse)."""
     if FEATURES in table.column_names:
         col = table.column(FEATURES)
         parts = (col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col).flatten()
@@ -156,7 +161,7 @@ def decode_table(table: pa.Table, size: int, role: str = "features") -> Block:
     x = dense_matrix(parts[0], parts[3], size)
     if x is not None:
         return DenseRows(x)
-    return CsrRows.from_lengths(*_decode_parts(*parts, size, role), size)
+    return CsrRows.from_lengths(*_decode_parts(*parts, size, role, np.int32), size)
 
 
 def to_dense(lengths: np.ndarray, cols: np.ndarray, vals: np.ndarray, size: int) -> np.ndarray:

@@ -69,9 +69,10 @@ def score_column(col: pa.Array, scorer: Scorer, outputs: Sequence[str], layer: i
         A row whose width is not the model's, or a sparse index outside it.
     """
     outputs = list(outputs)
-    block = arrow_rows.decode_rows(col, scorer.size, skip_missing)
-    ok = block.status == arrow_rows.SCORED
+    block = arrow_rows.decode_rows(col, scorer.size, skip_missing,
+                                   check_finite=not scorer.check_on_device)
     res = scorer.score(block, outputs, layer, threshold, batch_size, clip)
+    ok = block.status == arrow_rows.SCORED      # (complete once scored: check_on_device)
     names, arrays = [], []
     for o in outputs:
         if o == "reconstruction_mse":

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from sparkae.data.arrow_rows import RowBlock
-from sparkae.data.batches import scatter_on, to_device
+from sparkae.data.batches import index_on, scatter_on, to_device
 from sparkae.nn import sparse as csr
 from sparkae.nn.models import AutoencoderNet
 from sparkae.scoring import sparse_mse
@@ -118,6 +118,25 @@ def score_matrix(net: AutoencoderNet, x: np.ndarray, outputs: List[str], layer: 
                         threshold)
 
 
+def _joined(parts: List[Dict[str, np.ndarray]]) -> Dict[str, np.ndarray]:
+    """The outputs of consecutive passes joined (empty when there was none)."""
+    if not parts:
+        return {}
+    return {o: np.concatenate([p[o] for p in parts]) for o in parts[0]}
+
+
+def _scored_only(block: RowBlock, flags: List[torch.Tensor],
+                 parts: List[Dict[str, np.ndarray]]) -> Dict[str, np.ndarray]:
+    """The outputs of an unchecked block's scored rows: the passes' NaN / infinite row
+    flags (2 x rows each, on the device) set the block's status."""
+    f = (torch.cat(flags, dim=1).cpu().numpy() if flags else np.zeros((2, 0), dtype=bool))
+    keep = block.mark_nonfinite(f[0], f[1])
+    out = _joined(parts)
+    if keep.all():
+        return out
+    return {o: v[keep] for o, v in out.items()}
+
+
 def scatter_block(block: RowBlock, lo: int, hi: int, device: torch.device) -> torch.Tensor:
     """:meth:`RowBlock.to_dense` of rows ``lo:hi`` of a block of vectors, scattered on
     ``device`` from the stored entries (:func:`sparkae.data.batches.scatter_on`)."""
@@ -136,10 +155,19 @@ class Scorer:
         An evaluation-mode network; moved to ``device``.
     device : torch.device
         Where the forward passes run.
+
+    Attributes
+    ----------
+    check_on_device : bool
+        Whether dense rows reach :meth:`score` unchecked for NaN and infinite values
+        (:func:`sparkae.data.arrow_rows.decode_rows` with ``check_finite=False``) and are
+        checked on the device while they are scored; true on a GPU, where that check and
+        the cast to float32 leave the worker's CPU (which bounded dense rows there).
     """
 
     def __init__(self, net: AutoencoderNet, device: torch.device) -> None:
         self.net, self.device = net.to(device), device
+        self.check_on_device = device.type != "cpu"
         sc = net.scaler
         self.size, self.kept = int(sc.input_size), int(sc.keep.numel())
         self.keep_pos: Optional[np.ndarray] = None
@@ -197,7 +225,11 @@ class Scorer:
         -------
         dict of str to ndarray
             One entry per requested output, one row per scored row of ``block``; empty
-            when ``block`` has no row to score.
+            when ``block`` has no row to score. A block of unchecked dense rows
+            (``block.checked`` false) is checked on the device as it is scored: its rows
+            with NaN or infinite values get their status
+            (:meth:`~sparkae.data.arrow_rows.RowBlock.mark_nonfinite`) and their results
+            are left out.
         """
         full = needs_full_width(outputs)
         # the CSR first layer is the dense network's; other families score densified rows
@@ -217,15 +249,20 @@ class Scorer:
                                                    threshold, full, clip, gram))
             else:
                 step = self.rows_per_pass(batch_size, self.size)
+                flags: List[torch.Tensor] = []
                 for lo in range(0, block.rows, step):
-                    z = self.net.scaler(self.dense_rows(block, lo, min(block.rows, lo + step)))
+                    x = self.dense_rows(block, lo, min(block.rows, lo + step))
+                    if not block.checked:
+                        flags.append(torch.stack((torch.isnan(x).any(dim=1),
+                                                  torch.isinf(x).any(dim=1))))
+                    z = self.net.scaler(x)
                     if clip:
                         z = self.net.scaler.clip(z)
                     acts = self.net.hidden_activations(z, upto=None if full else layer)
                     parts.append(_outputs(self.net, acts, lambda: z, outputs, layer, threshold))
-        if not parts:
-            return {}
-        return {o: np.concatenate([p[o] for p in parts]) for o in parts[0]}
+                if not block.checked:
+                    return _scored_only(block, flags, parts)
+        return _joined(parts)
 
     def dense_rows(self, block: RowBlock, lo: int, hi: int) -> torch.Tensor:
         """Scored rows ``lo:hi`` of ``block`` as a dense float32 matrix on the device. On a
@@ -233,7 +270,7 @@ class Scorer:
         than the dense rows and no scatter on the worker's CPU (on an H200, sparse
         vectors of MNIST scored at 0.19x a plain forward when densified on the CPU)."""
         if self.device.type == "cpu" or block.dense is not None:
-            return to_device(block.to_dense(lo, hi), self.device)
+            return to_device(block.to_dense(lo, hi), self.device, np.float32)
         return scatter_block(block, lo, hi, self.device)
 
     def gram_applies(self, outputs: Sequence[str]) -> bool:
@@ -279,7 +316,7 @@ class Scorer:
         ``gram`` (:meth:`gram_applies`) the errors come without a full-width output."""
         e0, e1 = int(starts[lo]), int(starts[hi])
         n, dev = hi - lo, self.device
-        c, v = to_device(cols[e0:e1], dev), to_device(vals[e0:e1], dev)
+        c, v = index_on(cols[e0:e1], dev), to_device(vals[e0:e1], dev)
         crow = to_device(starts[lo:hi + 1] - e0, dev)
         w_eff_t, b_eff = self.first_layer()
         zero, stored = self.z_zero, None
