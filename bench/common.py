@@ -96,6 +96,9 @@ def _java_version() -> Optional[str]:
 
 
 def _git() -> Dict[str, Any]:
+    given = os.environ.get("BENCH_GIT_COMMIT")
+    if given:   # a copy of the files whose own git metadata is stale (bench/gpu_check.sh)
+        return {"commit": given, "dirty": False, "given": True}
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
                               text=True, timeout=10).stdout.strip()

@@ -4,6 +4,8 @@
 # record goes to RESULTS_DIR (default bench/results), and `python -m bench report`
 # (where the project's environment is) puts it into BENCHMARKS.md. A few minutes.
 #   bench/gpu_check.sh [RESULTS_DIR]
+# A copy of the files without their own git history (a device machine's copy of the work
+# tree carries stale git metadata) records the commit given as BENCH_GIT_COMMIT instead.
 # Python: $SPARKAE_PYTHON, else the project's .venv, else python3 (a GPU machine's own
 # Torch, NumPy and pyarrow). The entry needs no JVM; where pyspark is not installed, its
 # Python files come from .gpu/site (scripts/gpu_site.sh makes it from the project's
