@@ -285,9 +285,10 @@ def _result(info: Dict[str, Any], rows: int, epochs: int, training: List[Dict[st
              if info.get("gpus", 0) < 2 else f"{info['gpus']} GPUs")
     b256 = next(c for c in training if c["batch"] == 256) if any(
         c["batch"] == 256 for c in training) else training[0]
-    longer = "".join(f"; over {c['epochs']} epochs (the default) {f(c['loop_ratio'], 3)}x at "
-                     f"batch {c['batch']}" for c in training
-                     if c.get("epochs", epochs) != epochs)
+    long_cells = [c for c in training if c.get("epochs", epochs) != epochs]
+    longer = (f"; over {long_cells[0]['epochs']} epochs (the default) " + ", ".join(
+        f"{f(c['loop_ratio'], 3)}x at batch {c['batch']}" for c in long_cells)
+        if long_cells else "")
     score_ratios = ", ".join(
         f"{f(scoring['sparkae'][f'{lay} batch={SCORE_BATCHES[0]}'] / plain_best, 3)}x"
         for lay in LAYOUTS)
