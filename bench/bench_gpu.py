@@ -20,6 +20,8 @@ Spark's part of a fit or a scoring run is the CPU entries' subject):
   outputs from uint8 rows in memory (each batch to the GPU and back), over 200,000 rows;
   the array and dense-vector rows also with their NaN / infinity check on the worker's
   CPU as they are decoded (before ``Scorer.check_on_device`` moved it to the GPU).
+- wide sparse rows (:mod:`bench.gpu_paths`): CSR training batches (exact and sampled
+  loss) and the CSR scoring paths run on the GPU and checked against the CPU.
 
 Ranks: a 2-rank (nccl) run needs a second GPU; on a one-GPU machine the entry says so.
 """
@@ -35,7 +37,7 @@ from typing import Any, Dict, List, Sequence
 
 import numpy as np
 
-from bench import common, scoring_compare, torch_baselines
+from bench import common, gpu_paths, scoring_compare, torch_baselines
 
 TITLE = "GPU: training and scoring against plain Torch on the same GPU"
 SMOKE = False
@@ -92,13 +94,14 @@ def measure(device: str, quick: bool = False) -> Dict[str, Any]:
                      for batch in DEFAULT_EPOCH_BATCHES]
         state = training[-1]["state"]
         scoring = _scoring(work, spec, state, score_rows, device)
+        paths = gpu_paths.check(device, quick)
     finally:
         shutil.rmtree(work, ignore_errors=True)
         if device == "cuda":
             torch.cuda.empty_cache()
     for cell in training:
         cell.pop("state")
-    return _result(info, rows, epochs, training, scoring, score_rows)
+    return _result(info, rows, epochs, training, scoring, score_rows, paths)
 
 
 def _device_info(device: str) -> Dict[str, Any]:
@@ -248,7 +251,8 @@ def _scoring(work: str, spec, state, n: int, device: str) -> Dict[str, Any]:
 
 
 def _result(info: Dict[str, Any], rows: int, epochs: int, training: List[Dict[str, Any]],
-            scoring: Dict[str, Any], score_rows: int) -> Dict[str, Any]:
+            scoring: Dict[str, Any], score_rows: int,
+            paths: List[Dict[str, Any]]) -> Dict[str, Any]:
     f = common.fmt
     plain_best = scoring["plain_best"]
     targets = []
@@ -271,6 +275,12 @@ def _result(info: Dict[str, Any], rows: int, epochs: int, training: List[Dict[st
                                 "best plain forward on the GPU",
                         "value": f(ratio, 3), "target": f">= {SCORE_TARGET}",
                         "met": ratio >= SCORE_TARGET})
+    for c in paths:
+        targets.append({"name": f"{c['name']}: on the device as on the CPU (largest "
+                                "relative difference)",
+                        "value": c.get("error") or f(c["value"], 3),
+                        "target": f"<= {c['tolerance']}" if c["tolerance"] else "runs",
+                        "met": c["ok"]})
     train_rows = [[c["batch"], c.get("epochs", epochs), round(c["sparkae"]["rows_per_s"]),
                    round(c["plain"]["rows_per_s"]),
                    f(c["loop_ratio"], 3), f(c.get("after_first_ratio"), 3),
@@ -298,9 +308,11 @@ def _result(info: Dict[str, Any], rows: int, epochs: int, training: List[Dict[st
                     f"loop on the same device at batch {b256['batch']} over every epoch "
                     f"({f(b256.get('after_first_ratio'), 3)}x after the first, which also "
                     f"reads the rows){longer}; scoring at {score_ratios} the best plain forward "
-                    f"(array<float>, dense and sparse vectors). {ranks}."),
+                    f"(array<float>, dense and sparse vectors); wide sparse paths: "
+                    f"{sum(c['ok'] for c in paths)} of {len(paths)} checks agree with the "
+                    f"CPU. {ranks}."),
         "device": info, "rows": rows, "epochs": epochs, "score_rows": score_rows,
-        "training": training, "scoring": scoring, "targets": targets,
+        "training": training, "scoring": scoring, "paths": paths, "targets": targets,
         "tables": [
             {"title": f"Training, {rows:,} shifted digits x 784, {HIDDEN} tanh, Adam, "
                       f"one rank (rows/s over every epoch; faster of {REPEATS} runs)",

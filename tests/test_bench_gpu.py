@@ -1,6 +1,7 @@
 """The GPU benchmark entry (bench/bench_gpu.py): skipped without a GPU, and its whole
 measurement run on the CPU at small sizes, so that the script a GPU machine runs is
-checked here (its figures are the GPU's subject only on a GPU)."""
+checked here (its figures are the GPU's subject only on a GPU), its wide sparse checks
+(bench/gpu_paths.py) included."""
 
 from __future__ import annotations
 
@@ -35,8 +36,12 @@ def test_the_measurement_runs_end_to_end_on_the_cpu():
     assert set(r["scoring"]["sparkae"]) == keys
     assert all(v > 0 for v in r["scoring"]["sparkae"].values())
     names = [t["name"] for t in r["targets"]]
+    # the wide sparse paths, here the CPU against itself: every check runs and agrees
+    assert [c["ok"] for c in r["paths"]] == [True] * 6
+    assert all(c["value"] == 0 for c in r["paths"]), r["paths"]
     assert len(names) == (2 * len(bench_gpu.TRAIN_BATCHES)
-                          + len(bench_gpu.DEFAULT_EPOCH_BATCHES) + len(bench_gpu.LAYOUTS))
+                          + len(bench_gpu.DEFAULT_EPOCH_BATCHES) + len(bench_gpu.LAYOUTS)
+                          + len(r["paths"]))
     assert sum("(the estimators' default)" in n for n in names) == \
         len(bench_gpu.DEFAULT_EPOCH_BATCHES)
     assert r["device"]["device"] == "cpu" and len(r["tables"]) == 2

@@ -175,10 +175,12 @@ class CsrRows:
 
     def torch_csr(self) -> torch.Tensor:
         """A ``torch.sparse_csr`` tensor (rows x size) sharing nothing with this block."""
-        return torch.sparse_csr_tensor(torch.from_numpy(self.indptr.copy()),
-                                       torch.from_numpy(self.cols.astype(np.int64)),
-                                       torch.from_numpy(self.vals.copy()),
-                                       size=(len(self), self.size), check_invariants=False)
+        with warnings.catch_warnings():   # once per process: "... support is in beta state"
+            warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+            return torch.sparse_csr_tensor(torch.from_numpy(self.indptr.copy()),
+                                           torch.from_numpy(self.cols.astype(np.int64)),
+                                           torch.from_numpy(self.vals.copy()),
+                                           size=(len(self), self.size), check_invariants=False)
 
 
 @dataclass
