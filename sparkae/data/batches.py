@@ -175,8 +175,10 @@ class CsrRows:
 
     def torch_csr(self) -> torch.Tensor:
         """A ``torch.sparse_csr`` tensor (rows x size) sharing nothing with this block."""
-        with warnings.catch_warnings():   # once per process: "... support is in beta state"
+        with warnings.catch_warnings():   # Torch's notes, once per process: "... support is
+            # in beta state" and (on a GPU) "Sparse invariant checks are implicitly disabled"
             warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+            warnings.filterwarnings("ignore", message="Sparse invariant checks are implicitly")
             return torch.sparse_csr_tensor(torch.from_numpy(self.indptr.copy()),
                                            torch.from_numpy(self.cols.astype(np.int64)),
                                            torch.from_numpy(self.vals.copy()),
