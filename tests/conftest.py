@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
@@ -412,3 +413,41 @@ def hdfs_spark(spark, hdfs_server):
     hadoop.set("dfs.namenode.http-address", hdfs_server.http)
     yield spark
     hadoop.unset("dfs.namenode.http-address")
+
+
+# -- scoring helpers (no Spark) --------------------------------------------------------------
+
+VEC = pa.struct([pa.field("type", pa.int8(), False), pa.field("size", pa.int32()),
+                 pa.field("indices", pa.list_(pa.int32())),
+                 pa.field("values", pa.list_(pa.float64()))])
+
+
+def vec_array(rows):
+    """Spark's Arrow form of vectors: None, ("s", size, idx, vals) or ("d", vals)."""
+    out = []
+    for r in rows:
+        if r is None:
+            out.append(None)
+        elif r[0] == "s":
+            out.append({"type": 0, "size": r[1], "indices": r[2], "values": r[3]})
+        else:
+            out.append({"type": 1, "size": None, "indices": None, "values": r[1]})
+    return pa.array(out, type=VEC)
+
+
+def scoring_net(size=30, kept=None, hidden=(6, 2, 6), seed=0):
+    """A seeded tanh network of input width ``size`` modelling ``kept`` features, with
+    random scaling statistics and imputation, in evaluation mode (no Spark)."""
+    import torch
+
+    from sparkae.nn.models import build_network
+
+    torch.manual_seed(seed)
+    kept = kept or size
+    net = build_network({"input_size": size, "kept": kept, "hidden": list(hidden),
+                         "activation": "tanh"})
+    rng = np.random.default_rng(seed)
+    keep = np.sort(rng.choice(size, kept, replace=False))
+    net.scaler.set_statistics(keep, rng.normal(size=kept), 0.5 + rng.random(kept),
+                              rng.normal(size=size), impute=rng.normal(size=kept))
+    return net.eval()

@@ -27,6 +27,7 @@ from sparkae.data.batches import to_device
 from sparkae.scoring.forward import Scorer, scatter_block
 from sparkae.nn.models import build_network
 from sparkae.train.summary import TrainingSummary
+from tests.conftest import scoring_net, vec_array
 
 ALL = ["deep_features", "reconstruction_mse", "feature_errors", "reconstruction", "is_anomaly"]
 COMBOS = [list(c) for n in range(1, 6) for c in itertools.combinations(ALL, n)]
@@ -75,24 +76,6 @@ def assert_close(got, ref):
 
 
 # -- Arrow decoding (no Spark) ---------------------------------------------------------------
-
-VEC = pa.struct([pa.field("type", pa.int8(), False), pa.field("size", pa.int32()),
-                 pa.field("indices", pa.list_(pa.int32())),
-                 pa.field("values", pa.list_(pa.float64()))])
-
-
-def vec_array(rows):
-    """Spark's Arrow form of vectors: None, ("s", size, idx, vals) or ("d", vals)."""
-    out = []
-    for r in rows:
-        if r is None:
-            out.append(None)
-        elif r[0] == "s":
-            out.append({"type": 0, "size": r[1], "indices": r[2], "values": r[3]})
-        else:
-            out.append({"type": 1, "size": None, "indices": None, "values": r[1]})
-    return pa.array(out, type=VEC)
-
 
 def test_decode_vectors_mixed_sparse_dense_null_and_sliced():
     col = vec_array([("s", 4, [1, 3], [1.0, 2.0]), None, ("d", [1.0, 0.0, 3.0, 4.0]),
@@ -163,18 +146,6 @@ def test_encode_outputs_with_nulls():
 
 # -- the forward pass (no Spark) -------------------------------------------------------------
 
-def _net(size=30, kept=None, hidden=(6, 2, 6), seed=0):
-    torch.manual_seed(seed)
-    kept = kept or size
-    net = build_network({"input_size": size, "kept": kept, "hidden": list(hidden),
-                         "activation": "tanh"})
-    rng = np.random.default_rng(seed)
-    keep = np.sort(rng.choice(size, kept, replace=False))
-    net.scaler.set_statistics(keep, rng.normal(size=kept), 0.5 + rng.random(kept),
-                              rng.normal(size=size), impute=rng.normal(size=kept))
-    return net.eval()
-
-
 def _sparse_rows(n, size, density, seed=1):
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(n, size)) * (rng.random((n, size)) < density)
@@ -190,7 +161,7 @@ def _block(x):
 
 @pytest.mark.parametrize("kept", [None, 23])
 def test_sparse_first_layer_equals_the_dense_forward(kept):
-    net = _net(kept=kept)
+    net = scoring_net(kept=kept)
     x = _sparse_rows(50, 30, 0.02)
     x[4, 5] = np.nan                     # a stored missing value: imputed by the model
     scorer = Scorer(net, torch.device("cpu"))
@@ -226,7 +197,7 @@ def test_to_device_keeps_values_and_dtype_on_the_cpu():
 
 
 def test_unrequested_outputs_are_not_computed():
-    net = _net()
+    net = scoring_net()
     calls = []
     net.decode_from_last = lambda h: calls.append("decode") or torch.zeros(len(h), 30)
     later = net.layers[2].forward
@@ -241,7 +212,7 @@ def test_unrequested_outputs_are_not_computed():
 
 
 def test_wide_rows_are_scored_in_bounded_passes():
-    scorer = Scorer(_net(), torch.device("cpu"))
+    scorer = Scorer(scoring_net(), torch.device("cpu"))
     assert scorer.rows_per_pass(1024, 784) == 1024
     assert scorer.rows_per_pass(1024, 1_000_000) == scoring.PASS_ELEMENTS // 1_000_000
     assert scorer.rows_per_pass(1024, 10**9) == 1
@@ -277,7 +248,7 @@ def test_every_input_layout_and_both_transports_agree(spark, fitted, engine):
 def test_sparse_vectors_score_like_dense_ones(spark):
     """A 400-wide model on 2%-dense rows: sparse vectors take the CSR path in the worker,
     dense vectors the dense one; both equal the local forward pass."""
-    net = _net(size=400, kept=380, hidden=(5,), seed=3)
+    net = scoring_net(size=400, kept=380, hidden=(5,), seed=3)
     info = InputInfo("vector", "v", [], 400)
     model = AutoencoderModel._create(net_spec(400, 380, [5]), net.state_dict(), info,
                                      TrainingSummary(), threshold=THRESHOLD)
@@ -605,7 +576,7 @@ def test_the_worker_cache_is_bounded_and_keyed_by_payload(monkeypatch):
     built = []
     real_unpack = worker.unpack
     monkeypatch.setattr(worker, "unpack", lambda p: built.append(p) or real_unpack(p))
-    net = _net(size=10, hidden=(3,))
+    net = scoring_net(size=10, hidden=(3,))
     payload = scoring.pack({"input_size": 10, "kept": 10, "hidden": [3], "activation": "tanh"},
                            net.state_dict())
     a, b, c = (PayloadSource(t, payload=payload) for t in "abc")

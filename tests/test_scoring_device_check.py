@@ -16,9 +16,11 @@ from sparkae.data import arrow_rows
 from sparkae.data.batches import to_device
 from sparkae.scoring.encode import score_column
 from sparkae.scoring.forward import Scorer
-from tests.test_scoring import ALL, THRESHOLD, _net, vec_array
+from tests.conftest import scoring_net, vec_array
 
 SIZE = 6
+ALL = ["deep_features", "reconstruction_mse", "feature_errors", "reconstruction", "is_anomaly"]
+THRESHOLD = 0.05
 
 
 def _rows():
@@ -41,7 +43,7 @@ def _column(layout, rows):
 
 
 def _scorers():
-    net = _net(size=SIZE, hidden=(5, 2, 5))
+    net = scoring_net(size=SIZE, hidden=(5, 2, 5))
     checked = Scorer(net, torch.device("cpu"))
     on_device = Scorer(net, torch.device("cpu"))
     on_device.check_on_device = True
