@@ -89,3 +89,15 @@ def test_readme_summary_block_comes_from_the_records_and_lists_the_misses(tmp_pa
     assert readme_blocks.replace_block(plain, readme_blocks.SUMMARY_START,
                                        readme_blocks.SUMMARY_END, "x") is False
     assert plain.read_text() == "no markers\n"
+
+
+def test_a_record_names_the_checkout_commit_or_the_one_given(monkeypatch):
+    """A device machine's copy of the files carries stale git metadata: gpu_check.sh's
+    runs name their commit in BENCH_GIT_COMMIT, which the record keeps as given."""
+    from bench import common
+
+    monkeypatch.delenv("BENCH_GIT_COMMIT", raising=False)
+    own = common.versions()["git"]
+    assert len(own["commit"]) == 40 and "given" not in own
+    monkeypatch.setenv("BENCH_GIT_COMMIT", "0" * 40)
+    assert common.versions()["git"] == {"commit": "0" * 40, "dirty": False, "given": True}
