@@ -39,7 +39,7 @@ def _column(layout, rows):
     if layout == "dense vectors":
         return vec_array([None if r is None else ("d", r) for r in rows])
     kind = pa.float32() if layout == "float32 lists" else pa.float64()
-    return pa.array(rows, type=pa.list_(kind))
+    return pa.array(rows, type=(pa.large_list if "large" in layout else pa.list_)(kind))
 
 
 def _scorers():
@@ -61,7 +61,8 @@ def _assert_same(got, want):
 
 
 @pytest.mark.parametrize("skip_missing", [False, True])
-@pytest.mark.parametrize("layout", ["float32 lists", "float64 lists", "dense vectors"])
+@pytest.mark.parametrize("layout", ["float32 lists", "float64 lists", "float64 large lists",
+                                    "dense vectors"])
 def test_rows_checked_on_the_device_score_as_rows_checked_when_decoded(layout, skip_missing):
     checked, on_device = _scorers()
     rows = _rows()
