@@ -451,3 +451,21 @@ def scoring_net(size=30, kept=None, hidden=(6, 2, 6), seed=0):
     net.scaler.set_statistics(keep, rng.normal(size=kept), 0.5 + rng.random(kept),
                               rng.normal(size=size), impute=rng.normal(size=kept))
     return net.eval()
+
+
+def sparse_rows(n, size, density, seed=1):
+    """``n`` float32 rows of ``size`` normal values, each kept with probability
+    ``density`` (the rest zero)."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, size)) * (rng.random((n, size)) < density)
+    return x.astype(np.float32)
+
+
+def sparse_block(x):
+    """The scoring RowBlock of the rows ``x`` as sparse components (every row scored)."""
+    from sparkae.data import arrow_rows
+
+    r, c = np.nonzero(x)
+    return arrow_rows.RowBlock(status=np.zeros(len(x), np.int8), size=x.shape[1],
+                               lengths=np.bincount(r, minlength=len(x)), cols=c.astype(np.int64),
+                               vals=x[r, c])

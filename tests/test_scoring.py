@@ -27,7 +27,7 @@ from sparkae.data.batches import to_device
 from sparkae.scoring.forward import Scorer, scatter_block
 from sparkae.nn.models import build_network
 from sparkae.train.summary import TrainingSummary
-from tests.conftest import scoring_net, vec_array
+from tests.conftest import scoring_net, sparse_block, sparse_rows, vec_array
 
 ALL = ["deep_features", "reconstruction_mse", "feature_errors", "reconstruction", "is_anomaly"]
 COMBOS = [list(c) for n in range(1, 6) for c in itertools.combinations(ALL, n)]
@@ -146,27 +146,14 @@ def test_encode_outputs_with_nulls():
 
 # -- the forward pass (no Spark) -------------------------------------------------------------
 
-def _sparse_rows(n, size, density, seed=1):
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(n, size)) * (rng.random((n, size)) < density)
-    return x.astype(np.float32)
-
-
-def _block(x):
-    r, c = np.nonzero(x)
-    return arrow_rows.RowBlock(status=np.zeros(len(x), np.int8), size=x.shape[1],
-                               lengths=np.bincount(r, minlength=len(x)), cols=c.astype(np.int64),
-                               vals=x[r, c])
-
-
 @pytest.mark.parametrize("kept", [None, 23])
 def test_sparse_first_layer_equals_the_dense_forward(kept):
     net = scoring_net(kept=kept)
-    x = _sparse_rows(50, 30, 0.02)
+    x = sparse_rows(50, 30, 0.02)
     x[4, 5] = np.nan                     # a stored missing value: imputed by the model
     scorer = Scorer(net, torch.device("cpu"))
     ref = scoring.score_matrix(net, x, ALL, 2, THRESHOLD)
-    block = _block(x)
+    block = sparse_block(x)
     assert block.nnz < scoring.SPARSE_DENSITY * 50 * scorer.kept      # the CSR path
     got = scorer.score(block, ALL, 2, THRESHOLD, batch_size=7)
     assert_close(got, ref)
@@ -203,11 +190,11 @@ def test_unrequested_outputs_are_not_computed():
     later = net.layers[2].forward
     net.layers[2].forward = lambda z: calls.append("layer3") or later(z)
     scorer = Scorer(net, torch.device("cpu"))
-    for x in (_sparse_rows(20, 30, 0.02), _sparse_rows(20, 30, 0.9)):
-        out = scorer.score(_block(x), ["deep_features"], 2, None, batch_size=8)
+    for x in (sparse_rows(20, 30, 0.02), sparse_rows(20, 30, 0.9)):
+        out = scorer.score(sparse_block(x), ["deep_features"], 2, None, batch_size=8)
         assert set(out) == {"deep_features"} and out["deep_features"].shape == (20, 2)
     assert calls == []      # neither the decoder nor the layer after the coding layer ran
-    out = scorer.score(_block(x), ["reconstruction_mse"], 2, None, batch_size=8)
+    out = scorer.score(sparse_block(x), ["reconstruction_mse"], 2, None, batch_size=8)
     assert set(out) == {"reconstruction_mse"} and "decode" in calls
 
 
@@ -252,12 +239,12 @@ def test_sparse_vectors_score_like_dense_ones(spark):
     info = InputInfo("vector", "v", [], 400)
     model = AutoencoderModel._create(net_spec(400, 380, [5]), net.state_dict(), info,
                                      TrainingSummary(), threshold=THRESHOLD)
-    x = _sparse_rows(300, 400, 0.02, seed=4)
-    sparse_rows = [(i, Vectors.sparse(400, np.flatnonzero(r).tolist(), r[r != 0].tolist()))
+    x = sparse_rows(300, 400, 0.02, seed=4)
+    sparse_vecs = [(i, Vectors.sparse(400, np.flatnonzero(r).tolist(), r[r != 0].tolist()))
                    for i, r in enumerate(x.astype(np.float64))]
-    dense_rows = [(i, Vectors.dense(r.tolist())) for i, r in enumerate(x.astype(np.float64))]
+    dense_vecs = [(i, Vectors.dense(r.tolist())) for i, r in enumerate(x.astype(np.float64))]
     ref = reference(model, x, 1)
-    for rows in (sparse_rows, dense_rows):
+    for rows in (sparse_vecs, dense_vecs):
         df = spark.createDataFrame(rows, ["id", "v"]).repartition(2)
         assert_close(collect(model.score(df, ALL, 1), ALL), ref)
 

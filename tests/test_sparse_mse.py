@@ -11,7 +11,9 @@ import torch
 from sparkae import scoring
 from sparkae.scoring import sparse_mse
 from sparkae.scoring.forward import Scorer
-from tests.test_scoring import THRESHOLD, _block, _net, _sparse_rows
+from tests.conftest import scoring_net, sparse_block, sparse_rows
+
+THRESHOLD = 0.05
 
 
 def test_squared_error_equals_the_explicit_sum():
@@ -38,14 +40,14 @@ def test_squared_error_equals_the_explicit_sum():
 @pytest.mark.parametrize("outputs", [["reconstruction_mse"], ["is_anomaly"],
                                      ["deep_features", "reconstruction_mse", "is_anomaly"]])
 def test_the_sparse_path_needs_no_decoder_and_matches_the_dense_forward(outputs, kept, clip):
-    net = _net(kept=kept)
-    x = _sparse_rows(60, 30, 0.03, seed=2)
+    net = scoring_net(kept=kept)
+    x = sparse_rows(60, 30, 0.03, seed=2)
     x[4, 5] = np.nan                     # a stored missing value: imputed by the model
     x[7, 3] = 40.0                       # far outside the training range: clipped with clip
     ref = scoring.score_matrix(net, x, outputs, 2, THRESHOLD, clip=clip)
     scorer = Scorer(net, torch.device("cpu"))
     assert scorer.gram_applies(outputs)
-    block = _block(x)
+    block = sparse_block(x)
     assert block.nnz < scoring.SPARSE_DENSITY * 60 * scorer.kept      # the CSR path
     net.decode_from_last = lambda h: pytest.fail("the decoder ran")
     got = scorer.score(block, outputs, 2, THRESHOLD, batch_size=7, clip=clip)
@@ -59,10 +61,10 @@ def test_the_sparse_path_needs_no_decoder_and_matches_the_dense_forward(outputs,
 
 
 def test_outputs_that_need_every_feature_or_a_nonlinear_output_take_the_full_path():
-    scorer = Scorer(_net(), torch.device("cpu"))
+    scorer = Scorer(scoring_net(), torch.device("cpu"))
     assert not scorer.gram_applies(["deep_features"])          # no decoder at all
     assert not scorer.gram_applies(["reconstruction_mse", "feature_errors"])
     assert not scorer.gram_applies(["reconstruction"])
-    net = _net()
+    net = scoring_net()
     net.output_act = torch.nn.Tanh()
     assert not Scorer(net, torch.device("cpu")).gram_applies(["reconstruction_mse"])
