@@ -257,7 +257,7 @@ def _result(info: Dict[str, Any], rows: int, epochs: int, training: List[Dict[st
     plain_best = scoring["plain_best"]
     targets = []
     for c in training:
-        default = c.get("epochs", epochs) != epochs
+        default = c["epochs"] != epochs
         run = f", {c['epochs']} epochs (the estimators' default)" if default else ""
         targets.append({"name": f"training loop, batch {c['batch']}{run}, every epoch: "
                                 "sparkae / plain Torch on the GPU",
@@ -281,7 +281,7 @@ def _result(info: Dict[str, Any], rows: int, epochs: int, training: List[Dict[st
                         "value": c.get("error") or f(c["value"], 3),
                         "target": f"<= {c['tolerance']}" if c["tolerance"] else "runs",
                         "met": c["ok"]})
-    train_rows = [[c["batch"], c.get("epochs", epochs), round(c["sparkae"]["rows_per_s"]),
+    train_rows = [[c["batch"], c["epochs"], round(c["sparkae"]["rows_per_s"]),
                    round(c["plain"]["rows_per_s"]),
                    f(c["loop_ratio"], 3), f(c.get("after_first_ratio"), 3),
                    f(c["sparkae_first_epoch_s"], 3), f(c["plain_first_epoch_s"], 3),
@@ -295,7 +295,7 @@ def _result(info: Dict[str, Any], rows: int, epochs: int, training: List[Dict[st
              if info.get("gpus", 0) < 2 else f"{info['gpus']} GPUs")
     b256 = next(c for c in training if c["batch"] == 256) if any(
         c["batch"] == 256 for c in training) else training[0]
-    long_cells = [c for c in training if c.get("epochs", epochs) != epochs]
+    long_cells = [c for c in training if c["epochs"] != epochs]
     longer = (f"; over {long_cells[0]['epochs']} epochs (the default) " + ", ".join(
         f"{f(c['loop_ratio'], 3)}x at batch {c['batch']}" for c in long_cells)
         if long_cells else "")

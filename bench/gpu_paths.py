@@ -12,8 +12,9 @@ check runs that code on ``device`` and on the CPU from the same data and compare
 - training (one rank, ``launch(TrainJob(sparse=True, use_gpu=...))``, 2 epochs, with a
   validation table): the epochs' training and validation MSE, which the device's own
   arithmetic (and, with sampling, its own random draws) lets differ a little;
-- scoring (:class:`sparkae.scoring.forward.Scorer`, the network trained on the CPU): every
-  output, with and without ``clip``, which must agree to float32 rounding.
+- scoring (:class:`sparkae.scoring.forward.Scorer`, one seeded untrained network rebuilt
+  on each device): every output, with and without ``clip``, which must agree to float32
+  rounding.
 
 A check that raises is recorded with its error instead of stopping the entry.
 """

@@ -37,8 +37,6 @@ def to_device(x, device: torch.device, dtype: Optional[np.dtype] = None) -> torc
             return x.to(device)
         if dtype is not None:
             x = np.asarray(x, dtype=dtype)
-        if x.flags.writeable:
-            return torch.from_numpy(x).to(device)
         with warnings.catch_warnings():   # read only, as the docstring says
             warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
             return torch.from_numpy(x).to(device)
@@ -55,14 +53,11 @@ def to_device(x, device: torch.device, dtype: Optional[np.dtype] = None) -> torc
 
 
 def index_on(x: np.ndarray, device: torch.device) -> torch.Tensor:
-    """An integer array (int32 column indices included) as an int64 tensor on ``device``:
-    on a GPU it travels as it is (half the bytes of int64 for int32) and is widened there;
-    on the CPU NumPy widens it (Arrow's read-only buffers are never handed to Torch)."""
-    x = np.asarray(x)
+    """An integer array (int32 column indices included) as an int64 tensor on ``device``
+    (read it, never write it: see :func:`to_device`): on a GPU it travels as it is (half
+    the bytes of int64 for int32) and is widened there; on the CPU NumPy widens it."""
     if device.type == "cpu":
-        if x.dtype != np.int64 or not x.flags.writeable:
-            x = x.astype(np.int64)
-        return torch.from_numpy(x)
+        return to_device(x, device, np.int64)
     return to_device(x, device).long()
 
 
