@@ -359,7 +359,8 @@ def _anchor(title: str) -> str:
 def write_report(results_dir: Path, report_path: Path, charts_dir: Path,
                  readme: Optional[Path] = None) -> Path:
     """Write the report; with ``readme``, also its generated blocks (the benchmark summary
-    and the anomaly table, :mod:`bench.readme_blocks`) from the same records."""
+    and the anomaly table, :mod:`bench.readme_blocks`; the passages, :mod:`bench.passages`)
+    from the stored records."""
     records = shown_records(Path(results_dir))
     text = render(Path(results_dir), Path(report_path), Path(charts_dir), records=records)
     Path(report_path).parent.mkdir(parents=True, exist_ok=True)
@@ -376,4 +377,9 @@ def write_report(results_dir: Path, report_path: Path, charts_dir: Path,
                                        _all_time(chosen, names, Path(results_dir))):
             log.info("wrote the benchmark summary in %s", readme)
         bench_anomaly.write_readme(str(readme), str(results_dir))
+        from bench.passages import write_passages
+
+        written = write_passages(Path(readme), Path(results_dir))
+        if written:
+            log.info("wrote the passages %s in %s", ", ".join(written), readme)
     return Path(report_path)
