@@ -95,6 +95,12 @@ def _java_version() -> Optional[str]:
         return None
 
 
+#: What a bench run itself rewrites (the report, README's generated blocks, the charts and
+#: results): changes there leave the measured code as committed, so they do not make a
+#: record "dirty".
+GENERATED = ("README.md", "BENCHMARKS.md", "bench/results/", "bench/charts/")
+
+
 def _git() -> Dict[str, Any]:
     given = os.environ.get("BENCH_GIT_COMMIT")
     if given:   # a copy of the files whose own git metadata is stale (bench/gpu_check.sh)
@@ -104,7 +110,9 @@ def _git() -> Dict[str, Any]:
                               text=True, timeout=10).stdout.strip()
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
                                cwd=ROOT, capture_output=True, text=True, timeout=10).stdout
-        return {"commit": head or None, "dirty": bool(dirty.strip())}
+        changed = [line[3:] for line in dirty.splitlines() if line.strip()]
+        return {"commit": head or None,
+                "dirty": any(not p.startswith(GENERATED) for p in changed)}
     except Exception:  # noqa: BLE001 - not a checkout
         return {"commit": None, "dirty": None}
 

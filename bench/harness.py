@@ -33,6 +33,7 @@ import importlib
 import json
 import logging
 import os
+import subprocess
 import sys
 import time
 import traceback
@@ -116,6 +117,26 @@ _MACHINE: Optional[Dict[str, Any]] = None
 _VERSIONS: Optional[Dict[str, Any]] = None
 
 
+_TOUCH_CHILD = (
+    "import time, numpy as np\n"
+    "t = time.perf_counter(); a = np.ones({n}, dtype=np.uint8)\n"
+    "print(time.perf_counter() - t)\n")
+
+
+def first_touch_s_per_gib(mib: int = 256) -> Optional[float]:
+    """Seconds per GiB that a fresh process takes to write ``mib`` MiB of memory it has just
+    allocated (None when the probe fails). On a virtual machine whose memory is backed
+    lazily, and handed back when idle, this moves by two orders of magnitude over a day
+    (0.1 to 8 s per GiB measured here) and with it every step that fills fresh memory:
+    reading a table, scaling it, a fit's preparation. Recorded beside the load average."""
+    try:
+        out = subprocess.run([sys.executable, "-c", _TOUCH_CHILD.format(n=mib << 20)],
+                             capture_output=True, text=True, timeout=120)
+        return round(float(out.stdout.strip()) * 1024 / mib, 3)
+    except Exception:  # noqa: BLE001 - a probe only
+        return None
+
+
 def run_entry(name: str, quick: bool, results_dir: Path = RESULTS_DIR) -> Dict[str, Any]:
     """Run one entry; write and return its record (status ``ok``, ``skipped`` or
     ``error``)."""
@@ -125,6 +146,7 @@ def run_entry(name: str, quick: bool, results_dir: Path = RESULTS_DIR) -> Dict[s
     record: Dict[str, Any] = {
         "entry": name, "quick": bool(quick), "started": common.now_iso(),
         "machine": _MACHINE, "versions": _VERSIONS, "load_avg_start": common.load_average(),
+        "first_touch_s_per_gib_start": first_touch_s_per_gib(),
         "mnist_dir": str(common.mnist_dir()),
         "env": {k: os.environ.get(k) for k in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS",
                                                "MKL_NUM_THREADS", "JAVA_TOOL_OPTIONS")},
@@ -148,6 +170,7 @@ def run_entry(name: str, quick: bool, results_dir: Path = RESULTS_DIR) -> Dict[s
     record["duration_s"] = round(time.perf_counter() - t0, 1)
     record["finished"] = common.now_iso()
     record["load_avg_end"] = common.load_average()
+    record["first_touch_s_per_gib_end"] = first_touch_s_per_gib()
     results_dir.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     path = results_dir / f"{name}-{stamp}{'-quick' if quick else ''}.json"

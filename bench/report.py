@@ -178,6 +178,10 @@ def _run_line(rec: Dict[str, Any]) -> str:
     la0, la1 = rec.get("load_avg_start"), rec.get("load_avg_end")
     load = (f"load average (1 min) {la0[0]} before, {la1[0]} after"
             if la0 and la1 else "load average unknown")
+    touch = [rec.get(f"first_touch_s_per_gib_{k}") for k in ("start", "end")]
+    if all(t is not None for t in touch):
+        load += (f"; first touch of fresh memory {touch[0]:g} s/GiB before, {touch[1]:g} "
+                 "after (`bench.harness.first_touch_s_per_gib`)")
     mode = "quick run" if rec.get("quick") else "full run"
     return (f"_{mode}, {rec.get('started', '?')}, {fmt(rec.get('duration_s'))} s; "
             f"{m.get('usable_cores', '?')} cores ({m.get('cpu_model', '?')}), "

@@ -101,3 +101,40 @@ def test_a_record_names_the_checkout_commit_or_the_one_given(monkeypatch):
     assert len(own["commit"]) == 40 and "given" not in own
     monkeypatch.setenv("BENCH_GIT_COMMIT", "0" * 40)
     assert common.versions()["git"] == {"commit": "0" * 40, "dirty": False, "given": True}
+
+
+def test_a_record_is_dirty_only_when_code_differs_from_its_commit(tmp_path, monkeypatch):
+    """A bench run rewrites README's blocks, BENCHMARKS.md and its results after every entry:
+    those do not make the next entry's record dirty; a changed source file does."""
+    import subprocess
+
+    from bench import common
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "bench" / "results").mkdir(parents=True)
+    for name in ("README.md", "BENCHMARKS.md", "code.py", "bench/results/a.json"):
+        (tmp_path / name).write_text("x\n")
+    git("add", "-A")
+    git("-c", "user.email=t@t", "-c", "user.name=t", "commit", "-q", "-m", "c")
+    monkeypatch.delenv("BENCH_GIT_COMMIT", raising=False)
+    monkeypatch.setattr(common, "ROOT", tmp_path)
+    for name in ("README.md", "BENCHMARKS.md", "bench/results/a.json"):
+        (tmp_path / name).write_text("regenerated\n")
+    assert common.versions()["git"]["dirty"] is False
+    (tmp_path / "code.py").write_text("changed\n")
+    assert common.versions()["git"]["dirty"] is True
+
+
+def test_first_touch_probe_is_recorded_and_reported(tmp_path):
+    from bench import common
+
+    touch = harness.first_touch_s_per_gib(mib=16)
+    assert touch is not None and touch > 0
+    rec = json.loads(_record(tmp_path, "pca", 1.0).read_text())
+    rec.update(first_touch_s_per_gib_start=0.129, first_touch_s_per_gib_end=8.6,
+               _path=str(tmp_path / "pca-20260101-000000.json"))
+    line = report._run_line(rec)
+    assert "first touch of fresh memory 0.129 s/GiB before, 8.6 after" in line

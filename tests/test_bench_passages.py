@@ -86,9 +86,9 @@ def test_newer_runs_change_the_figures_and_ranges_cover_every_run(tmp_path):
         if cell["batch"] == 1024 and (cell.get("epochs") or 3) == 3:
             cell["after_first_ratio"] = 0.123
     (results / "gpu-20261231-000000.json").write_text(json.dumps(rec))
-    from bench.passages import missed
+    from bench.passages import gpu
 
-    text = missed.gpu(Records(results))
+    text = gpu.gpu(Records(results))
     assert "0.12-" in text and "`-000000`" not in text and "gpu-20261231-000000.json" in text
     assert "the 10 stored runs" in text
 

@@ -116,6 +116,11 @@ def span(values: Iterable[float], fmt: str = "{:.2f}", unit: str = "") -> str:
     return (lo if lo == hi else f"{lo}-{hi}") + unit
 
 
+def times(v: float, digits: int = 2) -> str:
+    """A ratio as the prose quotes it: ``1.23x``."""
+    return f"{v:.{digits}f}x"
+
+
 def files(recs: Sequence[Dict[str, Any]]) -> str:
     """The runs' files, as the README cites them: the first whole, then ``-HHMMSS`` for
     later ones of the same entry and day."""
@@ -178,4 +183,4 @@ def write_passages(readme: Path, results_dir: Path) -> List[str]:
 
 def _load_all() -> None:
     """Import the modules that register passages."""
-    from bench.passages import anomaly, facts, missed  # noqa: F401
+    from bench.passages import anomaly, facts, gpu, missed  # noqa: F401
