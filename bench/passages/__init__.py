@@ -65,6 +65,15 @@ class Records:
                and (where is None or where(r))]
         return sorted(out, key=lambda r: r.get("started") or "")
 
+    def need(self, entry: str, since: str = "") -> List[Dict[str, Any]]:
+        """:meth:`runs` of ``entry`` since ``since``; :class:`MissingResult` when none is
+        stored."""
+        runs = self.runs(entry, since=since)
+        if not runs:
+            raise MissingResult(f"no full run of `{entry}`" + (f" since {since}" if since
+                                                              else "") + " is stored")
+        return runs
+
     def latest(self, entry: str) -> Dict[str, Any]:
         """The newest full run of ``entry`` (what BENCHMARKS.md shows)."""
         runs = self.runs(entry)

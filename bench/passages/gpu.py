@@ -24,9 +24,7 @@ def _gpu_cells(rec: Dict[str, Any], epochs: int = 3) -> Dict[int, Dict[str, Any]
 
 def gpu(r: Records) -> str:
     """GPU training over every epoch at batch 256 and 1024, and GPU scoring."""
-    runs = r.runs("gpu", since=GPU_SINCE)
-    if not runs:
-        raise MissingResult(f"no GPU run since {GPU_SINCE}")
+    runs = r.need("gpu", since=GPU_SINCE)
     c3 = [_gpu_cells(x) for x in runs]
     ten = [x for x in runs if _gpu_cells(x, 10)]
     c10 = [_gpu_cells(x, 10) for x in ten]

@@ -136,9 +136,7 @@ def h2o_spread(r: Records) -> str:
 
 def loop_noise(r: Records) -> str:
     """The CPU training loop and whole fit against the best plain loop: run-to-run spread."""
-    runs = r.runs("training", since=REPEATS_SINCE)
-    if not runs:
-        raise MissingResult(f"no training run since {REPEATS_SINCE}")
+    runs = r.need("training", since=REPEATS_SINCE)
     spread = []
     for rec in runs:
         for cell in rec["result"]["loop_vs_plain"]["cells"].values():
@@ -162,9 +160,7 @@ def loop_noise(r: Records) -> str:
 
 def fixed_cost(r: Records) -> str:
     """The whole fit against the best plain loop: the fit's fixed cost moves with the machine."""
-    runs = r.runs("training", since=REPEATS_SINCE)
-    if not runs:
-        raise MissingResult(f"no training run since {REPEATS_SINCE}")
+    runs = r.need("training", since=REPEATS_SINCE)
     parts = []
     for rec in runs:
         fixed = [run["fit_s"] - run["loop_s"]
@@ -191,9 +187,7 @@ def fixed_cost(r: Records) -> str:
 
 def storage(r: Records) -> str:
     """The rank's data path on S3 against local disk."""
-    runs = r.runs("storage")
-    if not runs:
-        raise MissingResult("no full storage run is stored")
+    runs = r.need("storage")
     parts = []
     for rec in runs:
         raw = rec["result"]["raw"]
@@ -244,9 +238,7 @@ def sparse_memory(r: Records) -> str:
 
 def transform(r: Records) -> str:
     """transform at 3x predict_batch_udf, and the score job's dense input."""
-    runs = r.runs("scoring", since=SCORING_SINCE)
-    if not runs:
-        raise MissingResult(f"no scoring run since {SCORING_SINCE}")
+    runs = r.need("scoring", since=SCORING_SINCE)
     lays = ("array", "dense", "sparse", "cached")
     tr = [target(x, f"transform / predict_batch_udf, {lay}")["value"] for x in runs
           for lay in lays]
