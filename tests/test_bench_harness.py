@@ -128,11 +128,19 @@ def test_a_record_is_dirty_only_when_code_differs_from_its_commit(tmp_path, monk
     assert common.versions()["git"]["dirty"] is True
 
 
-def test_first_touch_probe_is_recorded_and_reported(tmp_path):
-    from bench import common
+def test_first_touch_probe_is_recorded_and_reported(tmp_path, monkeypatch):
+    import types
 
     touch = harness.first_touch_s_per_gib(mib=16)
     assert touch is not None and touch > 0
+    # an entry's record carries the probe from before and after it ran
+    monkeypatch.setattr(harness, "load", lambda name: types.SimpleNamespace(
+        TITLE="probe", run=lambda quick: {"summary": "ran"}))
+    rec = harness.run_entry("probe", True, tmp_path)
+    assert rec["status"] == "ok"
+    assert rec["first_touch_s_per_gib_start"] > 0 and rec["first_touch_s_per_gib_end"] > 0
+    stored = json.loads(Path(rec["_path"]).read_text())
+    assert stored["first_touch_s_per_gib_end"] == rec["first_touch_s_per_gib_end"]
     rec = json.loads(_record(tmp_path, "pca", 1.0).read_text())
     rec.update(first_touch_s_per_gib_start=0.129, first_touch_s_per_gib_end=8.6,
                _path=str(tmp_path / "pca-20260101-000000.json"))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
 
@@ -45,16 +46,11 @@ class Records:
     its ``anomaly_research/`` folder), read once."""
 
     def __init__(self, results_dir: Path) -> None:
+        from bench.report import load_records
+
         self.dir = Path(results_dir)
-        self._recs: List[Dict[str, Any]] = []
-        for path in sorted(self.dir.glob("*.json")):
-            try:
-                rec = json.loads(path.read_text())
-            except (OSError, ValueError) as exc:
-                log.warning("skipping unreadable result %s: %s", path, exc)
-                continue
-            rec["_file"] = path.name
-            self._recs.append(rec)
+        self._recs = [dict(rec, _file=Path(rec["_path"]).name)
+                      for rec in load_records(self.dir)]
 
     def runs(self, entry: str, since: str = "", until: str = "~",
              where: Optional[Callable[[Dict[str, Any]], bool]] = None) -> List[Dict[str, Any]]:
@@ -90,8 +86,9 @@ class Records:
         if not path.is_file():
             raise MissingResult(f"`{file}` is not stored")
         rec = json.loads(path.read_text())
-        rec["_file"] = file
-        return rec
+        if not isinstance(rec, dict):
+            raise MissingResult(f"`{file}` is not a result record")
+        return dict(rec, _file=file)
 
 
 def target(rec: Dict[str, Any], name: str) -> Dict[str, Any]:
@@ -170,17 +167,15 @@ def render(name: str, records: Records) -> str:
 
 def names_in(text: str) -> List[str]:
     """The passages whose markers ``text`` holds, in order."""
-    import re
-
     return re.findall(r"<!-- passage:([\w-]+):start ", text)
 
 
 def write_passages(readme: Path, results_dir: Path) -> List[str]:
     """Rewrite every passage block of ``readme`` from ``results_dir``; the names written."""
+    _load_all()
     records = Records(results_dir)
     written = []
     for name in names_in(Path(readme).read_text()):
-        _load_all()
         if name not in PASSAGES:
             log.warning("%s: no passage called %s; its block is left as it is", readme, name)
             continue

@@ -107,7 +107,7 @@ def _research_files(records: Records, pattern: str) -> List[Dict[str, Any]]:
     for path in sorted(folder.glob(f"anomaly_research-{pattern}*.json")):
         try:
             rec = records.named(f"anomaly_research/{path.name}")
-        except TypeError:       # not a table of rules (the MNIST blow-up list)
+        except MissingResult:   # not a record (the MNIST blow-up list)
             continue
         if rec.get("results"):
             recs.append(rec)

@@ -31,15 +31,20 @@ def _h2o_rows(rec: Dict[str, Any]) -> Dict[str, Dict[str, Any]]:
     return (rec.get("result") or {}).get("per_arch") or {}
 
 
+def _floors(pca: Dict[str, Any]) -> Dict[int, float]:
+    """k -> the test set's k-plane floor, from a ``pca`` run."""
+    tab = table(pca, "The k-plane floor")
+    return dict(zip(column(tab, "k"),
+                    column(tab, "floor (test set's own first k principal components)")))
+
+
 def h2o_floor(r: Records) -> str:
     """H2O-3 [2] and [50]: the speed ratio on a tiny fit, and the k-plane floor."""
     from bench.bench_h2o import FLOOR_SLACK
 
     h2o, pca, torch_rec = r.latest("h2o"), r.latest("pca"), r.latest("torch")
     per = _h2o_rows(h2o)
-    floor = dict(zip(column(table(pca, "The k-plane floor"), "k"),
-                     column(table(pca, "The k-plane floor"),
-                            "floor (test set's own first k principal components)")))
+    floor = _floors(pca)
     fixed = target(torch_rec, "a fit's fixed cost on the bundled sample (median seconds "
                               "outside the training loop)")["value"]
     two, fifty = per["[2]"], per["[50]"]
@@ -66,9 +71,7 @@ def h2o_hundred(r: Records) -> str:
     ratios = [target(x, "[100]: sparkae test MSE <= 0.5 x H2O's")["value"] for x in runs]
     hundred = _h2o_rows(h2o)["[100]"]
     sk, ho = hundred["sparkae"]["test_mse"], hundred["h2o"]["test_mse"]
-    floor = dict(zip(column(table(pca, "The k-plane floor"), "k"),
-                     column(table(pca, "The k-plane floor"),
-                            "floor (test set's own first k principal components)")))
+    floor = _floors(pca)
     cfg = (large.get("result") or {}).get("config") or {}
     epochs = cfg.get("epochs")
     lp = _h2o_rows(large)
@@ -297,15 +300,13 @@ def anomaly(r: Records) -> str:
 @passage("why-missed")
 def why_missed(r: Records) -> str:
     """Every bullet, in README's order."""
-    from bench.passages import MissingResult as _Missing
-
     out = []
     for part in (h2o_floor, h2o_hundred, h2o_spread, loop_noise, fixed_cost, flop_share,
                  sparse_memory, storage, transform,
                  anomaly, gpu):
         try:
             out.append(part(r))
-        except _Missing as exc:
+        except MissingResult as exc:
             out.append(f"- _{part.__doc__.splitlines()[0].rstrip('.')}: figures not "
                        f"available ({exc})._")
     return "\n".join(out)
