@@ -205,6 +205,86 @@ def test_wide_rows_are_scored_in_bounded_passes():
     assert scorer.rows_per_pass(1024, 10**9) == 1
 
 
+def test_a_batch_is_scored_in_slices_of_bounded_bytes_with_the_same_scores(monkeypatch):
+    """A batch wider than ``SLICE_BYTES`` is decoded and scored slice by slice; joined, the
+    scores and statuses equal one pass over the whole batch."""
+    net = scoring_net(size=30, hidden=(6, 2, 6), seed=2)
+    payload = scoring.pack({"input_size": 30, "kept": 30, "hidden": [6, 2, 6],
+                            "activation": "tanh"}, net.state_dict())
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(50):
+        v = rng.normal(size=30)
+        if i % 7 == 3:
+            rows.append(None)
+        elif i % 5 == 1:
+            nz = np.flatnonzero(rng.random(30) < 0.2)
+            rows.append(("s", 30, nz.tolist(), v[nz].tolist()))
+        else:
+            if i % 11 == 4:
+                v[2] = np.inf
+            rows.append(("d", v.tolist()))
+    col = vec_array(rows)
+    job = worker.BatchScorer(PayloadSource("slices", payload=payload), tuple(ALL), 2, THRESHOLD,
+                             16, 1, True, False)
+    whole_names, whole = job(col)
+    seen = []
+    real = worker.score_column
+    monkeypatch.setattr(worker, "score_column", lambda c, *a: seen.append(len(c)) or real(c, *a))
+    monkeypatch.setattr(worker, "SLICE_BYTES", 2_000)
+    names, sliced = job(col)
+    step = worker.rows_within(col.nbytes / len(col), len(col), 2_000)
+    assert 1 < step < 50 and seen == [min(step, 50 - lo) for lo in range(0, 50, step)]
+    assert names == whole_names == ALL + ["status"]
+    for name, a, b in zip(names, sliced, whole):    # (BLAS blocks other batch sizes alike)
+        assert a.type == b.type and a.is_valid().equals(b.is_valid()), name
+        if pa.types.is_list(a.type):
+            a, b = a.flatten(), b.flatten()
+        np.testing.assert_allclose(a.to_numpy(zero_copy_only=False).astype(float),
+                                   b.to_numpy(zero_copy_only=False).astype(float),
+                                   rtol=1e-5, atol=1e-6, err_msg=name)
+    assert worker.rows_within(100.0, 10_000, 8 << 20) == 10_000
+    assert worker.rows_within(6272.0, 10_000, 8 << 20) == (8 << 20) // 6272
+    assert worker.rows_within(1e12, 10_000) == 1 and worker.rows_within(0.0, 7) == 7
+
+
+def test_the_workers_read_row_groups_in_batches_of_bounded_bytes(tmp_path):
+    """``row_bytes`` counts every decoded value of the read columns at its width, however
+    well it compresses, and a reading task reads a wide table in batches of at most
+    ``SLICE_BYTES``, a narrow one in batches of ``read_rows``."""
+    from sparkae.scoring.parquet import PieceScorer, row_bytes
+
+    n, width = 3_000, 784
+    x = np.zeros((n, width), np.float32)
+    x[:, 5] = 1.0
+    wide = pa.table({"id": pa.array(np.arange(n, dtype=np.int64)),
+                     "f": pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), width)
+                     .cast(pa.list_(pa.float32()))})
+    pq.write_table(wide, str(tmp_path / "wide.parquet"), row_group_size=n)
+    pq.write_table(pa.table({"id": wide.column("id"), "v": pa.array(np.ones(n))}),
+                   str(tmp_path / "narrow.parquet"), row_group_size=n)
+    meta = pq.ParquetFile(str(tmp_path / "wide.parquet")).metadata.row_group(0)
+    assert row_bytes(meta, ("f",)) == width * 4
+    assert row_bytes(meta, ("f", "id")) == width * 4 + 8
+    assert row_bytes(meta, ("id",)) == 8
+
+    seen = []
+
+    def job(col):
+        seen.append(len(col))
+        return ["n"], [pa.array(np.zeros(len(col)))]
+
+    budget = worker.SLICE_BYTES // (width * 4 + 8)
+    for name, col, expect in (("wide", "f", budget), ("narrow", "v", 2_000)):
+        seen.clear()
+        piece = PieceScorer(job, (col, "id"), ("id",), ("id", "n"), 2_000,
+                            (((str(tmp_path / f"{name}.parquet"), 0),),))
+        out = list(piece.scored(pa.record_batch([pa.array([0])], ["t"])))
+        assert sum(b.num_rows for b in out) == n
+        assert max(seen) == min(expect, 2_000) and sum(seen) == n
+        assert out[0].column(0).to_pylist()[:3] == [0, 1, 2]
+
+
 # -- on Spark --------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("outputs", COMBOS, ids=["+".join(o[:2] for o in c) for c in COMBOS])

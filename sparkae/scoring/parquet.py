@@ -25,10 +25,29 @@ from sparkae.data.prepare import InputInfo
 from sparkae.scoring.broadcasts import payload_source
 from sparkae.scoring.encode import output_fields
 from sparkae.scoring.faults import from_session as fault_hook
-from sparkae.scoring.worker import BatchScorer
+from sparkae.scoring.worker import BatchScorer, rows_within
 
 #: Rows per Arrow batch read when the session does not say (Spark's own default).
 _READ_ROWS = 10000
+#: Bytes per value of Parquet's fixed-width physical types, as decoded into Arrow.
+_WIDTHS = {"BOOLEAN": 1, "INT32": 4, "FLOAT": 4, "INT64": 8, "DOUBLE": 8, "INT96": 12}
+
+
+def row_bytes(group: Any, columns: Tuple[str, ...]) -> float:
+    """Bytes per row of ``columns`` once a row group (``pyarrow.parquet.RowGroupMetaData``)
+    is decoded into Arrow: every value of their leaf columns at its type's width (a
+    dense vector's 784 doubles are 6,272 bytes a row however well they compress);
+    variable-width values count their uncompressed size."""
+    total = 0.0
+    for i in range(group.num_columns):
+        chunk = group.column(i)
+        path = chunk.path_in_schema
+        if not any(path == c or path.startswith(c + ".") for c in columns):
+            continue
+        width = _WIDTHS.get(chunk.physical_type)
+        total += (chunk.num_values * width if width is not None
+                  else chunk.total_uncompressed_size)
+    return total / max(group.num_rows, 1)
 
 
 def _read_rows(spark: Any) -> int:
@@ -75,7 +94,8 @@ class PieceScorer:
     names : tuple of str
         Names of the result's columns: ``carry``, then the outputs (then the status).
     read_rows : int
-        Rows per Arrow batch read (bounded memory).
+        Most rows per Arrow batch read; fewer where a row group's rows are wide
+        (:func:`row_bytes`, at most :data:`sparkae.scoring.worker.SLICE_BYTES` a batch).
     tasks : tuple of tuple of (str, int)
         The ``(file, row group)`` pieces of each task, by task number.
     """
@@ -93,9 +113,11 @@ class PieceScorer:
         for task in numbers.column(0).to_pylist():
             for f, g in self.tasks[task]:
                 reader = pq.ParquetFile(f)
+                rows = rows_within(row_bytes(reader.metadata.row_group(g), self.read),
+                                   self.read_rows)
                 # one thread: the task holds one core; more only compete with the
                 # executor's other tasks
-                for part in reader.iter_batches(batch_size=self.read_rows, row_groups=[g],
+                for part in reader.iter_batches(batch_size=rows, row_groups=[g],
                                                 columns=list(self.read), use_threads=False,
                                                 use_pandas_metadata=False):
                     _, arrays = self.job(part.column(0))
