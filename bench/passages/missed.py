@@ -21,6 +21,9 @@ H2O_SINCE = "2026-11-28T16"
 #: Scoring runs since the baselines compute their errors in place under inference_mode,
 #: as sparkae does (commit 6195264): the runs that compare like with like.
 SCORING_SINCE = "2026-12-03T23:16"
+#: Scoring runs since a worker decodes its batches in slices of at most 8 MiB of input and
+#: the workers' Parquet reader reads batches of that size (commit b14b6b1).
+SLICES_SINCE = "2026-12-04T23:27"
 #: Training runs since the FLOP-rate reference is measured in each plain process.
 TRAINING_SINCE = "2026-12-03"
 #: Training runs that repeat each cell's fastest settings (commit c300a4c).
@@ -257,6 +260,19 @@ def transform(r: Records) -> str:
                      column(table(x, "Where the Spark"), "input to Python (JVM -> Arrow)")))
             .get("dense") for x in runs]
     loads = [(x.get("load_avg_start") or [0])[0] for x in runs]
+    sliced = r.runs("scoring", since=SLICES_SINCE)
+    since = ""
+    if sliced:
+        s_tr = [target(x, f"transform / predict_batch_udf, {lay}")["value"] for x in sliced
+                for lay in lays]
+        s_job = [target(x, f"score job / predict_batch_udf to Parquet, {lay}")["value"]
+                 for x in sliced for lay in ("array", "dense", "sparse")]
+        since = (
+            " Since a worker decodes and scores its batches in slices of at most 8 MiB of "
+            "input and the workers' reader reads batches of that size (docs/DESIGN.md "
+            f"section 7; {len(sliced)} run{'s' if len(sliced) > 1 else ''}: {files(sliced)}),"
+            f" transform measured {span(s_tr)}x over the four inputs and the score job "
+            f"{span(s_job)}x over the three Parquet ones.")
     return (
         "- **transform at 3x `predict_batch_udf`**: transform keeps every column, so the "
         "784-wide input column crosses back from the Python workers and the JVM copies each "
@@ -270,8 +286,9 @@ def transform(r: Records) -> str:
         f"vectors to Arrow ran at {', '.join(f'{int(v):,}' for v in conv if v)} rows/s. The "
         "score job to Parquet meets 3x on "
         + (" and ".join(met) if met else "no") + " input in all of them; dense input "
-        f"measured {', '.join(f'{v:.2f}x' for v in job['dense'])}. Proposed: measure "
-        "transform's 3x with the columns a scoring run keeps, and over more than one run.")
+        f"measured {', '.join(f'{v:.2f}x' for v in job['dense'])}." + since + " Proposed: "
+        "measure transform's 3x with the columns a scoring run keeps, and over more than one "
+        "run.")
 
 
 def anomaly(r: Records) -> str:
