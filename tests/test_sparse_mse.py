@@ -35,6 +35,33 @@ def test_squared_error_equals_the_explicit_sum():
     np.testing.assert_allclose(got.numpy(), want, rtol=1e-6)
 
 
+def test_stored_outputs_sampled_and_gathered_in_slices_agree(monkeypatch):
+    """The output layer at each stored entry: the CPU's sampled product and the gather in
+    slices (other devices) give the explicit ``W[c] . h + b[c]``, entries in any column
+    order, a row that stores nothing included."""
+    rng = np.random.default_rng(5)
+    d, k, n = 50, 6, 9
+    w, b, zero = (torch.from_numpy(rng.normal(size=s)) for s in ((d, k), d, d))
+    h = torch.from_numpy(rng.normal(size=(n, k)))
+    lengths = rng.integers(0, 8, size=n)
+    lengths[2] = 0
+    cols = np.concatenate([rng.permutation(d)[:m] for m in lengths]).astype(np.int64)
+    rows = np.repeat(np.arange(n), lengths)
+    want = (h.numpy()[rows] * w.numpy()[cols]).sum(1) + b.numpy()[cols]
+    crow = torch.from_numpy(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64))
+    terms = sparse_mse.gram_terms(w, b, zero)
+    sampled = sparse_mse.stored_outputs(terms, h, crow, torch.from_numpy(cols))
+    np.testing.assert_allclose(sampled.numpy(), want, rtol=1e-12)
+
+    def missing(*a, **kw):
+        raise NotImplementedError("no sampled_addmm")
+
+    monkeypatch.setattr(torch.sparse, "sampled_addmm", missing)
+    monkeypatch.setattr(sparse_mse, "GATHER_VALUES", 2 * k)      # slices of two entries
+    gathered = sparse_mse.stored_outputs(terms, h, crow, torch.from_numpy(cols))
+    np.testing.assert_allclose(gathered.numpy(), want, rtol=1e-12)
+
+
 @pytest.mark.parametrize("clip", [False, True])
 @pytest.mark.parametrize("kept", [None, 23])
 @pytest.mark.parametrize("outputs", [["reconstruction_mse"], ["is_anomaly"],

@@ -21,12 +21,16 @@ every output, and :class:`sparkae.scoring.forward.Scorer` computes those the usu
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import torch
 
 #: Rows of ``W`` multiplied at a time when forming ``G`` (bounds the float64 copy).
 _GRAM_ROWS = 1 << 15
+#: Values of the ``entries x k`` float64 products formed at once where the stored entries'
+#: outputs are gathered (:func:`stored_outputs` off the CPU): 8 MiB.
+GATHER_VALUES = 1 << 20
 
 
 @dataclass
@@ -57,6 +61,39 @@ def gram_terms(weight: torch.Tensor, bias: torch.Tensor, zero: torch.Tensor) -> 
     return GramTerms(gram, u, d @ d, w, b, z0)
 
 
+def stored_outputs(terms: GramTerms, h: torch.Tensor, crow: torch.Tensor,
+                   cols: torch.Tensor) -> torch.Tensor:
+    """The output layer's value ``W[c] . h_row + b[c]`` at each stored entry (float64, in
+    entry order).
+
+    On the CPU it is ``h W'`` sampled at the stored columns
+    (``torch.sparse.sampled_addmm``), one dot product per entry and no ``entries x k``
+    tensor: the gather of both factors it replaces allocated two such float64 tensors
+    per pass (64 MB each at 1,024 rows of 784 features, 10 % stored) and scored 7-55
+    times slower (docs/DESIGN.md section 7). Elsewhere, and where Torch lacks it, the
+    factors are gathered in slices of :data:`GATHER_VALUES` values.
+    """
+    n, k = h.shape
+    if h.device.type == "cpu":
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "sparse CSR support is in beta"
+                # the columns are the decoder's checked, in-range kept columns
+                mask = torch.sparse_csr_tensor(
+                    crow, cols, torch.zeros(cols.numel(), dtype=h.dtype),
+                    size=(n, len(terms.bias)), check_invariants=False)
+                y = torch.sparse.sampled_addmm(mask, h, terms.weight.t()).values()
+            return y + terms.bias.index_select(0, cols)
+        except (RuntimeError, NotImplementedError):   # a Torch without it here
+            pass
+    rows = torch.repeat_interleave(torch.arange(n, device=h.device), crow.diff())
+    step = max(1, GATHER_VALUES // max(1, k))
+    parts = [(h.index_select(0, rows[a:a + step])
+              * terms.weight.index_select(0, cols[a:a + step])).sum(dim=1)
+             for a in range(0, cols.numel(), step)]
+    return torch.cat(parts) + terms.bias.index_select(0, cols)
+
+
 def squared_error(terms: GramTerms, h: torch.Tensor, crow: torch.Tensor, cols: torch.Tensor,
                   stored: torch.Tensor) -> torch.Tensor:
     """Each row's sum of squared errors over all modelled features (float64).
@@ -77,8 +114,7 @@ def squared_error(terms: GramTerms, h: torch.Tensor, crow: torch.Tensor, cols: t
     err = ((h @ terms.gram) * h).sum(dim=1) + 2.0 * (h @ terms.u) + terms.beta
     if cols.numel():
         rows = torch.repeat_interleave(torch.arange(n, device=h.device), crow.diff())
-        y = (h.index_select(0, rows) * terms.weight.index_select(0, cols)).sum(dim=1) \
-            + terms.bias.index_select(0, cols)
+        y = stored_outputs(terms, h, crow, cols)
         s = stored.double()
         corr = (y - s) ** 2 - (y - terms.zero.index_select(0, cols)) ** 2
         err = err.index_add(0, rows, corr)
