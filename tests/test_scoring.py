@@ -162,6 +162,28 @@ def test_sparse_first_layer_equals_the_dense_forward(kept):
     assert_close(dense, ref)
 
 
+def test_deep_features_alone_take_the_csr_path_up_to_a_higher_density():
+    """With only hidden layers asked for on the CPU (no decoder), rows up to
+    ``SPARSE_DENSITY_ENCODER`` stored go through the CSR first layer; with an error asked
+    for too, the same rows are densified. Both equal the dense forward."""
+    net = scoring_net(kept=23)
+    x = sparse_rows(50, 30, 0.15, seed=7)
+    scorer = Scorer(net, torch.device("cpu"))
+    block = sparse_block(x)
+    assert (scoring.SPARSE_DENSITY * 50 * scorer.kept < block.nnz
+            < scoring.SPARSE_DENSITY_ENCODER * 50 * scorer.kept)
+    ref = scoring.score_matrix(net, x, ALL, 2, THRESHOLD)
+    dense = scorer.dense_rows
+    paths = []
+    scorer.dense_rows = lambda *a: paths.append("dense") or dense(*a)
+    got = scorer.score(block, ["deep_features"], 2, None, batch_size=16)
+    assert paths == []
+    np.testing.assert_allclose(got["deep_features"], ref["deep_features"], rtol=1e-5, atol=1e-6)
+    got = scorer.score(block, ["deep_features", "reconstruction_mse"], 2, None, batch_size=16)
+    assert paths and set(paths) == {"dense"}
+    assert_close(got, {k: ref[k] for k in ("deep_features", "reconstruction_mse")})
+
+
 def test_vectors_scattered_on_the_device_equal_the_dense_rows():
     """A GPU worker scatters vectors' stored entries on its device (scatter_block); the same
     code on the CPU gives RowBlock.to_dense exactly, missing values and empty rows included."""

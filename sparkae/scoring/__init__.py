@@ -28,7 +28,8 @@ from sparkae.scoring.broadcasts import payload_source
 from sparkae.scoring.encode import OUTPUT_TYPES
 from sparkae.scoring.faults import DELAY_CONF, FAIL_CONF
 from sparkae.scoring.faults import from_session as fault_hook
-from sparkae.scoring.forward import PASS_ELEMENTS, SPARSE_DENSITY, Scorer, score_matrix
+from sparkae.scoring.forward import (PASS_ELEMENTS, SPARSE_DENSITY, SPARSE_DENSITY_ENCODER,
+                                     Scorer, score_matrix)
 from sparkae.data.parquet_scan import parquet_pieces
 from sparkae.scoring.parquet import score_parquet, task_threads
 from sparkae.scoring.parquet_files import parquet_codec, write_parquet_files
@@ -36,7 +37,7 @@ from sparkae.scoring.payload import pack, unpack
 from sparkae.scoring.worker import BatchScorer
 from sparkae.scoring.transport import ENGINES, check_request, has_udt, score, score_with
 
-__all__ = ["OUTPUT_TYPES", "PASS_ELEMENTS", "SPARSE_DENSITY", "ENGINES", "FAIL_CONF",
+__all__ = ["OUTPUT_TYPES", "PASS_ELEMENTS", "SPARSE_DENSITY", "SPARSE_DENSITY_ENCODER", "ENGINES", "FAIL_CONF",
            "DELAY_CONF", "Scorer", "pack", "unpack", "score", "score_parquet",
            "parquet_pieces", "parquet_codec", "write_parquet_files", "score_matrix",
            "check_request", "has_udt", "score_with", "BatchScorer", "payload_source",
