@@ -50,7 +50,8 @@ def test_stored_outputs_sampled_and_gathered_in_slices_agree(monkeypatch):
     want = (h.numpy()[rows] * w.numpy()[cols]).sum(1) + b.numpy()[cols]
     crow = torch.from_numpy(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64))
     terms = sparse_mse.gram_terms(w, b, zero)
-    sampled = sparse_mse.stored_outputs(terms, h, crow, torch.from_numpy(cols))
+    entry_rows = torch.from_numpy(rows)
+    sampled = sparse_mse.stored_outputs(terms, h, crow, torch.from_numpy(cols), entry_rows)
     np.testing.assert_allclose(sampled.numpy(), want, rtol=1e-12)
 
     def missing(*a, **kw):
@@ -58,7 +59,7 @@ def test_stored_outputs_sampled_and_gathered_in_slices_agree(monkeypatch):
 
     monkeypatch.setattr(torch.sparse, "sampled_addmm", missing)
     monkeypatch.setattr(sparse_mse, "GATHER_VALUES", 2 * k)      # slices of two entries
-    gathered = sparse_mse.stored_outputs(terms, h, crow, torch.from_numpy(cols))
+    gathered = sparse_mse.stored_outputs(terms, h, crow, torch.from_numpy(cols), entry_rows)
     np.testing.assert_allclose(gathered.numpy(), want, rtol=1e-12)
 
 

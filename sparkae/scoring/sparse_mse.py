@@ -62,9 +62,9 @@ def gram_terms(weight: torch.Tensor, bias: torch.Tensor, zero: torch.Tensor) -> 
 
 
 def stored_outputs(terms: GramTerms, h: torch.Tensor, crow: torch.Tensor,
-                   cols: torch.Tensor) -> torch.Tensor:
+                   cols: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     """The output layer's value ``W[c] . h_row + b[c]`` at each stored entry (float64, in
-    entry order).
+    entry order; ``rows``: each entry's row, as ``crow`` gives it).
 
     On the CPU it is ``h W'`` sampled at the stored columns
     (``torch.sparse.sampled_addmm``), one dot product per entry and no ``entries x k``
@@ -86,7 +86,6 @@ def stored_outputs(terms: GramTerms, h: torch.Tensor, crow: torch.Tensor,
             return y + terms.bias.index_select(0, cols)
         except (RuntimeError, NotImplementedError):   # a Torch without it here
             pass
-    rows = torch.repeat_interleave(torch.arange(n, device=h.device), crow.diff())
     step = max(1, GATHER_VALUES // max(1, k))
     parts = [(h.index_select(0, rows[a:a + step])
               * terms.weight.index_select(0, cols[a:a + step])).sum(dim=1)
@@ -114,7 +113,7 @@ def squared_error(terms: GramTerms, h: torch.Tensor, crow: torch.Tensor, cols: t
     err = ((h @ terms.gram) * h).sum(dim=1) + 2.0 * (h @ terms.u) + terms.beta
     if cols.numel():
         rows = torch.repeat_interleave(torch.arange(n, device=h.device), crow.diff())
-        y = stored_outputs(terms, h, crow, cols)
+        y = stored_outputs(terms, h, crow, cols, rows)
         s = stored.double()
         corr = (y - s) ** 2 - (y - terms.zero.index_select(0, cols)) ** 2
         err = err.index_add(0, rows, corr)

@@ -142,13 +142,16 @@ class BatchScorer:
         if self.before_batch is not None:
             self.before_batch()
         scorer = scorer_for(self.source, self.threads)
+
+        def scored(rows: pa.Array) -> Tuple[List[str], List[pa.Array]]:
+            return score_column(rows, scorer, self.outputs, self.layer, self.threshold,
+                                self.batch_size, self.with_status, self.skip_missing,
+                                self.clip)
+
         n = len(col)
-        step = rows_within(col.nbytes / max(n, 1), n) if n else 1
-        parts = [score_column(col.slice(lo, step) if step < n else col, scorer,
-                              self.outputs, self.layer, self.threshold, self.batch_size,
-                              self.with_status, self.skip_missing, self.clip)
-                 for lo in range(0, max(n, 1), step)]
-        if len(parts) == 1:
-            return parts[0]
+        step = rows_within(col.nbytes / n, n) if n else n
+        if step >= n:
+            return scored(col)
+        parts = [scored(col.slice(lo, step)) for lo in range(0, n, step)]
         names = parts[0][0]
         return names, [pa.concat_arrays([p[1][j] for p in parts]) for j in range(len(names))]
