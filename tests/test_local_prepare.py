@@ -162,22 +162,25 @@ def test_dense_statistics_in_blocks_match_numpy_and_refuse_a_late_nan():
     assert _dense_stats(x) is None
 
 
-def _parquet_input(spark, mnist_sample, tmp_path, layout):
-    """600 sample rows as Parquet in two files: the vector column, or array<float>."""
+def _parquet_input(spark, mnist_sample, tmp_path, layout, files=2):
+    """600 sample rows as Parquet in ``files`` files: the vector column, or array<float>."""
     from pyspark.ml.functions import vector_to_array
 
     df = mnist_sample.limit(600).select("label", "features")
     if layout == "array":
         df = df.withColumn("features", vector_to_array("features", "float32"))
     path = str(tmp_path / f"input-{layout}")
-    df.coalesce(2).write.parquet(path)
+    df.repartition(files).write.parquet(path)
+    assert len([f for f in os.listdir(path) if f.endswith(".parquet")]) == files
     return spark.read.parquet(path), path
 
 
-@pytest.mark.parametrize("layout", ["vector", "array"])
+@pytest.mark.parametrize("layout,files", [("vector", 1), ("vector", 2), ("array", 2)])
 def test_a_plain_parquet_scan_is_read_with_pyarrow_and_matches_spark(spark, mnist_sample,
-                                                                     tmp_path, layout, caplog):
-    df, _ = _parquet_input(spark, mnist_sample, tmp_path, layout)
+                                                                     tmp_path, layout, files,
+                                                                     caplog):
+    """One file of one row group is taken as read, several are joined: the same rows."""
+    df, _ = _parquet_input(spark, mnist_sample, tmp_path, layout, files)
     vectors, info = resolve(df, "features", None)
     with caplog.at_level(logging.INFO, logger="sparkae"):
         stats, entry = prepare_locally(vectors, str(tmp_path / "cache"), source=(df, info))

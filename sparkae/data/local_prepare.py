@@ -149,9 +149,10 @@ def _read_direct(dataset: DataFrame, info: InputInfo, rows: int
     files = [pq.ParquetFile(f) for f in dict.fromkeys(p[0] for p in pieces)]
     if _footer_values(files, info.column) > LOCAL_VALUES:
         return None
-    chunks = [pf.read(columns=[info.column]).column(0) for pf in files]
-    col = pa.chunked_array([c for chunk in chunks for c in chunk.chunks],
-                           type=chunks[0].type).combine_chunks()
+    parts = [c for pf in files for c in pf.read(columns=[info.column]).column(0).chunks]
+    # one chunk (one file of one row group) is taken as read: combining copies even one,
+    # the column's size of fresh memory again (0.01-0.8 s for 60,000 x 784 here)
+    col = parts[0] if len(parts) == 1 else pa.concat_arrays(parts)
     return as_vectors(col) if info.kind == "array" else col
 
 
