@@ -26,6 +26,7 @@ from sparkae.train.config import TrainConfig
 from sparkae.train.family import FitTerms
 from sparkae.train.inputs import EpochGenerators, noise_generator, prepare, scaled_batch
 from sparkae.train.lazy import LazyStep, lazy_eligible
+from sparkae.train.lean import LeanStep, fused_update, lean_eligible
 from sparkae.train.optim import apply_max_w2, make_optimizer, penalty, sgd_schedule
 from sparkae.train.validation import Stopper, evaluate
 
@@ -83,6 +84,9 @@ class _Fit:
         self.opt: Any = (LazyStep(net, cfg, lambda ps: make_optimizer(net, cfg, ps))
                          if self.lazy_off is None else
                          make_optimizer(net, cfg, self.terms.parameters()))
+        lean_off = lean_eligible(net, cfg, model, distributed, bool(self.terms.terms))
+        # the plain dense step with hand-written gradients (dense batches only)
+        self.lean = LeanStep(net) if lean_off is None else None
         self.checked = False
         self.history: List[Dict] = []
         self.stopper = Stopper(cfg)
@@ -157,17 +161,21 @@ class _Fit:
                                                           cfg.activation)
         return loss
 
-    def update(self, loss: torch.Tensor, z: torch.Tensor, acts: List[torch.Tensor]) -> None:
+    def update(self, loss: Optional[torch.Tensor], z: torch.Tensor,
+               acts: List[torch.Tensor]) -> None:
         """The step's parameter updates: the optimizer's, the family's own phases, the
-        ``max_w2`` constraint and H2O's sparsity bias update."""
+        ``max_w2`` constraint and H2O's sparsity bias update. ``loss`` None: the
+        gradients are set already (:class:`~sparkae.train.lean.LeanStep`)."""
         cfg, opt = self.cfg, self.opt
         if cfg.optimizer == "sgd":
             lr, momentum = sgd_schedule(cfg, self.samples)
             for group in opt.param_groups:
                 group["lr"], group["momentum"] = lr, momentum
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        if loss is not None:
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+        if not fused_update(opt):    # a fused Adam's kernel without the rest of step()
+            opt.step()
         self.terms.after_step(self.model, z)
         if cfg.max_w2 < float("inf"):
             apply_max_w2(self.net, cfg.max_w2)
@@ -183,9 +191,13 @@ class _Fit:
         its MSE sum, rows and coding activation sums to ``sums``."""
         z = prepare(self.net, batch, self.cfg.skip_missing)
         self.optimizer(z)
-        inp = self.corrupt(z, epoch)
-        mse, acts = self.reconstruct(z, inp, epoch)
-        self.update(self.loss(mse, inp, acts, z.shape[0]), z, acts)
+        if self.lean is not None and not sparse.is_sparse(z):
+            mse, acts = self.lean.gradients(z)
+            self.update(None, z, acts)
+        else:
+            inp = self.corrupt(z, epoch)
+            mse, acts = self.reconstruct(z, inp, epoch)
+            self.update(self.loss(mse, inp, acts, z.shape[0]), z, acts)
         rows = z.shape[0]
         self.samples += rows
         sums.add(mse.detach(), rows, acts[self.c].detach())
