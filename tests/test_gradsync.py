@@ -16,7 +16,8 @@ import json, os, sys
 import torch
 import torch.distributed as dist
 from sparkae.train.gradsync import averaged_gradients, broadcast_parameters
-from sparkae.train.optim import SGD
+from sparkae.train.lean import fused_update
+from sparkae.train.optim import SGD, Adam
 
 rank, store, out = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 dist.init_process_group("gloo", init_method="file://" + store, rank=rank, world_size=2)
@@ -36,10 +37,19 @@ with averaged_gradients(2):
     opt.step()
     grads = {name: None if p.grad is None else p.grad.tolist()
              for name, p in net.named_parameters()}
+    # the loop's direct call of Adam's fused kernel would skip the averaging: refused
+    adam = Adam(c.parameters(), lr=0.1, fused=True)
+    for p in c.parameters():
+        p.grad = torch.ones_like(p)
+    adam.step()
+    fused_inside = fused_update(adam)
 opt.zero_grad(set_to_none=True)
 b.weight.grad = torch.full_like(b.weight, float(rank))
 opt.step()                                    # outside the block: no averaging
+for p in c.parameters():
+    p.grad = torch.ones_like(p)
 json.dump({"start": [t.tolist() for t in start], "grads": grads,
+           "fused": [fused_inside, fused_update(adam)],
            "after": b.weight.grad.tolist(),
            "dynamo": "torch._dynamo" in sys.modules}, open(out, "w"))
 dist.destroy_process_group()
@@ -67,4 +77,5 @@ def test_two_ranks_start_alike_and_average_their_gradients(tmp_path):
         assert g["1.weight"] == [[1.0, 1.0]]          # rank 0's 2.0, averaged with zero
         assert g["1.bias"] is None and g["2.weight"] is None and g["2.bias"] is None
         assert res["dynamo"] is False
+        assert res["fused"] == [False, True]
     assert r0["after"] == [[0.0, 0.0]] and r1["after"] == [[1.0, 1.0]]   # hook removed

@@ -88,6 +88,21 @@ def test_the_fused_update_is_adams_step():
     for a, b in zip(opts[0].state.values(), opts[1].state.values()):
         for k in ("step", "exp_avg", "exp_avg_sq"):
             torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+    # a hook around step() (the ranks' gradient averaging is a global one) must run
+    from torch.optim.optimizer import register_optimizer_step_pre_hook
+
+    seen = []
+    handle = register_optimizer_step_pre_hook(lambda o, args, kwargs: seen.append(o))
+    try:
+        assert not lean.fused_update(opts[1]) and not seen
+    finally:
+        handle.remove()
+    handle = opts[1].register_step_post_hook(lambda o, args, kwargs: seen.append(o))
+    try:
+        assert not lean.fused_update(opts[1])
+    finally:
+        handle.remove()
+    assert lean.fused_update(opts[1])
     for other in (torch.optim.SGD(_net().parameters(), lr=0.1),
                   torch.optim.Adam(_net().parameters(), lr=0.1, amsgrad=True, fused=True),
                   torch.optim.Adam(_net().parameters(), lr=0.1)):

@@ -59,7 +59,7 @@ def lean_eligible(net: nn.Module, cfg: TrainConfig, model: nn.Module, distribute
     if type(net) is not AutoencoderNet or model is not net:
         return "not a plain dense network"
     if distributed:
-        return "several ranks (their gradients are averaged through autograd's hooks)"
+        return "several ranks"
     if net.output_act is not None or any(not isinstance(d, nn.Identity) for d in net.dropouts):
         return "an output activation or dropout"
     for act in net.acts:
@@ -116,12 +116,24 @@ class LeanStep:
         return mse, inputs[1:]
 
 
+def _step_hooks(opt: Any) -> bool:
+    """Whether a hook runs around ``opt.step()``: its own, or a global one (the ranks'
+    gradient averaging, :mod:`sparkae.train.gradsync`, is a global pre-hook)."""
+    from torch.optim import optimizer as torch_optimizer
+
+    return bool(getattr(opt, "_optimizer_step_pre_hooks", None)
+                or getattr(opt, "_optimizer_step_post_hooks", None)
+                or getattr(torch_optimizer, "_global_optimizer_pre_hooks", None)
+                or getattr(torch_optimizer, "_global_optimizer_post_hooks", None))
+
+
 def fused_update(opt: Any) -> bool:
     """Apply ``opt`` (a ``torch.optim.Adam(fused=True)``) to the parameters' ``grad`` with
     one call of the fused kernel its ``step`` calls, without the rest of ``step``; False
-    (nothing done) when ``opt`` is another optimizer or setting, or its state is not made
-    yet (its first step), for the caller to call ``opt.step()``."""
-    if not isinstance(opt, torch.optim.Adam) or len(opt.param_groups) != 1:
+    (nothing done) when ``opt`` is another optimizer or setting, a hook runs around its
+    ``step`` (the ranks' gradient averaging is one), or its state is not made yet (its
+    first step), for the caller to call ``opt.step()``."""
+    if not isinstance(opt, torch.optim.Adam) or len(opt.param_groups) != 1 or _step_hooks(opt):
         return False
     group = opt.param_groups[0]
     if (not group.get("fused") or group["amsgrad"] or group["maximize"]
