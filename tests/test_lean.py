@@ -4,6 +4,7 @@ autograd and ``torch.optim`` (pure Torch, no Spark)."""
 from __future__ import annotations
 
 import copy
+import logging
 
 import numpy as np
 import pytest
@@ -114,16 +115,21 @@ def test_the_fused_update_is_adams_step():
 
 
 @pytest.mark.parametrize("optimizer", ["adam", "sgd", "adadelta"])
-def test_a_fit_trains_as_it_does_through_autograd(monkeypatch, optimizer):
+def test_a_fit_trains_as_it_does_through_autograd(monkeypatch, caplog, optimizer):
     """The same fit with the lean step and through autograd: the same history and weights,
     up to rounding."""
     cfg = TrainConfig(epochs=3, rate=0.01, optimizer=optimizer, coding_layer=2)
     fast = _net()
     slow = copy.deepcopy(fast)
     assert lean.lean_eligible(fast, cfg, fast, False, False) is None
-    hist_fast = train(fast, _batches, cfg)
+    with caplog.at_level(logging.DEBUG, logger="sparkae"):
+        hist_fast = train(fast, _batches, cfg)
+    assert "training step: gradients written out" in caplog.text
     monkeypatch.setattr("sparkae.train.loop.lean_eligible", lambda *a: "forced off")
-    hist_slow = train(slow, _batches, cfg)
+    caplog.clear()
+    with caplog.at_level(logging.DEBUG, logger="sparkae"):
+        hist_slow = train(slow, _batches, cfg)
+    assert "training step: autograd (forced off)" in caplog.text
     for a, b in zip(hist_fast, hist_slow):
         assert a["train_mse"] == pytest.approx(b["train_mse"], rel=1e-4)
         np.testing.assert_allclose(a["coding_activations"], b["coding_activations"],

@@ -87,6 +87,8 @@ class _Fit:
         lean_off = lean_eligible(net, cfg, model, distributed, bool(self.terms.terms))
         # the plain dense step with hand-written gradients (dense batches only)
         self.lean = LeanStep(net) if lean_off is None else None
+        log.debug("training step: %s", "gradients written out (sparkae.train.lean)"
+                  if lean_off is None else f"autograd ({lean_off})")
         self.checked = False
         self.history: List[Dict] = []
         self.stopper = Stopper(cfg)
