@@ -21,6 +21,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
+from torch.optim import optimizer as torch_optimizer
 
 from sparkae.nn.dense import AutoencoderNet
 from sparkae.train.config import TrainConfig
@@ -48,7 +49,7 @@ _ACTIVATIONS: Dict[type, Tuple[Callable[[torch.Tensor], torch.Tensor],
                                Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]] = {
     nn.Tanh: (torch.tanh_, _tanh),
     nn.ReLU: (torch.relu_, _relu),
-    nn.ELU: (lambda x: nn.functional.elu_(x), _elu),
+    nn.ELU: (nn.functional.elu_, _elu),
     nn.Identity: (lambda x: x, _identity),
 }
 
@@ -81,7 +82,8 @@ def _weight_grad(g: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 
 class LeanStep:
-    """Forward, hand-written backward and optimizer update of one plain dense step.
+    """Forward pass and hand-written backward pass of one plain dense step (the update
+    is the caller's: :func:`fused_update`, else ``opt.step()``).
 
     Parameters
     ----------
@@ -119,8 +121,6 @@ class LeanStep:
 def _step_hooks(opt: Any) -> bool:
     """Whether a hook runs around ``opt.step()``: its own, or a global one (the ranks'
     gradient averaging, :mod:`sparkae.train.gradsync`, is a global pre-hook)."""
-    from torch.optim import optimizer as torch_optimizer
-
     return bool(getattr(opt, "_optimizer_step_pre_hooks", None)
                 or getattr(opt, "_optimizer_step_post_hooks", None)
                 or getattr(torch_optimizer, "_global_optimizer_pre_hooks", None)
